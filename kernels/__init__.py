@@ -1,0 +1,1 @@
+"""Compute kernels. Each op has a readable PyTorch reference and faster forms behind one signature."""

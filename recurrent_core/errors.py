@@ -1,0 +1,29 @@
+"""Errors a person can act on.
+
+Every message is one sentence that says what went wrong, what was kept, and what to do.
+Front ends print `str(error)` as it is; they never show a traceback for these.
+"""
+
+
+class LongyarnError(Exception):
+    """Base class for failures the user should see as one clear sentence."""
+
+
+class ModelError(LongyarnError):
+    """The model backend failed (no key, server down, rate limit, cut stream)."""
+
+
+class StepCancelled(LongyarnError):
+    """The person cancelled a step; nothing of it was stored."""
+
+
+class StoryNotFound(LongyarnError):
+    pass
+
+
+class CheckpointError(LongyarnError):
+    """A model file is missing, corrupt, or not the kind we expected."""
+
+
+class InvalidInput(LongyarnError):
+    """Bad input from a person or a caller; nothing was changed."""
