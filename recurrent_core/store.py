@@ -86,6 +86,9 @@ class StoryStore(Protocol):
     ) -> tuple[int, list[MemoryEntry], np.ndarray]:
         """(version, entries, float32 matrix of shape (len(entries), dim)) for one embedding model."""
 
+    def memory_for_step(self, step_id: str) -> MemoryEntry | None:
+        """The long-term memory made from a step's paragraph, if it has one."""
+
     def set_memory_flags(
         self, memory_id: str, *, pinned: bool | None = None, excluded: bool | None = None
     ) -> MemoryEntry: ...

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Union
 
-Role = Literal["bible", "writer", "memory", "planner"]
+Role = Literal["bible", "writer", "memory", "planner", "chooser", "repair"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""`longyarn batch`: whole novels with no one at the keyboard.
+
+Each paragraph is committed as it is written, so a run stopped at any moment (Ctrl+C, a crash,
+a reboot) resumes with `--resume ID` and loses nothing that was committed. Several premises run
+concurrently against the same server. This module never imports textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, TextIO
+
+from recurrent_core.engine import Engine
+from recurrent_core.errors import InvalidInput
+from recurrent_core.types import StepCompleted
+
+from .export import render_story, write_atomically
+
+Choose = Literal["first", "random", "model"]
+
+
+@dataclass(frozen=True)
+class NovelJob:
+    premise: str | None = None
+    genre: str = ""
+    resume_id: str | None = None
+    out: Path | None = None
+
+
+@dataclass
+class NovelOutcome:
+    story_id: str
+    paragraphs: int
+    out: Path | None
+
+
+class Reporter:
+    """Prints `story ID` lines to stdout (scripts read them) and progress to stderr."""
+
+    def __init__(self, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, quiet: bool = False):
+        self.stdout, self.stderr, self.quiet = stdout, stderr, quiet
+
+    def story(self, story_id: str) -> None:
+        print(f"story {story_id}", file=self.stdout, flush=True)
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stderr, flush=True)
+
+
+async def write_novel(
+    engine: Engine,
+    job: NovelJob,
+    *,
+    paragraphs: int,
+    choose: Choose = "first",
+    seed: int = 0,
+    reporter: Reporter,
+    on_story: Callable[[str], None] | None = None,
+) -> NovelOutcome:
+    """Write (or continue) one novel until its current branch holds `paragraphs` paragraphs."""
+    if paragraphs < 1:
+        raise InvalidInput("--paragraphs must be at least 1; nothing was written; pass a positive number.")
+    store = engine.store
+    if job.resume_id:
+        story = await asyncio.to_thread(store.get_story, job.resume_id)
+    else:
+        story, fallbacks = await engine.start_story(job.premise or "", job.genre)
+        for sentence in fallbacks:
+            reporter.progress(f"[{story.id}] fallback: {sentence}")
+    reporter.story(story.id)
+    if on_story:
+        on_story(story.id)
+    branch = await asyncio.to_thread(store.branch, story.id)
+    done = len(branch)
+    reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
+    while done < paragraphs:
+        head = branch[-1] if branch else None
+        instruction = None
+        if head is not None:
+            # Seeded by story and position, so a resumed run makes the same choices.
+            rng = random.Random(f"{seed}:{story.id}:{done}")
+            instruction, fallback = await engine.choose_instruction(head, choose, rng)
+            if fallback:
+                reporter.progress(f"[{story.id}] fallback: {fallback}")
+        completed: StepCompleted = await engine.run_step(story.id, instruction)
+        done += 1
+        branch.append(completed.step)
+        for sentence in completed.fallbacks:
+            reporter.progress(f"[{story.id}] paragraph {done} fallback: {sentence}")
+        reporter.progress(f"[{story.id}] paragraph {done}/{paragraphs} saved")
+        if job.out:
+            await asyncio.to_thread(_write_out, engine, story.id, job.out)
+    if job.out:
+        await asyncio.to_thread(_write_out, engine, story.id, job.out)
+    return NovelOutcome(story.id, done, job.out)
+
+
+def _write_out(engine: Engine, story_id: str, out: Path) -> None:
+    story = engine.store.get_story(story_id)
+    fmt = {".txt": "txt", ".json": "json"}.get(out.suffix.lower(), "md")
+    write_atomically(out, render_story(story, engine.store.branch(story_id), fmt))
+
+
+def read_premises(path: Path, default_genre: str = "") -> list[NovelJob]:
+    """One premise per line; a line may also be JSON: {"premise": ..., "genre": ...}."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InvalidInput(
+            f"Cannot read the premises file {path} ({error.strerror}); nothing was written; check the path."
+        ) from None
+    jobs = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+                jobs.append(NovelJob(premise=str(data["premise"]), genre=str(data.get("genre", default_genre))))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InvalidInput(
+                    f"Line {number} of {path} is not a premise or a JSON object with a \"premise\"; "
+                    "nothing was written; fix that line."
+                ) from None
+        else:
+            jobs.append(NovelJob(premise=line, genre=default_genre))
+    if not jobs:
+        raise InvalidInput(f"The premises file {path} holds no premises; nothing was written; add one per line.")
+    return jobs
+
+
+async def write_novels(
+    engine: Engine,
+    jobs: list[NovelJob],
+    *,
+    paragraphs: int,
+    concurrency: int,
+    choose: Choose,
+    seed: int,
+    reporter: Reporter,
+) -> list[NovelOutcome | BaseException]:
+    """Write several novels at once; one novel's failure does not stop the others."""
+    if concurrency < 1:
+        raise InvalidInput("--concurrency must be at least 1; nothing was written; pass a positive number.")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job: NovelJob) -> NovelOutcome:
+        async with gate:
+            return await write_novel(
+                engine, job, paragraphs=paragraphs, choose=choose, seed=seed, reporter=reporter
+            )
+
+    return await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)

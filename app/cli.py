@@ -1,0 +1,212 @@
+"""The `longyarn` command line. Heavy modules (textual, torch) are imported per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from recurrent_core.errors import LongyarnError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--db", help="database file or SQLAlchemy URL (default: the user data dir)")
+    group.add_argument("--backend", choices=["openai", "local"], help="which kind of model to use")
+    group.add_argument("--model", help="model name on the OpenAI-compatible server")
+    group.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--checkpoint", help="a local RWKV-7 checkpoint (.pth or a longyarn model folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longyarn",
+        description="Write arbitrarily long fiction with a language model, one paragraph at a time.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    write = commands.add_parser("write", help="the writers' terminal UI")
+    write.add_argument("--story", help="open this story")
+    _model_options(write)
+
+    read = commands.add_parser("read", help="read stories as interactive fiction")
+    read.add_argument("--story", help="open this story")
+    read.add_argument("--serve", action="store_true", help="serve reader mode to browsers")
+    read.add_argument("--host", default="127.0.0.1")
+    read.add_argument("--port", type=int, default=8000)
+    _model_options(read)
+
+    batch = commands.add_parser("batch", help="write whole novels with no one at the keyboard")
+    source = batch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--premise", help="what the story is about")
+    source.add_argument("--resume", metavar="ID", help="continue this story")
+    source.add_argument("--premises", type=Path, metavar="FILE", help="one premise per line")
+    batch.add_argument("--genre", default="", help="e.g. 'gothic mystery'")
+    batch.add_argument("--paragraphs", type=int, required=True, metavar="N", help="length of each novel")
+    batch.add_argument("--out", type=Path, help="write the novel here (.md, .txt or .json); a folder with --premises")
+    batch.add_argument("--concurrency", type=int, default=1, metavar="K", help="novels written at once")
+    batch.add_argument("--choose", choices=["first", "random", "model"], default="first",
+                       help="how the next instruction is picked from the three")
+    batch.add_argument("--seed", type=int, default=0, help="seed for --choose random")
+    batch.add_argument("--quiet", action="store_true", help="print only the story id lines")
+    _model_options(batch)
+
+    export = commands.add_parser("export", help="write a story out")
+    export.add_argument("story_id", metavar="ID")
+    export.add_argument("--format", choices=["md", "txt", "json"], default="md")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.add_argument("--db", help="database file or SQLAlchemy URL")
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible server for the local model")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--checkpoint", help="a local RWKV-7 checkpoint (default: the bundled demo model)")
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from .settings import load_settings
+
+    return load_settings(
+        db=getattr(args, "db", None),
+        backend=getattr(args, "backend", None),
+        model=getattr(args, "model", None),
+        base_url=getattr(args, "base_url", None),
+        checkpoint=getattr(args, "checkpoint", None),
+    )
+
+
+def _open_store(settings):
+    from storage.db import open_store
+
+    return open_store(settings.db)
+
+
+def _engine(settings):
+    from recurrent_core.embeddings import default_embedder
+    from recurrent_core.engine import Engine
+
+    from .models import make_backend
+
+    backend = make_backend(settings)
+    return Engine(_open_store(settings), backend, default_embedder(), settings.engine_config())
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .batch import NovelJob, Reporter, read_premises, write_novel, write_novels
+
+    settings = _settings(args)
+    reporter = Reporter(quiet=args.quiet)
+    reporter.progress(settings.describe_model())
+    engine = _engine(settings)
+    started: list[str] = []
+
+    async def main() -> int:
+        try:
+            if args.premises:
+                jobs = read_premises(args.premises, args.genre)
+                if args.out:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                outcomes = await write_novels(
+                    engine, jobs, paragraphs=args.paragraphs, concurrency=args.concurrency,
+                    choose=args.choose, seed=args.seed, reporter=reporter,
+                )
+                failed = [o for o in outcomes if isinstance(o, BaseException)]
+                for error in failed:
+                    reporter.progress(f"error: {error}")
+                if args.out:
+                    from .export import render_story, write_atomically
+
+                    for outcome in outcomes:
+                        if not isinstance(outcome, BaseException):
+                            story = engine.store.get_story(outcome.story_id)
+                            write_atomically(
+                                args.out / f"{outcome.story_id}.md",
+                                render_story(story, engine.store.branch(outcome.story_id), "md"),
+                            )
+                return EXIT_ERROR if failed else 0
+            job = NovelJob(premise=args.premise, genre=args.genre, resume_id=args.resume, out=args.out)
+            outcome = await write_novel(
+                engine, job, paragraphs=args.paragraphs, choose=args.choose, seed=args.seed,
+                reporter=reporter, on_story=started.append,
+            )
+            where = f" in {outcome.out}" if outcome.out else ""
+            reporter.progress(f"Done: {outcome.paragraphs} paragraphs{where}.")
+            return 0
+        finally:
+            await engine.backend.aclose()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        if started:
+            reporter.progress(
+                f"Stopped; every finished paragraph is saved; continue with "
+                f"`longyarn batch --resume {started[0]} --paragraphs {args.paragraphs}`."
+            )
+        else:
+            reporter.progress("Stopped before the story was created; nothing was saved.")
+        return EXIT_INTERRUPTED
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_story, write_atomically
+
+    store = _open_store(_settings(args))
+    text = export_story(store, args.story_id, args.format)
+    if args.out:
+        write_atomically(args.out, text)
+        print(f"Wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_write(args: argparse.Namespace) -> int:
+    raise LongyarnError(
+        "The writers' terminal UI is not part of this version yet; nothing was changed; "
+        "use `longyarn batch` to write a story and `longyarn export` to read it."
+    )
+
+
+def run_read(args: argparse.Namespace) -> int:
+    raise LongyarnError(
+        "Reader mode is not part of this version yet; nothing was changed; "
+        "use `longyarn export ID --format md` to read a story."
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    raise LongyarnError(
+        "`longyarn serve` needs the local model, which is not part of this version yet; "
+        "nothing was started; use an existing OpenAI-compatible server with --base-url."
+    )
+
+
+COMMANDS = {
+    "write": run_write,
+    "read": run_read,
+    "batch": run_batch,
+    "export": run_export,
+    "serve": run_serve,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LongyarnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("Stopped.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Choosing and building the model backend from settings."""
+
+from __future__ import annotations
+
+from recurrent_core.backends.base import ModelBackend
+from recurrent_core.errors import LongyarnError
+
+from .settings import Settings
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def make_backend(settings: Settings) -> ModelBackend:
+    """The backend the settings ask for: an OpenAI-compatible server, or the local model."""
+    if settings.resolved_backend() == "openai":
+        from recurrent_core.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(
+            settings.model or DEFAULT_OPENAI_MODEL,
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.request_timeout_s,
+            jrt_repeats=settings.jrt_repeats or 1,
+        )
+    try:
+        from recurrent_core.backends.local import LocalBackend
+    except ImportError:
+        raise LongyarnError(
+            "The bundled local model is not part of this version yet, so no model is configured; "
+            "nothing was written; set OPENAI_API_KEY, or pass --base-url URL --model NAME "
+            "for an OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio)."
+        ) from None
+    return LocalBackend.from_settings(settings)

@@ -1,0 +1,231 @@
+"""Small modal dialogs: confirm, one line of text, a paragraph, a new story, an outline, export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, TextArea
+
+
+class Dialog(ModalScreen):
+    """A centred box; Escape closes it with no result."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog-cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(Dialog):
+    """Ask a yes/no question; dismisses with True only when the person confirms."""
+
+    def __init__(self, question: str, confirm_label: str = "Delete") -> None:
+        super().__init__()
+        self.question = question
+        self.confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Keep it", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel").focus()  # the safe answer is the default
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+
+class TextPromptDialog(Dialog):
+    """One line of text (a title, a path); dismisses with the text, or None."""
+
+    def __init__(self, title: str, value: str = "", *, placeholder: str = "", action: str = "OK") -> None:
+        super().__init__()
+        self.title_text = title
+        self.value = value
+        self.placeholder = placeholder
+        self.action_label = action
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="text")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.action_label, id="ok", variant="primary")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        text = self.query_one("#text", Input).value.strip()
+        if text:
+            self.dismiss(text)
+        else:
+            self.notify("Write something first, or press Escape to cancel.", severity="warning")
+
+
+class ParagraphEditor(Dialog):
+    """Edit a paragraph; Ctrl+S saves. Dismisses with the new text, or None."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", id="paragraph-save")]
+
+    def __init__(self, paragraph: str) -> None:
+        super().__init__()
+        self.paragraph = paragraph
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Edit the paragraph (its long-term memory follows)", classes="dialog-title")
+            yield TextArea(self.paragraph, id="paragraph", soft_wrap=True)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save  ^s", id="save", variant="primary")
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        text = self.query_one("#paragraph", TextArea).text.strip()
+        if not text:
+            self.notify("A paragraph cannot be empty; delete it instead.", severity="warning")
+            return
+        self.dismiss(None if text == self.paragraph.strip() else text)
+
+
+@dataclass(frozen=True)
+class NewStoryRequest:
+    premise: str
+    genre: str
+
+
+class NewStoryDialog(Dialog):
+    """A genre and a premise; the model writes the title and outline from them."""
+
+    BINDINGS = [Binding("ctrl+s", "create", "Create", id="new-story-create")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("A new story", classes="dialog-title")
+            yield Label("Genre")
+            yield Input(placeholder="e.g. gothic mystery, space opera, fable", id="genre")
+            yield Label("Premise: what is the story about?")
+            yield TextArea(id="premise", soft_wrap=True)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Create  ^s", id="create", variant="primary")
+
+    @on(Button.Pressed, "#create")
+    def action_create(self) -> None:
+        premise = self.query_one("#premise", TextArea).text.strip()
+        if not premise:
+            self.notify("Write a premise first: a sentence or two about the story.", severity="warning")
+            self.query_one("#premise").focus()
+            return
+        self.dismiss(NewStoryRequest(premise, self.query_one("#genre", Input).value.strip()))
+
+    @on(Input.Submitted, "#genre")
+    def _genre_done(self) -> None:
+        self.query_one("#premise").focus()
+
+
+@dataclass(frozen=True)
+class OutlineEdit:
+    title: str
+    outline: str
+
+
+class OutlineDialog(Dialog):
+    """The story's title and outline, which every step reads; dismisses with the edit, or None."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", id="outline-save")]
+
+    def __init__(self, title: str, outline: str, *, save_label: str = "Save") -> None:
+        super().__init__()
+        self.story_title = title
+        self.outline = outline
+        self.save_label = save_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Title")
+            yield Input(self.story_title, id="title")
+            yield Label("Outline (every paragraph is written with it in view)")
+            yield TextArea(self.outline, id="outline", soft_wrap=True)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(f"{self.save_label}  ^s", id="save", variant="primary")
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        title = self.query_one("#title", Input).value.strip()
+        outline = self.query_one("#outline", TextArea).text.strip()
+        if not title or not outline:
+            self.notify("The title and the outline both need some words.", severity="warning")
+            return
+        self.dismiss(OutlineEdit(title, outline))
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    path: Path
+    fmt: str  # "md" or "txt"
+
+
+class ExportDialog(Dialog):
+    """Where to write the story, as Markdown or plain text."""
+
+    def __init__(self, default_path: Path) -> None:
+        super().__init__()
+        self.default_path = default_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Export the story (the current branch)", classes="dialog-title")
+            with RadioSet(id="format"):
+                yield RadioButton("Markdown", value=True, id="md")
+                yield RadioButton("Plain text", id="txt")
+            yield Label("Write to")
+            yield Input(str(self.default_path), id="path")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Export", id="export", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#path").focus()
+
+    @on(RadioSet.Changed)
+    def _format_changed(self, event: RadioSet.Changed) -> None:
+        path_input = self.query_one("#path", Input)
+        path = Path(path_input.value.strip() or str(self.default_path))
+        path_input.value = str(path.with_suffix("." + self._format()))
+
+    def _format(self) -> str:
+        pressed = self.query_one("#format", RadioSet).pressed_button
+        return pressed.id if pressed is not None and pressed.id else "md"
+
+    @on(Input.Submitted, "#path")
+    @on(Button.Pressed, "#export")
+    def _export(self) -> None:
+        raw = self.query_one("#path", Input).value.strip()
+        if not raw:
+            self.notify("Give a file path to write to.", severity="warning")
+            return
+        self.dismiss(ExportRequest(Path(raw).expanduser(), self._format()))

@@ -1,0 +1,396 @@
+"""A model backend for any OpenAI-compatible server: OpenAI itself, vLLM, Ollama, llama.cpp
+server, LM Studio.
+
+It streams chat completions through the `openai` package, with our own bounded retry loop
+(the client's is switched off) so that retries happen only before the first piece of text
+reaches the caller: a step never shows, or commits, half a paragraph twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import random
+import time
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+
+from ..errors import ModelError
+from ..prompts import layout_messages
+from ..types import Usage
+from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
+
+log = logging.getLogger(__name__)
+
+OPENAI_API_URL = "https://api.openai.com/v1"
+ROLE_HEADER = "X-Longyarn-Role"
+# Local servers ignore the key, but the client insists on one.
+LOCAL_SERVER_PLACEHOLDER_KEY = "not-needed"
+# A server that asks us to wait longer than this gets a clear error instead of a silent wait.
+LONGEST_RETRY_AFTER_S = 60.0
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class StreamInterrupted(ModelError):
+    """The connection broke after part of the reply had arrived; the part was discarded.
+
+    The engine retries the whole step on this and never commits half a paragraph.
+    """
+
+
+class OpenAIBackend(ModelBackend):
+    """Streams chat completions from an OpenAI-compatible server.
+
+    `base_url` and `api_key` fall back to OPENAI_BASE_URL and OPENAI_API_KEY; with neither a
+    key nor a base URL there is nothing to talk to and the constructor raises `ModelError`.
+    With a base URL but no key (a local server) a placeholder key is sent.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60,
+        max_attempts: int = 4,
+        backoff_s: float = 0.5,
+        jrt_repeats: int = 1,
+    ) -> None:
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        if api_key is None:
+            if base_url is None or _is_openai_itself(base_url):
+                raise ModelError(
+                    "No OpenAI API key is set; nothing was written. Set OPENAI_API_KEY, or pass "
+                    "--base-url for a local server, or use --backend local."
+                )
+            api_key = LOCAL_SERVER_PLACEHOLDER_KEY
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+        self.info = BackendInfo(
+            name="openai", model=model, supports_json_schema=True, jrt_repeats=jrt_repeats
+        )
+        self.base_url = (base_url or OPENAI_API_URL).rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        # Kept only to scrub it from server messages we quote; never shown anywhere.
+        self._api_key = api_key
+        self._use_max_completion_tokens = False
+        self._jitter = random.Random()
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=0
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.info.model!r}, base_url={self._shown_url!r})"
+
+    @property
+    def _shown_url(self) -> str:
+        """The base URL as messages show it: without any user:password part."""
+        return _without_credentials(self.base_url)
+
+    # ---- generation -------------------------------------------------------------------
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield the reply's text as it arrives, then a usage-only chunk if the server sends one.
+
+        Retries (bounded, with backoff) happen only before the first text is yielded; a break
+        after that raises `StreamInterrupted`. Every failure is a `ModelError`.
+        """
+        messages = layout_messages(request.prompt, self.info.jrt_repeats)
+        attempt = 0
+        while True:
+            attempt += 1
+            use_schema = request.json_schema is not None and self.info.supports_json_schema
+            arguments = self._arguments(request, messages, use_schema)
+            yielded_text = False
+            try:
+                response = await self._client.chat.completions.create(**arguments)
+                finished, usage = False, None
+                async with response:
+                    async for event in response:
+                        if event.usage is not None:  # some servers report it on every chunk
+                            usage = _usage(event.usage)
+                        for choice in event.choices[:1]:
+                            text = choice.delta.content if choice.delta else None
+                            if text:
+                                yielded_text = True
+                                yield Chunk(text=text)
+                            if choice.finish_reason:
+                                finished = True
+                if not finished:
+                    # The body ended cleanly but without a finish_reason: a proxy or server
+                    # dropped the rest. Treat it as the broken stream it is.
+                    raise openai.APIConnectionError(
+                        message="The stream ended before the reply did.",
+                        request=response.response.request,
+                    )
+                if usage is not None:
+                    yield Chunk(usage=usage)
+                return
+            except ValueError as error:  # undecodable JSON or a chunk of the wrong shape
+                if yielded_text:
+                    raise self._interrupted() from error
+                raise ModelError(
+                    f"The server at {self._shown_url} sent a reply that is not in OpenAI's chat "
+                    "format; nothing was written, so check that --base-url points at an "
+                    "OpenAI-compatible endpoint."
+                ) from error
+            except openai.APIError as error:
+                if yielded_text:
+                    raise self._interrupted() from error
+                if use_schema and _rejects_json_schema(error):
+                    self.info.supports_json_schema = False
+                    log.info("%s refuses json_schema; asking in words instead", self._shown_url)
+                    attempt -= 1  # a capability probe, not a failed attempt
+                    continue
+                if _rejects_max_tokens(error) and not self._use_max_completion_tokens:
+                    self._use_max_completion_tokens = True
+                    attempt -= 1
+                    continue
+                if not _is_retryable(error) or attempt >= self.max_attempts:
+                    raise self._model_error(error, attempt) from error
+                delay = self._retry_delay(attempt, error)
+                if delay is None:
+                    raise self._model_error(error, attempt) from error
+                log.warning(
+                    "%s failed (%s); retrying in %.2fs (attempt %d of %d)",
+                    self._shown_url, _describe(error), delay, attempt + 1, self.max_attempts,
+                )
+                await asyncio.sleep(delay)
+
+    def _arguments(
+        self, request: GenerationRequest, messages: list[dict], use_schema: bool
+    ) -> dict:
+        sampling = request.sampling
+        arguments: dict[str, Any] = {
+            "model": self.info.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+            "extra_headers": {ROLE_HEADER: request.prompt.role},
+        }
+        token_limit = "max_completion_tokens" if self._use_max_completion_tokens else "max_tokens"
+        arguments[token_limit] = sampling.max_tokens
+        if sampling.seed is not None:
+            arguments["seed"] = sampling.seed
+        if request.stop:
+            arguments["stop"] = list(request.stop)
+        if sampling.top_k > 0:
+            # vLLM and llama.cpp accept top_k; OpenAI rejects it, so it goes only when asked for.
+            arguments["extra_body"] = {"top_k": sampling.top_k}
+        if use_schema:
+            schema = request.json_schema or {}
+            arguments["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": _schema_name(schema),
+                    "schema": schema,
+                    "strict": False,
+                },
+            }
+        return arguments
+
+    def _interrupted(self) -> StreamInterrupted:
+        return StreamInterrupted(
+            f"The connection to {self._shown_url} broke while the model was writing; the "
+            "partial reply was discarded, so retry the step."
+        )
+
+    def _retry_delay(self, attempt: int, error: openai.APIError) -> float | None:
+        """Seconds to wait before the next attempt, or None if the server asks for too long."""
+        retry_after = _retry_after_s(error)
+        if retry_after is not None:
+            return retry_after if retry_after <= LONGEST_RETRY_AFTER_S else None
+        ceiling = self.backoff_s * 2 ** (attempt - 1)
+        return self._jitter.uniform(ceiling / 2, ceiling)
+
+    # ---- errors -----------------------------------------------------------------------
+
+    def _model_error(self, error: openai.APIError, attempts: int) -> ModelError:
+        """One sentence for the person: what failed, that nothing was written, what to do."""
+        url, model = self._shown_url, self.info.model
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(error, openai.APITimeoutError):
+            return ModelError(
+                f"The model server at {url} did not answer within {self.timeout_s:g} seconds"
+                f"{tried}; nothing was written, so try again, or allow a longer timeout for a slow "
+                "model."
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return ModelError(
+                f"Could not reach the model server at {url}{tried}; nothing was written, so check "
+                "that the server is running and that --base-url is right."
+            )
+        if not isinstance(error, openai.APIStatusError):
+            return ModelError(
+                f"The model server at {url} reported an error ({self._server_message(error)}); "
+                "nothing was written, so retry the step."
+            )
+        status = error.status_code
+        if status == 401:
+            return ModelError(
+                f"The server at {url} rejected the API key (401); nothing was written, so check "
+                "OPENAI_API_KEY, or the key your server expects."
+            )
+        if status == 403:
+            return ModelError(
+                f"The server at {url} refused access to model '{model}' (403); nothing was "
+                "written, so check that your key may use this model, or pick another with --model."
+            )
+        if status == 404:
+            if _mentions(error, "model"):
+                return ModelError(
+                    f"The model '{model}' was not found on {url}; nothing was written, so choose a "
+                    "model that the server offers with --model."
+                )
+            return ModelError(
+                f"The server at {url} has no chat completions endpoint (404); nothing was written, "
+                "so check --base-url (most servers want it to end in /v1)."
+            )
+        if status == 429 and _error_code(error) == "insufficient_quota":
+            return ModelError(
+                f"The account behind the API key for {url} has run out of quota; nothing was "
+                "written, so add credit to the account or use another backend."
+            )
+        if status == 429:
+            wait = _retry_after_s(error)
+            asked = f" and asked to wait {wait:g} seconds" if wait is not None and wait > 0 else ""
+            return ModelError(
+                f"The server at {url} kept rate-limiting requests{tried}{asked}; nothing was "
+                "written, so wait a minute and retry the step, or lower --concurrency."
+            )
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            return ModelError(
+                f"The model server at {url} kept failing (HTTP {status}){tried}; nothing was "
+                "written, so try again later or use another server."
+            )
+        return ModelError(
+            f"The server at {url} rejected the request for model '{model}' (HTTP {status}: "
+            f"{self._server_message(error)}); nothing was written, so check the model's settings."
+        )
+
+    def _server_message(self, error: openai.APIError) -> str:
+        """The server's own words, short and with the key scrubbed (some servers echo it)."""
+        message = " ".join(str(error.message or type(error).__name__).split())
+        if self._api_key:
+            message = message.replace(self._api_key, "***")
+        message = message.rstrip(".")
+        return message if len(message) <= 200 else message[:197] + "..."
+
+    # ---- the rest of the interface ----------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """A cheap estimate (about four characters, or three quarters of a word, per token);
+        exact tokenizers would need downloads at run time."""
+        if not text:
+            return 0
+        return max(1, math.ceil(len(text) / 4), math.ceil(len(text.split()) * 4 / 3))
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._client.close()
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _is_openai_itself(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "api.openai.com" or host.endswith(".openai.com")
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _schema_name(schema: dict) -> str:
+    """OpenAI wants a name of letters, digits, _ and - (64 at most); the schema's title is it."""
+    title = str(schema.get("title") or "reply")
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in title)[:64]
+    return name or "reply"
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _error_code(error: openai.APIError) -> str | None:
+    return getattr(error, "code", None)
+
+
+def _mentions(error: openai.APIError, *words: str) -> bool:
+    text = f"{error.message} {error.body}".lower()
+    return any(word in text for word in words)
+
+
+def _rejects_json_schema(error: openai.APIError) -> bool:
+    if isinstance(error, openai.UnprocessableEntityError):
+        return True
+    return isinstance(error, openai.BadRequestError) and _mentions(
+        error, "response_format", "json_schema", "response format"
+    )
+
+
+def _rejects_max_tokens(error: openai.APIError) -> bool:
+    # Newer OpenAI models refuse max_tokens and name max_completion_tokens as the replacement.
+    return isinstance(error, openai.BadRequestError) and _mentions(error, "max_completion_tokens")
+
+
+def _is_retryable(error: openai.APIError) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    if isinstance(error, openai.APIStatusError):
+        if error.status_code == 429 and _error_code(error) == "insufficient_quota":
+            return False  # no amount of waiting refills a quota
+        return error.status_code in RETRYABLE_STATUSES or error.status_code >= 500
+    return True  # an error event inside the stream, before any text: worth another try
+
+
+def _retry_after_s(error: openai.APIError) -> float | None:
+    """The wait a 429/503 asks for, from retry-after-ms or Retry-After (seconds or HTTP date)."""
+    response = getattr(error, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def _describe(error: openai.APIError) -> str:
+    status = getattr(error, "status_code", None)
+    return f"HTTP {status}" if status else type(error).__name__
+
+
+__all__ = ["OpenAIBackend", "StreamInterrupted"]

@@ -1,0 +1,475 @@
+"""The RecurrentGPT step: one paragraph, an updated short-term memory and three next instructions.
+
+Every front end (the writer UI, the reader, batch) calls `Engine.step`, an async generator of
+events. The paragraph streams as `ParagraphDelta`s; the memory update and the three instructions
+are asked for concurrently once the paragraph is done; the step is committed in one storage
+transaction at the very end, so a cancelled or failed step leaves storage exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Literal
+
+import numpy as np
+
+from . import parsing, prompts
+from .backends.base import GenerationRequest, ModelBackend, Prompt, Sampling
+from .embeddings import Embedder
+from .errors import InvalidInput, ModelError
+from .memory import RecallIndex
+from .store import StoryStore
+from .types import (
+    ContextSection,
+    MemoryEntry,
+    NewStep,
+    ParagraphDelta,
+    PhaseChanged,
+    RecalledMemory,
+    Role,
+    Step,
+    StepCompleted,
+    StepEvent,
+    StepStarted,
+    Story,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+OPENING_INSTRUCTION = (
+    "Open the story: set the scene and introduce the main character, following the outline."
+)
+MAX_INSTRUCTION_CHARS = 4000
+
+
+def default_sampling() -> dict[Role, Sampling]:
+    """Per-role sampling: a freer writer, a steadier memory keeper and planner."""
+    return {
+        "bible": Sampling(temperature=0.9, max_tokens=700),
+        "writer": Sampling(temperature=0.9, top_p=0.95, max_tokens=500),
+        "memory": Sampling(temperature=0.3, max_tokens=400),
+        "planner": Sampling(temperature=0.8, max_tokens=400),
+        "chooser": Sampling(temperature=0.2, max_tokens=20),
+    }
+
+
+@dataclass
+class EngineConfig:
+    recall_k: int = 3
+    parse_retries: int = 2  # repair prompts after an unreadable memory/planner/bible reply
+    step_attempts: int = 2  # whole-step retries when a paragraph's stream is cut
+    context_budget_tokens: int = 3000  # per prompt; recalled passages are trimmed first
+    sampling: dict[str, Sampling] = field(default_factory=default_sampling)
+
+
+@dataclass(frozen=True)
+class _RoleReply:
+    text: str | None  # None: no readable reply after the retries
+    usage: Usage
+
+
+class Engine:
+    """The headless story engine shared by every front end."""
+
+    def __init__(
+        self,
+        store: StoryStore,
+        backend: ModelBackend,
+        embedder: Embedder,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.embedder = embedder
+        self.config = config or EngineConfig()
+        self.recall_index = RecallIndex(store, embedder.name)
+
+    # ---- stories -------------------------------------------------------------------
+
+    async def start_story(
+        self,
+        premise: str,
+        genre: str = "",
+        *,
+        title: str | None = None,
+        outline: str | None = None,
+        readable: bool = False,
+        reader_may_extend: bool = False,
+    ) -> tuple[Story, tuple[str, ...]]:
+        """Create a story; the model writes its title and outline unless both are given.
+
+        Returns the story and the fallbacks taken (as sentences for the user).
+        """
+        premise = _clean_text(premise, "premise")
+        fallbacks: tuple[str, ...] = ()
+        if title is None or outline is None:
+            bible = await self._ask_structured("bible", self._bible_prompt(premise, genre))
+            parsed = parsing.parse_bible(bible.text or "")
+            fallbacks_list = []
+            if title is None:
+                title = parsed.title or _title_from_premise(premise)
+                if not parsed.title:
+                    fallbacks_list.append(
+                        "The model's title could not be read, so the title was taken from the premise."
+                    )
+            if outline is None:
+                outline = parsed.outline or premise
+                if not parsed.outline:
+                    fallbacks_list.append(
+                        "The model's outline could not be read, so the premise serves as the outline."
+                    )
+            fallbacks = tuple(fallbacks_list)
+        story = await asyncio.to_thread(
+            self.store.create_story,
+            title=title.strip(),
+            premise=premise,
+            genre=genre.strip(),
+            outline=outline.strip(),
+            readable=readable,
+            reader_may_extend=reader_may_extend,
+        )
+        return story, fallbacks
+
+    # ---- the step ------------------------------------------------------------------
+
+    async def step(
+        self,
+        story_id: str,
+        instruction: str | None = None,
+        *,
+        parent_step_id: str | None | Literal["head"] = "head",
+        branch_owner: str | None = None,
+        move_head: bool = True,
+    ) -> AsyncIterator[StepEvent]:
+        """Write the next paragraph after `parent_step_id` (default: the story's head).
+
+        `instruction` is one of the three candidates, an edited one, or the person's own;
+        None means the opening instruction for an empty story. Yields events; the last one is
+        `StepCompleted`. Raises `ModelError` (nothing stored) if the model fails for good.
+        """
+        story = await asyncio.to_thread(self.store.get_story, story_id)
+        parent_id = story.head_step_id if parent_step_id == "head" else parent_step_id
+        branch = await asyncio.to_thread(self.store.branch, story_id, parent_id) if parent_id else []
+        if instruction is None:
+            instruction = OPENING_INSTRUCTION if not branch else branch[-1].next_instructions[0]
+        instruction = _clean_text(instruction, "instruction", MAX_INSTRUCTION_CHARS)
+
+        previous = branch[-1] if branch else None
+        short_term_memory = previous.short_term_memory if previous else ""
+        previous_paragraph = previous.paragraph if previous else ""
+
+        recalled = await asyncio.to_thread(self._recall, story_id, instruction, branch)
+        writer_prompt = self._writer_prompt(story, instruction, short_term_memory, recalled, previous_paragraph)
+        yield StepStarted(story_id, instruction, writer_prompt.context, tuple(recalled))
+
+        usage = Usage()
+        paragraph = ""
+        for attempt in range(1, self.config.step_attempts + 1):
+            yield PhaseChanged("writing")
+            snapshot = ""
+            try:
+                async for chunk in self.backend.stream(self._request("writer", writer_prompt)):
+                    if chunk.usage:
+                        usage += chunk.usage
+                    if chunk.text:
+                        snapshot += chunk.text
+                        yield ParagraphDelta(chunk.text, snapshot)
+            except ModelError as error:
+                if not _is_interruption(error) or attempt == self.config.step_attempts:
+                    raise
+                log.warning("paragraph stream was cut; writing it again (%s)", error)
+                continue
+            paragraph = parsing.clean_paragraph(snapshot)
+            if paragraph:
+                break
+            if attempt == self.config.step_attempts:
+                raise ModelError(
+                    "The model returned an empty paragraph twice; nothing was stored; "
+                    "try again, or choose another model."
+                )
+
+        yield PhaseChanged("remembering")
+        memory_reply, planner_reply = await asyncio.gather(
+            self._ask_structured(
+                "memory",
+                self._memory_prompt(story, instruction, short_term_memory, paragraph),
+            ),
+            self._ask_structured(
+                "planner",
+                self._planner_prompt(story, short_term_memory, paragraph),
+            ),
+        )
+        usage = usage + memory_reply.usage + planner_reply.usage
+        outputs = parsing.resolve_step_outputs(
+            memory_reply=memory_reply.text,
+            planner_reply=planner_reply.text,
+            old_memory=short_term_memory,
+            paragraph=paragraph,
+            outline=story.outline,
+        )
+
+        yield PhaseChanged("committing")
+        new_step = NewStep(
+            story_id=story_id,
+            parent_id=parent_id,
+            instruction=instruction,
+            paragraph=paragraph,
+            short_term_memory=outputs.short_term_memory,
+            memory_reason=outputs.memory_reason,
+            next_instructions=outputs.instructions,
+            backend=self.backend.info.name,
+            model=self.backend.info.model,
+            fallbacks=outputs.fallbacks,
+            branch_owner=branch_owner,
+        )
+        # Once committing starts it finishes, even if the caller is cancelled meanwhile:
+        # a half-known outcome would be worse than a step that landed.
+        step = await asyncio.shield(asyncio.to_thread(self._commit, new_step, move_head))
+        yield StepCompleted(step, usage, outputs.fallbacks)
+
+    async def run_step(self, story_id: str, instruction: str | None = None, **kwargs) -> StepCompleted:
+        """Run a step to completion and return its final event (for scripts and batch)."""
+        completed = None
+        async for event in self.step(story_id, instruction, **kwargs):
+            if isinstance(event, StepCompleted):
+                completed = event
+        assert completed is not None
+        return completed
+
+    async def choose_instruction(
+        self, step: Step, how: Literal["first", "random", "model"], rng: random.Random
+    ) -> tuple[str, str | None]:
+        """Pick one of a step's three instructions, as RecurrentGPT's auto mode does.
+
+        Returns the instruction and a fallback sentence if the model's choice was unreadable.
+        """
+        options = step.next_instructions
+        if how == "first":
+            return options[0], None
+        if how == "random":
+            return rng.choice(options), None
+        prompt = prompts.render_prompt(
+            "chooser",
+            context_sections=(
+                ContextSection("Short-term memory", step.short_term_memory, 0),
+                ContextSection("Latest paragraph", step.paragraph, 0),
+            ),
+            instructions="\n".join(f"{i}. {text}" for i, text in enumerate(options, 1)),
+        )
+        reply = await self._ask_structured("chooser", prompt)
+        choice = parsing.parse_choice(reply.text or "")
+        if choice is None or not 1 <= choice <= len(options):
+            return options[0], "The model's choice could not be read, so the first instruction was taken."
+        return options[choice - 1], None
+
+    # ---- edits that keep long-term memory in step -----------------------------------
+
+    async def edit_paragraph(self, step_id: str, paragraph: str) -> Step:
+        paragraph = _clean_text(paragraph, "paragraph")
+        vector = (await asyncio.to_thread(self.embedder.embed, [paragraph]))[0]
+        return await asyncio.to_thread(
+            self.store.edit_paragraph, step_id, paragraph, embedding=vector, embedding_model=self.embedder.name
+        )
+
+    async def search_memories_by_meaning(
+        self, story_id: str, text: str, *, k: int = 10, head_step_id: str | None = None
+    ) -> list[RecalledMemory]:
+        """Memories of the current branch most similar in meaning to `text`, with scores."""
+        branch = await asyncio.to_thread(self.store.branch, story_id, head_step_id)
+        query = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        return await asyncio.to_thread(
+            self.recall_index.recall, story_id, query, k=k, branch_step_ids=[s.id for s in branch]
+        )
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _recall(self, story_id: str, instruction: str, branch: list[Step]) -> list[RecalledMemory]:
+        if not branch:
+            return []
+        query = self.embedder.embed([instruction])[0]
+        return self.recall_index.recall(
+            story_id,
+            query,
+            k=self.config.recall_k,
+            branch_step_ids=[s.id for s in branch],
+            exclude_step_ids={branch[-1].id},  # the previous paragraph is in the prompt already
+        )
+
+    def _commit(self, new_step: NewStep, move_head: bool) -> Step:
+        vector = self.embedder.embed([new_step.paragraph])[0]
+        step = self.store.commit_step(
+            new_step, embedding=vector, embedding_model=self.embedder.name, move_head=move_head
+        )
+        version = self.store.memory_version(new_step.story_id)
+        entry = self.store.memory_for_step(step.id)
+        if entry is not None:
+            self.recall_index.note_commit(new_step.story_id, entry, vector, version)
+        return step
+
+    def _request(self, role: str, prompt: Prompt, json_schema: dict | None = None) -> GenerationRequest:
+        sampling = self.config.sampling.get(role) or Sampling()
+        return GenerationRequest(prompt=prompt, sampling=sampling, json_schema=json_schema)
+
+    async def _complete(self, request: GenerationRequest) -> tuple[str, Usage]:
+        text, usage = "", Usage()
+        for attempt in range(1, self.config.step_attempts + 1):
+            text, usage = "", Usage()
+            try:
+                async for chunk in self.backend.stream(request):
+                    text += chunk.text
+                    if chunk.usage:
+                        usage += chunk.usage
+                return text, usage
+            except ModelError as error:
+                if not _is_interruption(error) or attempt == self.config.step_attempts:
+                    raise
+        return text, usage
+
+    async def _ask_structured(self, role: str, prompt: Prompt) -> _RoleReply:
+        """Ask a role for structured output; repair unreadable replies a bounded number of times."""
+        schema = prompts.JSON_SCHEMAS.get(role)
+        request = self._request(role, prompt, schema)
+        usage = Usage()
+        for _ in range(self.config.parse_retries + 1):
+            text, call_usage = await self._complete(request)
+            usage += call_usage
+            problem = parsing.describe_problem(role, text)
+            if problem is None:
+                return _RoleReply(text, usage)
+            log.info("unreadable %s reply (%s); asking again", role, problem)
+            request = self._request(role, self._repair_prompt(prompt, text, problem), schema)
+        # The last reply may still hold usable parts; the resolvers decide and say so.
+        return _RoleReply(text if text.strip() else None, usage)
+
+    def _section(self, name: str, text: str) -> ContextSection:
+        return ContextSection(name, text, self.backend.count_tokens(text))
+
+    def _story_bible(self, story: Story) -> ContextSection:
+        lines = [f"Title: {story.title}"]
+        if story.genre:
+            lines.append(f"Genre: {story.genre}")
+        lines.append(f"Premise: {story.premise}")
+        if story.outline and story.outline != story.premise:
+            lines.append(f"Outline: {story.outline}")
+        return self._section("Story bible", "\n".join(lines))
+
+    def _fit(self, sections: list[ContextSection], trim_order: list[str]) -> tuple[ContextSection, ...]:
+        """Trim sections in `trim_order` (tail first) until the prompt fits the token budget."""
+        budget = self.config.context_budget_tokens
+        sections = list(sections)
+        for name in trim_order:
+            total = sum(s.tokens for s in sections)
+            if total <= budget:
+                break
+            for i, section in enumerate(sections):
+                if section.name != name or not section.text:
+                    continue
+                excess_tokens = total - budget
+                keep_tokens = max(0, section.tokens - excess_tokens)
+                keep_chars = int(len(section.text) * keep_tokens / max(1, section.tokens))
+                kept = _trim_text(section.text, keep_chars, from_start=(name == "Previous paragraph"))
+                sections[i] = ContextSection(
+                    name,
+                    kept,
+                    self.backend.count_tokens(kept),
+                    section.trimmed_chars + len(section.text) - len(kept),
+                )
+        return tuple(sections)
+
+    def _bible_prompt(self, premise: str, genre: str) -> Prompt:
+        return prompts.render_prompt("bible", context_sections=(), premise=premise, genre=genre or "any")
+
+    def _writer_prompt(
+        self,
+        story: Story,
+        instruction: str,
+        short_term_memory: str,
+        recalled: list[RecalledMemory],
+        previous_paragraph: str,
+    ) -> Prompt:
+        # Most relevant first, so that trimming from the tail drops the weakest recollections.
+        recalled_text = "\n\n".join(memory.text for memory in recalled)
+        sections = [
+            self._story_bible(story),
+            self._section("Short-term memory", short_term_memory),
+            self._section("Recalled passages", recalled_text),
+            self._section("Previous paragraph", previous_paragraph),
+        ]
+        context = self._fit(sections, ["Recalled passages", "Story bible", "Previous paragraph", "Short-term memory"])
+        return prompts.render_prompt("writer", context_sections=context, instruction=instruction)
+
+    def _memory_prompt(self, story: Story, instruction: str, short_term_memory: str, paragraph: str) -> Prompt:
+        sections = [
+            self._section("Short-term memory", short_term_memory or "(empty: this is the story's start)"),
+            self._section("New paragraph", paragraph),
+        ]
+        context = self._fit(sections, ["Short-term memory"])
+        return prompts.render_prompt("memory", context_sections=context, instruction=instruction)
+
+    def _planner_prompt(self, story: Story, short_term_memory: str, paragraph: str) -> Prompt:
+        sections = [
+            self._story_bible(story),
+            self._section("Short-term memory", short_term_memory),
+            self._section("New paragraph", paragraph),
+        ]
+        context = self._fit(sections, ["Story bible", "Short-term memory"])
+        return prompts.render_prompt("planner", context_sections=context)
+
+    def _repair_prompt(self, original: Prompt, reply: str, problem: str) -> Prompt:
+        repair = prompts.render_prompt(
+            "repair",
+            context_sections=original.context,
+            problem=problem,
+            previous_reply=reply[-2000:],
+            original_task=original.task,
+            output_format=original.output_format,
+        )
+        return Prompt(
+            role=original.role,
+            system=original.system,
+            task=repair.task,
+            context=original.context,
+            output_format=repair.output_format or original.output_format,
+        )
+
+
+def _is_interruption(error: Exception) -> bool:
+    # The OpenAI backend raises StreamInterrupted; any backend may, so match by name.
+    return any(cls.__name__ == "StreamInterrupted" for cls in type(error).__mro__)
+
+
+def _clean_text(text: str, what: str, limit: int | None = None) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(f"The {what} is empty; nothing was changed; write a few words and try again.")
+    text = "".join(ch for ch in text if ch in "\n\t" or ch >= " ").strip()
+    if limit is not None and len(text) > limit:
+        raise InvalidInput(
+            f"The {what} is {len(text)} characters long, more than the {limit} allowed; "
+            f"nothing was changed; shorten it and try again."
+        )
+    return text
+
+
+def _title_from_premise(premise: str) -> str:
+    words = premise.split()
+    title = " ".join(words[:6]).rstrip(".,;:!?")
+    return title[:1].upper() + title[1:] if title else "Untitled"
+
+
+def _trim_text(text: str, keep_chars: int, *, from_start: bool) -> str:
+    """Cut `text` to about `keep_chars`, at a word boundary, marking the cut with an ellipsis."""
+    if keep_chars >= len(text):
+        return text
+    if keep_chars <= 0:
+        return ""
+    if from_start:  # keep the end: the part right before the new paragraph matters most
+        cut = text[len(text) - keep_chars :]
+        space = cut.find(" ")
+        return "…" + (cut[space + 1 :] if 0 <= space < 40 else cut)
+    cut = text[:keep_chars]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > len(cut) - 40 else cut) + "…"

@@ -1,0 +1,478 @@
+"""The local RWKV-7 ("x070") language model: load a checkpoint, run tokens, get logits.
+
+The arithmetic is the reference `rwkv.model.RWKV_x070` in fp32, reorganised for speed:
+weights are transposed once at load to (in, out) so every projection is `x @ W`, the three
+r/k/v projections share one batched product, the six token-shift lerps are one fused op, and
+the first layer norm (ln0) is folded into the embedding table as the reference does. A single
+token takes the decode path; longer inputs run as whole sequences (the wkv recurrence in
+chunks), split into segments to bound memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidInput
+from .checkpoint import load_checkpoint
+from .config import RWKV7Config
+from .state import RecurrentState, StateSignature
+
+# RWKV-7 decays: log_w = -exp(-softplus(-z) - 0.5) = -exp(-0.5) * sigmoid(z); the second
+# form needs one transcendental instead of three.
+_DECAY_SCALE = math.exp(-0.5)
+_GROUP_NORM_EPS = 64e-5  # as in the reference (and RWKV-LM's training code)
+
+# Longer inputs run in segments of this many tokens: exact (the state carries over) and it
+# keeps the sequence intermediates to a few hundred MB at the 0.1B size.
+PREFILL_SEGMENT_TOKENS = 1024
+
+Wkv7Function = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def _wkv7_kernel() -> Wkv7Function:
+    """The wkv7 dispatcher from `kernels.wkv7`, or the best PyTorch form while it is absent."""
+    try:
+        from kernels.wkv7 import wkv7
+
+        return wkv7
+    except ImportError:
+        pass
+    try:
+        from kernels.wkv7.chunk_torch import wkv7_chunk_torch
+
+        return wkv7_chunk_torch
+    except ImportError:
+        from kernels.wkv7.naive import wkv7_naive
+
+        return wkv7_naive
+
+
+@dataclass(frozen=True)
+class _LayerWeights:
+    """One block's weights, laid out for `x @ W` with x of shape (..., in)."""
+
+    ln1_weight: torch.Tensor
+    ln1_bias: torch.Tensor
+    ln2_weight: torch.Tensor
+    ln2_bias: torch.Tensor
+    token_shift_mix: torch.Tensor  # (6, 1, C): lerp weights for r, k, v, w, a, g (this order)
+    rkv: torch.Tensor  # (3, C, C): receptance, key, value
+    w0: torch.Tensor
+    w1: torch.Tensor
+    w2: torch.Tensor
+    a0: torch.Tensor
+    a1: torch.Tensor
+    a2: torch.Tensor
+    v0: torch.Tensor | None  # None in layer 0, whose values are v_first
+    v1: torch.Tensor | None
+    v2: torch.Tensor | None
+    g1: torch.Tensor
+    g2: torch.Tensor
+    k_k: torch.Tensor
+    k_a: torch.Tensor
+    r_k: torch.Tensor  # (C,), flattened from (H, N)
+    output: torch.Tensor  # (C, C)
+    ln_x_weight: torch.Tensor
+    ln_x_bias: torch.Tensor
+    channel_mix_x_k: torch.Tensor
+    ffn_key: torch.Tensor  # (C, dim_ffn)
+    ffn_value: torch.Tensor  # (dim_ffn, C)
+
+
+def _prepare_layers(
+    raw: Mapping[str, torch.Tensor], config: RWKV7Config, device: torch.device, dtype: torch.dtype
+) -> list[_LayerWeights]:
+    def vector(key: str) -> torch.Tensor:
+        return raw[key].reshape(-1).to(device=device, dtype=dtype)
+
+    def matrix(key: str, transpose: bool = False) -> torch.Tensor:
+        tensor = raw[key].to(device=device, dtype=dtype)
+        return (tensor.t() if transpose else tensor).contiguous()
+
+    layers = []
+    for i in range(config.n_layer):
+        att, ffn = f"blocks.{i}.att.", f"blocks.{i}.ffn."
+        mix = [vector(att + f"x_{name}") for name in ("r", "k", "v", "w", "a", "g")]
+        has_value_residual = i > 0
+        layers.append(
+            _LayerWeights(
+                ln1_weight=vector(f"blocks.{i}.ln1.weight"),
+                ln1_bias=vector(f"blocks.{i}.ln1.bias"),
+                ln2_weight=vector(f"blocks.{i}.ln2.weight"),
+                ln2_bias=vector(f"blocks.{i}.ln2.bias"),
+                token_shift_mix=torch.stack(mix).unsqueeze(1),
+                rkv=torch.stack(
+                    [matrix(att + f"{name}.weight", transpose=True)
+                     for name in ("receptance", "key", "value")]
+                ),
+                w0=vector(att + "w0"),
+                w1=matrix(att + "w1"),
+                w2=matrix(att + "w2"),
+                a0=vector(att + "a0"),
+                a1=matrix(att + "a1"),
+                a2=matrix(att + "a2"),
+                v0=vector(att + "v0") if has_value_residual else None,
+                v1=matrix(att + "v1") if has_value_residual else None,
+                v2=matrix(att + "v2") if has_value_residual else None,
+                g1=matrix(att + "g1"),
+                g2=matrix(att + "g2"),
+                k_k=vector(att + "k_k"),
+                k_a=vector(att + "k_a"),
+                r_k=vector(att + "r_k"),
+                output=matrix(att + "output.weight", transpose=True),
+                ln_x_weight=vector(att + "ln_x.weight"),
+                ln_x_bias=vector(att + "ln_x.bias"),
+                channel_mix_x_k=vector(ffn + "x_k"),
+                ffn_key=matrix(ffn + "key.weight", transpose=True),
+                ffn_value=matrix(ffn + "value.weight", transpose=True),
+            )
+        )
+    return layers
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidInput(
+            f"'{device}' is not a device name; nothing was loaded, so use 'cpu' or 'cuda'."
+        ) from error
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise InvalidInput(
+            f"The local model runs on 'cpu' or 'cuda', not '{device}'; nothing was loaded, "
+            "so pick one of those."
+        )
+    if not torch.cuda.is_available():
+        raise InvalidInput(
+            f"Device '{device}' was asked for but this machine has no usable CUDA GPU; "
+            "nothing was loaded, so use device='cpu'."
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InvalidInput(
+            f"Device '{device}' does not exist (this machine has {torch.cuda.device_count()} "
+            "CUDA GPUs); nothing was loaded, so pick an index below that."
+        )
+    return resolved
+
+
+_DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    resolved = _DTYPE_NAMES.get(dtype) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise InvalidInput(
+            f"dtype {dtype!r} is not supported; nothing was loaded, so use float32 "
+            "(the CPU default), bfloat16 or float16."
+        )
+    if device.type == "cpu" and resolved != torch.float32:
+        raise InvalidInput(
+            f"dtype {dtype!r} is for GPUs; nothing was loaded, so use float32 on the CPU."
+        )
+    return resolved
+
+
+class LocalLM:
+    """An RWKV-7 model in memory: `forward(token_ids, state)` returns last-position logits.
+
+    Build one with `LocalLM.load(path)` (a BlinkDL .pth or a longyarn model directory) or
+    `LocalLM.from_state_dict(...)`.
+    """
+
+    def __init__(
+        self,
+        state_dict: Mapping[str, torch.Tensor],
+        config: RWKV7Config,
+        device: torch.device,
+        dtype: torch.dtype,
+        tokenizer: Any | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Use `load` or `from_state_dict`; this expects an already validated state dict."""
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.tokenizer = tokenizer
+        self.extra_config = dict(extra_config or {})
+        self._signature = StateSignature.of_config(config)
+        self._wkv7 = _wkv7_kernel()
+        # Inputs longer than this run in segments (same results, bounded memory).
+        self.prefill_segment_tokens = PREFILL_SEGMENT_TOKENS
+        with torch.no_grad():
+            # The reference folds ln0 into the table: emb rows are only ever used normalised.
+            self._embedding = F.layer_norm(
+                state_dict["emb.weight"].float(),
+                (config.n_embd,),
+                state_dict["blocks.0.ln0.weight"].float(),
+                state_dict["blocks.0.ln0.bias"].float(),
+            ).to(device=device, dtype=dtype)
+            self._layers = _prepare_layers(state_dict, config, device, dtype)
+            self._ln_out_weight = state_dict["ln_out.weight"].to(device=device, dtype=dtype)
+            self._ln_out_bias = state_dict["ln_out.bias"].to(device=device, dtype=dtype)
+            self._head = state_dict["head.weight"].to(device=device, dtype=dtype).t().contiguous()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> LocalLM:
+        """Load a BlinkDL RWKV-7 .pth file or a longyarn model directory.
+
+        dtype defaults to float32 on the CPU and bfloat16 on CUDA. Raises `CheckpointError`
+        for a missing or foreign file and `InvalidInput` for a device that is not there.
+        """
+        resolved_device = _resolve_device(device)
+        resolved_dtype = _resolve_dtype(dtype, resolved_device)
+        loaded = load_checkpoint(path)
+        return cls(
+            loaded.state_dict,
+            loaded.config,
+            resolved_device,
+            resolved_dtype,
+            tokenizer=loaded.tokenizer,
+            extra_config=loaded.extra_config,
+        )
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        tokenizer: Any | None = None,
+    ) -> LocalLM:
+        """A model from in-memory weights with BlinkDL key names (e.g. during training)."""
+        from .checkpoint import _infer_rwkv7_config
+
+        resolved_device = _resolve_device(device)
+        resolved_dtype = _resolve_dtype(dtype, resolved_device)
+        config = _infer_rwkv7_config(state_dict, "The given state dict")
+        cpu_weights = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+        return cls(cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def zero_state(self, batch_size: int = 1) -> RecurrentState:
+        """The state before any token, on this model's device."""
+        return RecurrentState.zeros(self.config, batch_size, self.device, self.dtype)
+
+    def forward(
+        self,
+        token_ids: Sequence[int] | torch.Tensor,
+        state: RecurrentState | None = None,
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """Run tokens after `state` (None: the start of a text); return (logits, new state).
+
+        token_ids: a sequence of ints or a 1-D tensor (logits of shape (vocab,)), or a 2-D
+        (batch, time) tensor (logits (batch, vocab)). The logits are the last position's,
+        float32, on the model's device. `state` is never modified. Running a sequence at once
+        or token by token gives the same logits and state (up to float rounding).
+        """
+        tokens, batched = self._validated_tokens(token_ids)
+        batch_size, seq_len = tokens.shape
+        if state is None:
+            state = self.zero_state(batch_size)
+        else:
+            self._check_state(state, batch_size)
+        new_state = RecurrentState(
+            torch.empty_like(state.time_mix_shift),
+            torch.empty_like(state.wkv),
+            torch.empty_like(state.channel_mix_shift),
+        )
+        with torch.no_grad():
+            if seq_len == 1:
+                last = self._forward_token(tokens[:, 0], state, new_state)
+            else:
+                source = state
+                step = max(1, self.prefill_segment_tokens)
+                for start in range(0, seq_len, step):
+                    segment = tokens[:, start : start + step]
+                    last = self._forward_sequence(segment, source, new_state)
+                    source = new_state
+            last = F.layer_norm(last, (self.config.n_embd,), self._ln_out_weight, self._ln_out_bias)
+            logits = (last @ self._head).float()
+        return (logits if batched else logits[0]), new_state
+
+    __call__ = forward
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _validated_tokens(self, token_ids: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(batch, time) int64 tensor on the model's device, and whether the input was batched."""
+        if isinstance(token_ids, torch.Tensor):
+            if token_ids.dtype.is_floating_point or token_ids.dtype.is_complex or token_ids.dtype == torch.bool:
+                raise InvalidInput(
+                    f"Token ids must be integers, not {token_ids.dtype}; nothing was computed, "
+                    "so pass the ids from the tokenizer."
+                )
+            if token_ids.dim() not in (1, 2):
+                raise InvalidInput(
+                    f"Token ids must be 1-D (time) or 2-D (batch, time), not shape "
+                    f"{tuple(token_ids.shape)}; nothing was computed."
+                )
+            batched = token_ids.dim() == 2
+            tokens = token_ids.to(torch.int64)
+            if not batched:
+                tokens = tokens.unsqueeze(0)
+        else:
+            if isinstance(token_ids, (str, bytes)) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in token_ids
+            ):
+                raise InvalidInput(
+                    "Token ids must be a list of integers; nothing was computed, so encode "
+                    "the text with the model's tokenizer first."
+                )
+            batched = False
+            tokens = torch.tensor([list(token_ids)], dtype=torch.int64)
+        if tokens.numel() == 0:
+            raise InvalidInput(
+                "No token ids were given; nothing was computed, so pass at least one token."
+            )
+        lowest, highest = int(tokens.min()), int(tokens.max())
+        if lowest < 0 or highest >= self.vocab_size:
+            bad = lowest if lowest < 0 else highest
+            raise InvalidInput(
+                f"Token id {bad} is outside this model's vocabulary (0 to {self.vocab_size - 1}); "
+                "nothing was computed, so encode the text with this model's own tokenizer."
+            )
+        return tokens.to(self.device), batched
+
+    def _check_state(self, state: RecurrentState, batch_size: int) -> None:
+        if not isinstance(state, RecurrentState):
+            raise InvalidInput(
+                f"state must be a RecurrentState or None, not {type(state).__name__}; "
+                "nothing was computed."
+            )
+        state.check_signature(self._signature)
+        if state.batch_size != batch_size:
+            raise InvalidInput(
+                f"The state holds {state.batch_size} sequences but {batch_size} were given; "
+                "nothing was computed, so pass one token row per sequence in the state."
+            )
+        if state.device != self.device:
+            raise InvalidInput(
+                f"The state is on {state.device} but the model is on {self.device}; nothing was "
+                f"computed, so move it first with state.to('{self.device}')."
+            )
+
+    # -- the network --------------------------------------------------------------------------
+
+    def _forward_token(
+        self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+    ) -> torch.Tensor:
+        """One token per sequence: x is (B, C). Writes `new_state`; returns the last hidden."""
+        C = self.config.n_embd
+        x = self._embedding[tokens]
+        v_first = None
+        for i, layer in enumerate(self._layers):
+            normed = F.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
+            mixed = torch.addcmul(normed, state.time_mix_shift[i] - normed, layer.token_shift_mix)
+            out, v_first = self._time_mix(layer, mixed, v_first, state.wkv[i], new_state.wkv[i])
+            new_state.time_mix_shift[i].copy_(normed)
+            x = x + out
+
+            normed = F.layer_norm(x, (C,), layer.ln2_weight, layer.ln2_bias)
+            shifted = torch.addcmul(normed, state.channel_mix_shift[i] - normed, layer.channel_mix_x_k)
+            new_state.channel_mix_shift[i].copy_(normed)
+            x = x + self._channel_mix(layer, shifted)
+        return x
+
+    def _forward_sequence(
+        self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+    ) -> torch.Tensor:
+        """A (B, T) block of tokens at once. Writes `new_state`; returns the last hidden (B, C).
+
+        `state` may be `new_state` itself (the segments after the first): every layer reads
+        its slice of the state before writing it.
+        """
+        C = self.config.n_embd
+        x = self._embedding[tokens]  # (B, T, C)
+        v_first = None
+        for i, layer in enumerate(self._layers):
+            normed = F.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
+            previous = torch.cat([state.time_mix_shift[i].unsqueeze(1), normed[:, :-1]], dim=1)
+            mixed = torch.addcmul(normed, previous - normed, layer.token_shift_mix.unsqueeze(1))
+            out, v_first = self._time_mix(layer, mixed, v_first, state.wkv[i], new_state.wkv[i])
+            new_state.time_mix_shift[i].copy_(normed[:, -1])
+            x = x + out
+
+            normed = F.layer_norm(x, (C,), layer.ln2_weight, layer.ln2_bias)
+            previous = torch.cat([state.channel_mix_shift[i].unsqueeze(1), normed[:, :-1]], dim=1)
+            shifted = torch.addcmul(normed, previous - normed, layer.channel_mix_x_k)
+            new_state.channel_mix_shift[i].copy_(normed[:, -1])
+            x = x + self._channel_mix(layer, shifted)
+        return x[:, -1]
+
+    def _time_mix(
+        self,
+        layer: _LayerWeights,
+        mixed: torch.Tensor,
+        v_first: torch.Tensor | None,
+        wkv_state: torch.Tensor,
+        wkv_out: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RWKV-7 time-mix on token-shift-mixed inputs `mixed` (6, *batch_dims, C).
+
+        Writes the layer's new wkv state into `wkv_out`; returns (output, v_first).
+        """
+        H, N = self.config.n_head, self.config.head_size
+        batch_dims = mixed.shape[1:-1]
+        x_rkv = mixed[:3]
+        x_w, x_a, x_g = mixed[3], mixed[4], mixed[5]
+        r, k, v = torch.bmm(x_rkv.reshape(3, -1, x_rkv.shape[-1]), layer.rkv).view(x_rkv.shape).unbind(0)
+
+        w = torch.tanh(x_w @ layer.w1) @ layer.w2
+        iclr = torch.sigmoid(layer.a0 + (x_a @ layer.a1) @ layer.a2)  # in-context learning rate
+        gate = torch.sigmoid(x_g @ layer.g1) @ layer.g2
+
+        kk = F.normalize((k * layer.k_k).view(*batch_dims, H, N), dim=-1, p=2.0).view_as(k)
+        k = k * (1 + (iclr - 1) * layer.k_a)
+        if v_first is None:
+            v_first = v
+        else:
+            x_v = mixed[2]
+            v = v + (v_first - v) * torch.sigmoid(layer.v0 + (x_v @ layer.v1) @ layer.v2)
+        log_w = torch.sigmoid((layer.w0 + w).float()).mul_(-_DECAY_SCALE)
+
+        # The kernel takes (B, T, H, N); the decode path has no time axis.
+        seq_len = batch_dims[1] if len(batch_dims) == 2 else 1
+        seq_shape = (batch_dims[0], seq_len, H, N)
+        out, final_state = self._wkv7(
+            r.reshape(seq_shape),
+            log_w.reshape(seq_shape),
+            k.reshape(seq_shape),
+            v.reshape(seq_shape),
+            (-kk).reshape(seq_shape),
+            (kk * iclr).reshape(seq_shape),
+            wkv_state,
+        )
+        wkv_out.copy_(final_state)
+        out = out.to(mixed.dtype).reshape(-1, H * N)
+        out = F.group_norm(out, H, layer.ln_x_weight, layer.ln_x_bias, eps=_GROUP_NORM_EPS)
+        out = out.view_as(r)
+        bonus = (r * k * layer.r_k).view(*batch_dims, H, N).sum(dim=-1, keepdim=True) * v.view(*batch_dims, H, N)
+        out = out + bonus.view_as(r)
+        return (out * gate) @ layer.output, v_first
+
+    @staticmethod
+    def _channel_mix(layer: _LayerWeights, shifted: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(shifted @ layer.ffn_key).square_()
+        return hidden @ layer.ffn_value

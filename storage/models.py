@@ -1,0 +1,176 @@
+"""SQLAlchemy 2.0 models: a story, its tree of steps, and the long-term memories they left.
+
+These rows never leave `storage`: the repository turns them into the frozen dataclasses of
+`recurrent_core.types`, so no session or lazy load crosses a thread.
+
+Integrity lives in the schema, not only in Python:
+- a step's parent must be a step *of the same story*: a composite foreign key
+  (story_id, parent_id) -> steps(story_id, id);
+- a story's head must be one of its own steps: (id, head_step_id) -> steps(story_id, id);
+- a memory belongs to its step and story the same way, and goes when they go (ON DELETE CASCADE).
+A NULL in a composite key (a root step, an empty story) switches that check off, as standard
+SQL's MATCH SIMPLE says, on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so that migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 32  # room for a uuid4 hex; story ids are shorter (see repository.new_story_id)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone, PostgreSQL's timestamptz does; this makes both return the same thing.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StoryRow(Base):
+    __tablename__ = "stories"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    premise: Mapped[str] = mapped_column(Text)
+    genre: Mapped[str] = mapped_column(Text)
+    outline: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict] = mapped_column(JSON)
+    head_step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    readable: Mapped[bool] = mapped_column(Boolean)
+    reader_may_extend: Mapped[bool] = mapped_column(Boolean)
+    # Bumped in the same transaction as any change to the story's long-term memories, so a
+    # cached embedding matrix knows when it is stale.
+    memory_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Stories and steps refer to each other; use_alter lets create_all and migrations
+        # add this one after both tables exist.
+        ForeignKeyConstraint(
+            ["id", "head_step_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_stories_head_step_steps",
+            use_alter=True,
+        ),
+    )
+
+
+class StepRow(Base):
+    """One node of a story's tree: the instruction it followed and what the model made of it."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    parent_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    instruction: Mapped[str] = mapped_column(Text)
+    paragraph: Mapped[str] = mapped_column(Text)
+    short_term_memory: Mapped[str] = mapped_column(Text)
+    memory_reason: Mapped[str] = mapped_column(Text)
+    next_instructions: Mapped[list] = mapped_column(JSON)  # three strings
+    backend: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    fallbacks: Mapped[list] = mapped_column(JSON)  # strings: what was retried or replaced
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A deleted paragraph leaves the story and recall, but its node stays so the tree holds.
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    # A reader's id for a reader's own branch; NULL for the author's steps.
+    branch_owner: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["story_id"], ["stories.id"], name="fk_steps_story_id_stories", ondelete="CASCADE"
+        ),
+        # The target of the composite keys below.
+        UniqueConstraint("story_id", "id", name="uq_steps_story_id_id"),
+        ForeignKeyConstraint(
+            ["story_id", "parent_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_steps_parent_steps",
+            ondelete="CASCADE",
+        ),
+        Index("ix_steps_story_id_parent_id", "story_id", "parent_id"),
+        Index("ix_steps_story_id_branch_owner", "story_id", "branch_owner"),
+    )
+
+
+class MemoryRow(Base):
+    """A long-term memory: a paragraph's text and its embedding under one embedding model."""
+
+    __tablename__ = "memories"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    step_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, `dim` values
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    pinned: Mapped[bool] = mapped_column(Boolean)
+    excluded: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["story_id", "step_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_memories_step_steps",
+            ondelete="CASCADE",
+        ),
+        # One memory per step: editing a paragraph replaces its memory.
+        UniqueConstraint("step_id", name="uq_memories_step_id"),
+        # Serves memory_vectors: its rows, already in the order it returns them.
+        Index(
+            "ix_memories_story_id_embedding_model_created_at_id",
+            "story_id",
+            "embedding_model",
+            "created_at",
+            "id",
+        ),
+    )

@@ -1,0 +1,232 @@
+"""The engine step end to end: the real openai client, a scripted server, real SQLite and embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from recurrent_core.errors import InvalidInput, ModelError
+from recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepStarted
+from tests.conftest import make_engine
+from tests.scripted_server import Reply, ScriptedServer, story_responder
+
+
+async def collect(engine, story_id, instruction=None, **kwargs):
+    events = []
+    async for event in engine.step(story_id, instruction, **kwargs):
+        events.append(event)
+    return events
+
+
+def planted_responder(paragraphs_by_keyword: dict[str, str]):
+    """Writer replies chosen by a keyword of the instruction; other roles answer as usual."""
+
+    def respond(request):
+        if request["_role"] == "writer":
+            text = json.dumps(request["messages"])
+            for keyword, paragraph in paragraphs_by_keyword.items():
+                if f"[{keyword}]" in text:
+                    return Reply(paragraph)
+        return story_responder(request)
+
+    return respond
+
+
+async def test_a_step_streams_the_paragraph_and_commits_memory_and_three_instructions(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, fallbacks = await engine.start_story("A lighthouse keeper finds a door in the sea.", "fable")
+    assert story.title and story.outline and not fallbacks
+
+    events = await collect(engine, story.id)
+    assert isinstance(events[0], StepStarted)
+    deltas = [e for e in events if isinstance(e, ParagraphDelta)]
+    assert len(deltas) > 3, "the paragraph should arrive in pieces"
+    completed = events[-1]
+    assert isinstance(completed, StepCompleted)
+    step = completed.step
+    assert deltas[-1].snapshot.strip() == step.paragraph
+    assert step.short_term_memory and step.memory_reason
+    assert len(set(step.next_instructions)) == 3
+    assert completed.fallbacks == ()
+    # Stored, and the head moved.
+    assert [s.id for s in store.branch(story.id)] == [step.id]
+    assert store.get_story(story.id).head_step_id == step.id
+
+    # The next step follows the chosen instruction and sees the short-term memory.
+    chosen = step.next_instructions[1]
+    completed2 = (await collect(engine, story.id, chosen))[-1]
+    writer_request = [r for r in server.requests if r["_role"] == "writer"][-1]
+    sent = json.dumps(writer_request["messages"])
+    assert chosen.rstrip(".") in sent
+    assert step.short_term_memory[:40] in sent
+    assert completed2.step.parent_id == step.id
+    assert completed2.step.instruction == chosen
+
+
+async def test_recall_brings_back_an_old_paragraph_by_meaning_with_its_score(store, server, embedder):
+    planted = {
+        "dragon": "Far below the castle, the old dragon Ysolde guarded a hoard of silver bells "
+        "and slept on a bed of cold ash.",
+        "bakery": "In the village bakery, Tomas kneaded rye dough before dawn and sang to the ovens.",
+        "storm": "The storm tore the sails from the fishing boats and the harbour flooded.",
+        "market": "At the market, merchants argued over the price of saffron and wool.",
+        "road": "The road north climbed through pine forest toward the pass.",
+    }
+    server.responder = planted_responder(planted)
+    engine = make_engine(store, server, embedder, recall_k=2)
+    story, _ = await engine.start_story("A kingdom of bells.", "fantasy", title="Bells", outline="Bells ring.")
+    for keyword in planted:
+        await collect(engine, story.id, f"Write about the [{keyword}].")
+
+    events = await collect(engine, story.id, "The hero goes down to face the sleeping dragon and its hoard.")
+    started = events[0]
+    recalled_texts = [m.text for m in started.recalled]
+    assert planted["dragon"] in recalled_texts
+    assert planted["road"] not in recalled_texts, "the previous paragraph is in the prompt already"
+    assert len(started.recalled) == 2
+    assert started.recalled[0].score >= started.recalled[1].score > 0
+    recalled_section = next(s for s in started.context if s.name == "Recalled passages")
+    assert planted["dragon"] in recalled_section.text
+
+
+async def test_sibling_branch_paragraphs_are_never_recalled(store, server, embedder):
+    planted = {
+        "comet": "A green comet split the night sky above the observatory.",
+        "opening": "The orphan Lio arrived at the city gates with nothing but a drum.",
+    }
+    server.responder = planted_responder(planted)
+    engine = make_engine(store, server, embedder, recall_k=3)
+    story, _ = await engine.start_story("An orphan drummer.", "", title="Drum", outline="A drum.")
+    opening = (await collect(engine, story.id, "Begin with the [opening]."))[-1].step
+    comet = (await collect(engine, story.id, "Describe the [comet]."))[-1].step
+    # Undo the comet and write a different second paragraph: a new branch.
+    store.set_head(story.id, opening.id)
+    await collect(engine, story.id, "Lio plays the drum in the square.")
+    started = (await collect(engine, story.id, "A green comet appears in the sky."))[0]
+    assert comet.paragraph not in [m.text for m in started.recalled]
+    assert opening.paragraph in [m.text for m in started.recalled]
+
+
+async def test_a_cut_stream_is_written_again_and_never_stored_half_written(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A clockmaker's last clock.", "", title="Clock", outline="A clock.")
+    full = "The clockmaker wound the last clock and listened to it breathe in the dark shop."
+    server.enqueue(Reply(full, stream_cut_after=2, chunk_chars=8))
+    events = await collect(engine, story.id, "Begin.")
+    phases = [e.phase for e in events if isinstance(e, PhaseChanged)]
+    assert phases.count("writing") == 2, "the paragraph is started over after the cut"
+    step = events[-1].step
+    assert step.paragraph != full[:16]
+    assert len(step.paragraph.split()) > 20
+    assert store.count_steps(story.id) == 1
+
+
+async def test_a_model_that_keeps_failing_leaves_storage_as_it_was(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A clockmaker's last clock.", "", title="Clock", outline="A clock.")
+    first = (await collect(engine, story.id))[-1].step
+    version = store.memory_version(story.id)
+    server.responder = lambda request: Reply(status=500)
+    with pytest.raises(ModelError) as failure:
+        await collect(engine, story.id, "Continue.")
+    assert "\n" not in str(failure.value)
+    assert store.get_story(story.id).head_step_id == first.id
+    assert store.count_steps(story.id) == 1
+    assert store.memory_version(story.id) == version
+
+
+async def test_cancelling_a_step_mid_paragraph_stores_nothing(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    server.enqueue(Reply("word " * 200, chunk_chars=5, chunk_delay_s=0.02))
+    seen = asyncio.Event()
+
+    async def consume():
+        async for event in engine.step(story.id, "Begin."):
+            if isinstance(event, ParagraphDelta):
+                seen.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(seen.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.count_steps(story.id) == 0
+    assert store.get_story(story.id).head_step_id is None
+
+
+async def test_unreadable_memory_is_repaired_then_falls_back_to_the_old_memory(store, server, embedder):
+    engine = make_engine(store, server, embedder, parse_retries=2)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    first = (await collect(engine, story.id))[-1].step
+
+    def garbled_memory(request):
+        if request["_role"] == "memory":
+            return Reply("I'd rather talk about the weather.")
+        return story_responder(request)
+
+    server.responder = garbled_memory
+    completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
+    memory_requests = [r for r in server.requests if r["_role"] == "memory"]
+    assert len(memory_requests) == 1 + 1 + 2, "one for the first step, then the try and two repairs"
+    assert completed.step.short_term_memory == first.short_term_memory
+    assert any("memory" in sentence.lower() for sentence in completed.fallbacks)
+    assert store.get_step(completed.step.id).fallbacks == completed.fallbacks
+
+
+async def test_servers_without_structured_output_get_labelled_text(store, embedder):
+    with ScriptedServer(json_schema_supported=False) as plain_server:
+        engine = make_engine(store, plain_server, embedder)
+        story, fallbacks = await engine.start_story("A ferryman.", "drama")
+        completed = (await collect(engine, story.id))[-1]
+    assert not fallbacks and not completed.fallbacks
+    assert len(set(completed.step.next_instructions)) == 3
+    later = [r for r in plain_server.requests[2:] if r["_role"] in ("memory", "planner")]
+    assert later and all("response_format" not in r for r in later), "the backend remembers"
+
+
+async def test_a_persons_edit_of_the_short_term_memory_reaches_the_next_step(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    first = (await collect(engine, story.id))[-1].step
+    store.update_short_term_memory(first.id, "Remember: the ferryman is secretly the river god.")
+    await collect(engine, story.id, "Continue.")
+    last_writer = [r for r in server.requests if r["_role"] == "writer"][-1]
+    assert "secretly the river god" in json.dumps(last_writer["messages"])
+
+
+async def test_bad_instructions_are_refused_without_touching_the_story(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    with pytest.raises(InvalidInput, match="empty"):
+        await collect(engine, story.id, "   ")
+    with pytest.raises(InvalidInput, match="characters long"):
+        await collect(engine, story.id, "x" * 5000)
+    assert store.count_steps(story.id) == 0
+    assert not [r for r in server.requests if r["_role"] == "writer"]
+
+
+async def test_the_context_is_trimmed_to_the_budget_and_says_what_was_cut(store, server, embedder):
+    engine = make_engine(store, server, embedder, context_budget_tokens=300)
+    long_outline = "The outline goes on. " * 400
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline=long_outline)
+    started = (await collect(engine, story.id))[0]
+    bible = next(s for s in started.context if s.name == "Story bible")
+    assert bible.trimmed_chars > 0
+    assert sum(s.tokens for s in started.context) <= 300
+
+
+async def test_batch_choices_by_the_model_pick_the_instruction_it_names(store, server, embedder):
+    import random
+
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    step = (await collect(engine, story.id))[-1].step
+    server.enqueue(Reply("Choice: 3"))
+    instruction, fallback = await engine.choose_instruction(step, "model", random.Random(0))
+    assert instruction == step.next_instructions[2] and fallback is None
+    server.enqueue(*[Reply("I like them all.")] * 3)
+    instruction, fallback = await engine.choose_instruction(step, "model", random.Random(0))
+    assert instruction == step.next_instructions[0] and "first" in fallback

@@ -1,0 +1,400 @@
+"""Model replies as real models write them, and what a user gets from each."""
+
+import json
+
+import pytest
+
+from recurrent_core.parsing import (
+    clean_paragraph,
+    describe_problem,
+    instructions_from_paragraph,
+    parse_bible,
+    parse_choice,
+    parse_instructions,
+    parse_memory_update,
+    resolve_step_outputs,
+)
+from recurrent_core.prompts import completion_cue
+
+MEMORY = "Mara holds the brass key. Tomas follows her to the lighthouse."
+REASON = "Dropped the storm, which has passed; added the key."
+THREE = ["Have Mara unlock the lighthouse door.", "Show Tomas lying about the map.", "Let the fog roll in."]
+PARAGRAPH = (
+    "The fog came in over the harbour before noon. Mara pressed the brass key into her palm "
+    "and watched Tomas at the end of the pier. \"You said the lamp was dead,\" she called. "
+    "Tomas did not turn around."
+)
+
+
+# ---- the memory update -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(f"Short-term memory: {MEMORY}\nReason: {REASON}", id="plain labels"),
+        pytest.param(f"**Short-term memory:** {MEMORY}\n\n**Reason:** {REASON}", id="bold labels"),
+        pytest.param(f"**Short-term memory**: {MEMORY}\n**Reason**: {REASON}", id="bold, colon outside"),
+        pytest.param(f"## Short-term memory\n{MEMORY}\n\n## Reason\n{REASON}", id="markdown headings"),
+        pytest.param(f"1. **Updated memory**: {MEMORY}\n2. **Reason**: {REASON}", id="numbered list of labels"),
+        pytest.param(f"Reason: {REASON}\nShort-term memory: {MEMORY}", id="reordered"),
+        pytest.param(f"Summary: {MEMORY}\nRationale: {REASON}", id="synonyms summary/rationale"),
+        pytest.param(f"Updated memory: {MEMORY}\nExplanation: {REASON}", id="synonyms updated/explanation"),
+        pytest.param(
+            f"Output Memory:\nRational: {REASON}\nUpdated Memory: {MEMORY}", id="RecurrentGPT's own format"
+        ),
+        pytest.param(f"Short-term memory: {MEMORY} Reason: {REASON}", id="labels run together on one line"),
+        pytest.param(
+            f'Here is the update:\n```json\n{{"short_term_memory": "{MEMORY}", "reason": "{REASON}"}}\n```\nLet me know!',
+            id="fenced JSON with prose around",
+        ),
+        pytest.param(
+            f'Sure. {{"reason": "{REASON}", "short_term_memory": "{MEMORY}"}} Hope this helps.',
+            id="bare JSON inside prose, reordered",
+        ),
+        pytest.param(
+            f'{{"memory_update": {{"Updated memory": "{MEMORY}", "Rationale": "{REASON}", "mood": "tense"}}}}',
+            id="nested JSON with synonyms and an extra field",
+        ),
+        pytest.param(f'{{"short_term_memory": "{MEMORY}", "reason": "{REASON}",}}', id="JSON with trailing comma"),
+        pytest.param(f"<think>Let me see what changed.</think>\nShort-term memory: {MEMORY}\nReason: {REASON}", id="think block"),
+    ],
+)
+def test_memory_update_is_read_from_messy_formats(reply):
+    parsed = parse_memory_update(reply)
+    assert parsed.short_term_memory == MEMORY
+    assert parsed.reason == REASON
+    assert describe_problem("memory", reply) is None
+
+
+def test_memory_as_a_json_list_becomes_lines():
+    parsed = parse_memory_update('{"short_term_memory": ["Mara has the key.", "Tomas lies."], "reason": "x"}')
+    assert parsed.short_term_memory == "Mara has the key.\nTomas lies."
+
+
+def test_multiline_memory_under_a_heading_keeps_its_lines():
+    parsed = parse_memory_update("### Updated memory\n- Mara has the key.\n- Tomas lies.\n### Reason\nAdded both.")
+    assert parsed.short_term_memory == "- Mara has the key.\n- Tomas lies."
+    assert parsed.reason == "Added both."
+
+
+def test_memory_without_reason_is_read_and_the_gap_described():
+    reply = f"Short-term memory: {MEMORY}"
+    parsed = parse_memory_update(reply)
+    assert parsed.short_term_memory == MEMORY
+    assert parsed.reason is None
+    assert "reason" in describe_problem("memory", reply)
+
+
+def test_truncated_json_memory_keeps_the_part_that_arrived():
+    reply = '{"reason": "Added the key.", "short_term_memory": "Mara holds the brass key and runs to'
+    parsed = parse_memory_update(reply)
+    assert parsed.short_term_memory == "Mara holds the brass key and runs to"
+    assert parsed.reason == "Added the key."
+    assert parsed.truncated
+    assert "cut off" in describe_problem("memory", reply)
+
+
+def test_truncated_json_inside_a_key_drops_only_the_broken_key():
+    parsed = parse_memory_update('```json\n{"short_term_memory": "Mara has the key.", "rea')
+    assert parsed.short_term_memory == "Mara has the key."
+    assert parsed.reason is None
+
+
+def test_truncated_labelled_memory_drops_the_half_written_label():
+    parsed = parse_memory_update(f"Short-term memory: {MEMORY}\n**Reas")
+    assert parsed.short_term_memory == MEMORY
+    assert parsed.reason is None
+
+
+def test_completion_prompt_reply_is_read_with_its_cue():
+    reply = f" {MEMORY}\nReason: {REASON}"
+    parsed = parse_memory_update(completion_cue("memory") + reply)
+    assert (parsed.short_term_memory, parsed.reason) == (MEMORY, REASON)
+    # Even without the cue the unlabelled start before "Reason:" is the memory.
+    assert parse_memory_update(reply).short_term_memory == MEMORY
+
+
+@pytest.mark.parametrize("reply", ["", "   ", "I cannot help with that.", '{"mood": "tense"}', "{", None])
+def test_unreadable_memory_reply_gives_nothing(reply):
+    parsed = parse_memory_update(reply)
+    assert parsed.short_term_memory is None
+    assert describe_problem("memory", reply) is not None
+
+
+def test_emphasis_inside_the_text_is_kept_and_only_label_markup_goes():
+    reply = "**Short-term memory:** **Mara** has the key.\nReason: *Tomas* lied."
+    parsed = parse_memory_update(reply)
+    assert parsed.short_term_memory == "**Mara** has the key."
+    assert parsed.reason == "*Tomas* lied."
+    assert parse_instructions("1. **The Tower** — Mara climbs.\n2. **Run now.**") == [
+        "**The Tower** — Mara climbs.",
+        "Run now.",
+    ]
+
+
+def test_memory_text_with_braces_is_kept_verbatim():
+    reply = "Short-term memory: Mara writes {name} on the wall.\nReason: added the sign."
+    assert parse_memory_update(reply).short_term_memory == "Mara writes {name} on the wall."
+
+
+# ---- the instructions -----------------------------------------------------------------
+
+
+def numbered(template, marks="123"):
+    return "\n".join(template.format(mark=mark, text=text) for mark, text in zip(marks, THREE))
+
+
+A, B, C = (json.dumps(text) for text in THREE)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(numbered("Instruction {mark}: {text}"), id="labels"),
+        pytest.param(numbered("**Instruction {mark}:** {text}"), id="bold labels"),
+        pytest.param(numbered("### Instruction {mark}\n{text}"), id="heading labels"),
+        pytest.param(numbered("Option {mark}: {text}", "ABC"), id="option letters"),
+        pytest.param("Options:\n" + numbered("{mark}) {text}"), id="header and 1)"),
+        pytest.param("Next steps:\n" + numbered("- {text}"), id="header and dashes"),
+        pytest.param("Here are three ideas:\n\n" + numbered("{mark}. {text}"), id="1. list"),
+        pytest.param(
+            "1. **Have Mara unlock the lighthouse door.**\n2. *Show Tomas lying about the map.*\n"
+            '3. "Let the fog roll in."',
+            id="emphasis and quotes",
+        ),
+        pytest.param(
+            "1. Have Mara unlock the\n   lighthouse door.\n2. Show Tomas lying about the map.\n"
+            "3. Let the fog roll in.",
+            id="wrapped item",
+        ),
+        pytest.param(f'{{"instructions": [{A}, {B}, {C}]}}', id="JSON"),
+        pytest.param(f'```json\n{{"options": [{A}, {B}, {C}], "note": "x"}}\n```', id="JSON synonym"),
+        pytest.param(f"[{A}, {B}, {C}]", id="JSON array"),
+        pytest.param(
+            f'{{"instruction_1": {A}, "instruction_2": {B}, "instruction_3": {C}}}', id="JSON numbered keys"
+        ),
+        pytest.param(
+            f'{{"instructions": [{{"title": "Door", "instruction": {A}}}, {{"instruction": {B}}}, '
+            f'{{"instruction": {C}}}]}}',
+            id="JSON objects",
+        ),
+        pytest.param(numbered("Instruction {mark}: {text}").replace("\n", " "), id="one line"),
+        pytest.param(
+            f" {THREE[0]}\nInstruction 2: {THREE[1]}\nInstruction 3: {THREE[2]}", id="continued from cue"
+        ),
+    ],
+)
+def test_instructions_are_read_from_messy_formats(reply):
+    assert parse_instructions(reply) == THREE
+    assert describe_problem("planner", reply) is None
+
+
+def test_duplicate_and_empty_instructions_are_dropped():
+    reply = "1. Go north.\n2. go north\n3. \n4. **Go north.**\n5. Wait for dawn."
+    assert parse_instructions(reply) == ["Go north.", "Wait for dawn."]
+
+
+def test_more_than_three_instructions_are_all_returned_in_order():
+    reply = "\n".join(f"{i}. Direction number {i}." for i in range(1, 6))
+    assert len(parse_instructions(reply)) == 5
+
+
+def test_truncated_json_instructions_drop_the_half_written_one():
+    reply = '{"instructions": ["%s", "%s", "Let the fo' % tuple(THREE[:2])
+    assert parse_instructions(reply) == THREE[:2]
+    assert "2" in describe_problem("planner", reply)
+
+
+def test_memory_sections_do_not_leak_into_instructions():
+    reply = f"Instruction 1: {THREE[0]}\nShort-term memory: {MEMORY}\nInstruction 2: {THREE[1]}"
+    assert parse_instructions(reply) == THREE[:2]
+
+
+# ---- the story bible ---------------------------------------------------------------------
+
+OUTLINE = (
+    "Setting: a fishing town on a foggy coast.\n"
+    "Main characters: Mara, a keeper's daughter.\n"
+    "Arc: she relights the lamp."
+)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(f"Title: The Dark Lamp\nOutline:\n{OUTLINE}", id="labels"),
+        pytest.param(f"**Title:** *The Dark Lamp*\n\n**Outline:**\n{OUTLINE}", id="markdown"),
+        pytest.param(f"# The Dark Lamp\n\n{OUTLINE}", id="heading and parts"),
+        pytest.param(f'Title: "The Dark Lamp"\n\n## Story bible\n{OUTLINE}', id="synonym"),
+        pytest.param(f'```json\n{{"title": "The Dark Lamp", "outline": {json.dumps(OUTLINE)}}}\n```', id="JSON"),
+    ],
+)
+def test_bible_is_read_from_messy_formats(reply):
+    parsed = parse_bible(reply)
+    assert parsed.title == "The Dark Lamp"
+    assert parsed.outline == OUTLINE
+    assert describe_problem("bible", reply) is None
+
+
+def test_bible_json_with_parts_instead_of_an_outline_keeps_them_all():
+    reply = '{"title": "The Dark Lamp", "setting": "A foggy coast.", "characters": [{"name": "Mara", "role": "keeper"}]}'
+    parsed = parse_bible(reply)
+    assert parsed.title == "The Dark Lamp"
+    assert "A foggy coast." in parsed.outline and "Mara" in parsed.outline and "keeper" in parsed.outline
+
+
+def test_bible_without_title_says_so():
+    reply = f"Outline: {OUTLINE}"
+    assert parse_bible(reply).title is None
+    assert describe_problem("bible", reply) == "The reply had no readable title."
+
+
+# ---- the paragraph ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Paragraph: The fog came in.", "The fog came in."),
+        ("**Paragraph 2:**\nThe fog came in.", "The fog came in."),
+        ("Next paragraph:\n\nThe fog came in.", "The fog came in."),
+        ("Here is the next paragraph:\n\nThe fog came in.", "The fog came in."),
+        ("```\nThe fog came in.\n```", "The fog came in."),
+        ('"The fog came in over the harbour."', "The fog came in over the harbour."),
+        ('"Run," she said. "Now."', '"Run," she said. "Now."'),
+        ("  The fog came in.  \n", "The fog came in."),
+        ("The fog came in.\n\nMara ran.", "The fog came in.\nMara ran."),
+        (f"The fog came in.\n\nShort-term memory: {MEMORY}\nInstruction 1: {THREE[0]}", "The fog came in."),
+        (f"The fog came in.\n\n---\n\n**Instruction 1:** {THREE[0]}", "The fog came in."),
+        ("The fog came in.\n\n*(Note: I kept it short.)*", "The fog came in."),
+        ("Note: meet me at dawn. Mara read it twice.", "Note: meet me at dawn. Mara read it twice."),
+        ("<think>The user wants fog.</think>The fog came in.", "The fog came in."),
+        ('{"paragraph": "The fog came in."}', "The fog came in."),
+        ("The {name} of the ship was gone.", "The {name} of the ship was gone."),
+        ("", ""),
+    ],
+)
+def test_clean_paragraph(reply, expected):
+    assert clean_paragraph(reply) == expected
+
+
+# ---- the chooser ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('{"choice": 2}', 2),
+        ("Choice: 3", 3),
+        ("I would go with option B.", 2),
+        ("The first one.", 1),
+        ("none", None),
+    ],
+)
+def test_parse_choice(reply, expected):
+    assert parse_choice(reply) == expected
+
+
+# ---- fallbacks ------------------------------------------------------------------------
+
+
+def test_instructions_from_paragraph_use_its_last_moment_and_its_character():
+    first, second, third = instructions_from_paragraph(PARAGRAPH)
+    assert "Tomas did not turn around" in first
+    assert "Tomas" in second  # named twice after a sentence start; Mara's names start sentences
+    assert len({first, second, third}) == 3
+
+
+def test_instructions_from_an_empty_paragraph_are_still_three():
+    instructions = instructions_from_paragraph("")
+    assert len(set(instructions)) == 3 and all(instructions)
+
+
+def test_a_complete_reply_needs_no_fallback():
+    outputs = resolve_step_outputs(
+        memory_reply=f"Short-term memory: {MEMORY}\nReason: {REASON}",
+        planner_reply='{"instructions": ["%s", "%s", "%s", "A fourth."]}' % tuple(THREE),
+        old_memory="Old memory.",
+        paragraph=PARAGRAPH,
+    )
+    assert outputs.short_term_memory == MEMORY
+    assert outputs.memory_reason == REASON
+    assert outputs.instructions == tuple(THREE)
+    assert outputs.fallbacks == ()
+
+
+def test_an_unreadable_memory_keeps_the_old_one_and_says_so():
+    outputs = resolve_step_outputs(
+        memory_reply="Sorry, I can't do that.",
+        planner_reply="\n".join(THREE),
+        old_memory="Mara is at the harbour.",
+        paragraph=PARAGRAPH,
+    )
+    assert outputs.short_term_memory == "Mara is at the harbour."
+    assert outputs.fallbacks == (
+        "The model's memory update could not be read, so the previous short-term memory was kept.",
+    )
+
+
+def test_a_failed_memory_call_at_the_story_start_begins_from_the_paragraph():
+    outputs = resolve_step_outputs(
+        memory_reply=None, planner_reply="\n".join(THREE), old_memory="", paragraph=PARAGRAPH
+    )
+    assert outputs.short_term_memory.startswith("The fog came in over the harbour")
+    assert "started from the new paragraph" in outputs.fallbacks[0]
+
+
+def test_a_missing_reason_gets_a_default_and_a_note():
+    outputs = resolve_step_outputs(
+        memory_reply=f"Short-term memory: {MEMORY}",
+        planner_reply="\n".join(THREE),
+        old_memory="Old.",
+        paragraph=PARAGRAPH,
+    )
+    assert outputs.short_term_memory == MEMORY
+    assert outputs.memory_reason
+    assert outputs.fallbacks == ("The model gave no reason for its memory update.",)
+
+
+def test_missing_instructions_are_derived_from_the_paragraph_and_said_so():
+    outputs = resolve_step_outputs(
+        memory_reply=f"Short-term memory: {MEMORY}\nReason: {REASON}",
+        planner_reply=f"1. {THREE[0]}",
+        old_memory="Old.",
+        paragraph=PARAGRAPH,
+    )
+    assert outputs.instructions[0] == THREE[0]
+    assert outputs.instructions[1:] == instructions_from_paragraph(PARAGRAPH)[:2]
+    assert outputs.fallbacks == (
+        "The model proposed only 1 of the three next instructions, so the last two were derived "
+        "from the new paragraph.",
+    )
+
+
+def test_a_failed_planner_call_derives_all_three():
+    outputs = resolve_step_outputs(
+        memory_reply=f"Short-term memory: {MEMORY}\nReason: {REASON}",
+        planner_reply=None,
+        old_memory="Old.",
+        paragraph=PARAGRAPH,
+        outline="Mara relights the lamp.",
+    )
+    assert outputs.instructions == instructions_from_paragraph(PARAGRAPH, "Mara relights the lamp.")
+    assert "could not be read" in outputs.fallbacks[0]
+
+
+def test_a_derived_instruction_never_repeats_one_the_model_gave():
+    derived = instructions_from_paragraph(PARAGRAPH)
+    outputs = resolve_step_outputs(
+        memory_reply=f"Short-term memory: {MEMORY}\nReason: {REASON}",
+        planner_reply=f"1. {derived[1]}\n2. {derived[0]}",
+        old_memory="Old.",
+        paragraph=PARAGRAPH,
+    )
+    assert len({i.lower() for i in outputs.instructions}) == 3
+
+
+def test_describe_problem_for_unknown_role_is_a_programming_error():
+    with pytest.raises(ValueError):
+        describe_problem("narrator", "text")

@@ -1,0 +1,26 @@
+"""The GPU benchmark script runs end to end (tiny shapes, Triton interpreter on the CPU)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels_gpu.py"
+
+
+def test_gpu_benchmark_smoke_run_on_cpu_completes_every_section() -> None:
+    environment = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny"],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SECTION FAILED" not in result.stdout
+    assert "5 of 5 sections ran" in result.stdout
+    assert result.stdout.count("PASS") == 9  # 5 float32 forms + 4 bf16 Triton forms

@@ -1,0 +1,152 @@
+"""The schema migrates itself: old databases keep their data, models and migrations agree."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from recurrent_core.errors import LongyarnError
+from storage import SqlStore, open_store
+from storage.db import (
+    alembic_config,
+    create_store_engine,
+    current_revisions,
+    database_url,
+    schema_heads,
+    upgrade,
+)
+from storage.models import Base
+
+from .helpers import EMBEDDING_MODEL, vector
+
+
+def first_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_base()
+
+
+def test_the_migration_history_has_an_upgrade_to_test(db_path):
+    # Otherwise the data-keeping test below would upgrade nothing.
+    assert first_revision() not in schema_heads()
+
+
+def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path):
+    engine = create_store_engine(database_url(db_path))
+    upgrade(engine, first_revision())
+    assert current_revisions(engine) == (first_revision(),)
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    # Rows as the first schema knew them: plain SQL, not today's models.
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO stories (id, title, premise, genre, outline, settings, head_step_id,"
+                " readable, reader_may_extend, memory_version, created_at, updated_at) VALUES"
+                " ('0ld5t0ry0000', 'Old', 'An old premise.', 'gothic', '', '{\"k\": 2}', NULL,"
+                " 1, 0, 1, :now, :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO steps (id, story_id, parent_id, instruction, paragraph,"
+                " short_term_memory, memory_reason, next_instructions, backend, model, fallbacks,"
+                " created_at, deleted) VALUES ('s1', '0ld5t0ry0000', NULL, 'Begin.',"
+                " 'It was a dark night.', 'Night.', 'start', '[\"a\", \"b\", \"c\"]', 'openai',"
+                " 'gpt-old', '[]', :now, 0)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO memories (id, story_id, step_id, text, embedding, dim,"
+                " embedding_model, pinned, excluded, created_at) VALUES ('m1', '0ld5t0ry0000',"
+                " 's1', 'It was a dark night.', :embedding, 8, :model, 1, 0, :now)"
+            ),
+            {"embedding": vector(7).tobytes(), "model": EMBEDDING_MODEL, "now": now},
+        )
+        connection.execute(text("UPDATE stories SET head_step_id = 's1'"))
+    engine.dispose()
+
+    with open_store(db_path) as store:  # upgrades to the newest schema on the way
+        assert current_revisions(store.engine) == schema_heads()
+        story = store.get_story("0ld5t0ry0000")
+        (step,) = store.branch(story.id)
+        version, entries, matrix = store.memory_vectors(story.id, EMBEDDING_MODEL)
+
+    assert (story.title, story.readable, story.settings, story.created_at) == (
+        "Old", True, {"k": 2}, now,
+    )
+    assert (step.paragraph, step.next_instructions, step.branch_owner) == (
+        "It was a dark night.", ("a", "b", "c"), None,
+    )
+    assert version == 1 and [(e.id, e.pinned) for e in entries] == [("m1", True)]
+    assert (matrix[0] == vector(7)).all()
+
+
+def test_models_and_migrations_describe_the_same_schema(store: SqlStore):
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+    assert differences == []
+
+
+def test_every_migration_can_be_undone_and_redone(db_path):
+    from alembic import command
+
+    engine = create_store_engine(database_url(db_path))
+    upgrade(engine)
+    config = alembic_config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+        connection.commit()
+    assert current_revisions(engine) == ()
+    upgrade(engine)
+    assert current_revisions(engine) == schema_heads()
+    engine.dispose()
+
+
+def test_the_migrations_also_build_the_schema_on_postgresql():
+    # Rendered as SQL (Alembic's offline mode), so no server is needed to catch SQLite-isms.
+    from alembic import command
+
+    rendered = io.StringIO()
+    config = alembic_config()
+    config.output_buffer = rendered
+    config.set_main_option("sqlalchemy.url", "postgresql://")
+    command.upgrade(config, "head", sql=True)
+    sql = rendered.getvalue()
+
+    assert "CREATE TABLE stories" in sql and "BYTEA" in sql and "TIMESTAMP WITH TIME ZONE" in sql
+    assert "ALTER TABLE stories ADD CONSTRAINT fk_stories_head_step_steps" in sql
+    assert "ALTER TABLE steps ADD COLUMN branch_owner" in sql
+    assert "_alembic_tmp" not in sql  # no SQLite table rebuilds on a database that can ALTER
+
+
+def test_opening_twice_is_harmless(db_path):
+    with open_store(db_path) as store:
+        story = store.create_story(title="Once", premise="p", genre="g", outline="")
+    with open_store(db_path) as store:
+        assert store.get_story(story.id).title == "Once"
+        assert current_revisions(store.engine) == schema_heads()
+
+
+def test_a_database_from_a_newer_longyarn_is_left_untouched(db_path):
+    with open_store(db_path) as store:
+        with store.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+
+    with pytest.raises(LongyarnError, match="from_the_future.*left untouched"):
+        open_store(db_path)
+
+
+def test_a_memory_only_database_works_for_scratch_use():
+    with open_store(":memory:") as store:
+        story = store.create_story(title="Scratch", premise="p", genre="g", outline="")
+        assert store.get_story(story.id).title == "Scratch"
+        assert "memory" in store.location
