@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 from . import parsing, prompts
 from .backends.base import GenerationRequest, ModelBackend, Prompt, Sampling
 from .embeddings import Embedder
-from .errors import InvalidInput, ModelError
+from .errors import InvalidInput, ModelError, StreamInterrupted
 from .memory import RecallIndex
 from .store import StoryStore
 from .types import (
@@ -87,6 +88,8 @@ class Engine:
         self.embedder = embedder
         self.config = config or EngineConfig()
         self.recall_index = RecallIndex(store, embedder.name)
+        self._branch_cache: dict[str, tuple[str, list[str]]] = {}
+        self._branch_lock = threading.Lock()
 
     # ---- stories -------------------------------------------------------------------
 
@@ -153,16 +156,15 @@ class Engine:
         """
         story = await asyncio.to_thread(self.store.get_story, story_id)
         parent_id = story.head_step_id if parent_step_id == "head" else parent_step_id
-        branch = await asyncio.to_thread(self.store.branch, story_id, parent_id) if parent_id else []
+        previous = await asyncio.to_thread(self.store.get_step, parent_id) if parent_id else None
         if instruction is None:
-            instruction = OPENING_INSTRUCTION if not branch else branch[-1].next_instructions[0]
+            instruction = OPENING_INSTRUCTION if previous is None else previous.next_instructions[0]
         instruction = _clean_text(instruction, "instruction", MAX_INSTRUCTION_CHARS)
 
-        previous = branch[-1] if branch else None
         short_term_memory = previous.short_term_memory if previous else ""
         previous_paragraph = previous.paragraph if previous else ""
 
-        recalled = await asyncio.to_thread(self._recall, story_id, instruction, branch)
+        recalled = await asyncio.to_thread(self._recall, story_id, instruction, parent_id)
         writer_prompt = self._writer_prompt(story, instruction, short_term_memory, recalled, previous_paragraph)
         yield StepStarted(story_id, instruction, writer_prompt.context, tuple(recalled))
 
@@ -179,7 +181,7 @@ class Engine:
                         snapshot += chunk.text
                         yield ParagraphDelta(chunk.text, snapshot)
             except ModelError as error:
-                if not _is_interruption(error) or attempt == self.config.step_attempts:
+                if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
                     raise
                 log.warning("paragraph stream was cut; writing it again (%s)", error)
                 continue
@@ -279,24 +281,44 @@ class Engine:
         self, story_id: str, text: str, *, k: int = 10, head_step_id: str | None = None
     ) -> list[RecalledMemory]:
         """Memories of the current branch most similar in meaning to `text`, with scores."""
-        branch = await asyncio.to_thread(self.store.branch, story_id, head_step_id)
+        story = await asyncio.to_thread(self.store.get_story, story_id)
+        head = head_step_id or story.head_step_id
+        if head is None:
+            return []
+        branch_ids = await asyncio.to_thread(self._branch_ids, story_id, head)
         query = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
         return await asyncio.to_thread(
-            self.recall_index.recall, story_id, query, k=k, branch_step_ids=[s.id for s in branch]
+            self.recall_index.recall, story_id, query, k=k, branch_step_ids=branch_ids
         )
 
     # ---- internals -----------------------------------------------------------------
 
-    def _recall(self, story_id: str, instruction: str, branch: list[Step]) -> list[RecalledMemory]:
-        if not branch:
+    def _branch_ids(self, story_id: str, head_step_id: str) -> list[str]:
+        """Step ids from the root to `head_step_id`, cached per story.
+
+        Walking a 10,000-step tree costs tens of milliseconds, and each step only extends the
+        branch the previous one walked, so the common case is a cache hit.
+        """
+        with self._branch_lock:
+            cached = self._branch_cache.get(story_id)
+            if cached is not None and cached[0] == head_step_id:
+                return list(cached[1])
+        ids = self.store.branch_step_ids(story_id, head_step_id)
+        with self._branch_lock:
+            self._branch_cache[story_id] = (head_step_id, ids)
+        return list(ids)
+
+    def _recall(self, story_id: str, instruction: str, parent_id: str | None) -> list[RecalledMemory]:
+        if parent_id is None:
             return []
+        branch_ids = self._branch_ids(story_id, parent_id)
         query = self.embedder.embed([instruction])[0]
         return self.recall_index.recall(
             story_id,
             query,
             k=self.config.recall_k,
-            branch_step_ids=[s.id for s in branch],
-            exclude_step_ids={branch[-1].id},  # the previous paragraph is in the prompt already
+            branch_step_ids=branch_ids,
+            exclude_step_ids={parent_id},  # the previous paragraph is in the prompt already
         )
 
     def _commit(self, new_step: NewStep, move_head: bool) -> Step:
@@ -304,6 +326,10 @@ class Engine:
         step = self.store.commit_step(
             new_step, embedding=vector, embedding_model=self.embedder.name, move_head=move_head
         )
+        with self._branch_lock:
+            cached = self._branch_cache.get(new_step.story_id)
+            if cached is not None and cached[0] == new_step.parent_id:
+                self._branch_cache[new_step.story_id] = (step.id, [*cached[1], step.id])
         version = self.store.memory_version(new_step.story_id)
         entry = self.store.memory_for_step(step.id)
         if entry is not None:
@@ -325,7 +351,7 @@ class Engine:
                         usage += chunk.usage
                 return text, usage
             except ModelError as error:
-                if not _is_interruption(error) or attempt == self.config.step_attempts:
+                if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
                     raise
         return text, usage
 
@@ -435,11 +461,6 @@ class Engine:
             context=original.context,
             output_format=repair.output_format or original.output_format,
         )
-
-
-def _is_interruption(error: Exception) -> bool:
-    # The OpenAI backend raises StreamInterrupted; any backend may, so match by name.
-    return any(cls.__name__ == "StreamInterrupted" for cls in type(error).__mro__)
 
 
 def _clean_text(text: str, what: str, limit: int | None = None) -> str:

@@ -13,6 +13,13 @@ class ModelError(LongyarnError):
     """The model backend failed (no key, server down, rate limit, cut stream)."""
 
 
+class StreamInterrupted(ModelError):
+    """The reply broke off after part of it had arrived; the part was discarded.
+
+    The engine writes the whole paragraph again and never commits half of one.
+    """
+
+
 class StepCancelled(LongyarnError):
     """The person cancelled a step; nothing of it was stored."""
 

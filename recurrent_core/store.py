@@ -48,6 +48,9 @@ class StoryStore(Protocol):
         Deleted paragraphs are left out.
         """
 
+    def branch_step_ids(self, story_id: str, head_step_id: str | None = None) -> list[str]:
+        """The ids of `branch()`'s steps, oldest first, without their text."""
+
     def children(self, story_id: str, parent_id: str | None) -> list[Step]:
         """Direct children of a step (roots when `parent_id` is None), oldest first."""
 

@@ -209,6 +209,22 @@ class SqlStore:
             ).all()
             return [_step(row) for row in rows]
 
+    def branch_step_ids(self, story_id: str, head_step_id: str | None = None) -> list[str]:
+        """The ids of `branch()`'s steps, without loading their text: what recall needs."""
+        with self._read() as session:
+            head = self._resolve_head(session, story_id, head_step_id)
+            if head is None:
+                return []
+            walk = _walk_to_root(story_id, head)
+            return list(
+                session.scalars(
+                    select(walk.c.id)
+                    .join(StepRow, StepRow.id == walk.c.id)
+                    .where(StepRow.deleted.is_(False))
+                    .order_by(walk.c.depth.desc())
+                )
+            )
+
     def count_steps(self, story_id: str, head_step_id: str | None = None) -> int:
         """How many paragraphs the branch ending at the head holds (deleted ones not counted)."""
         with self._read() as session:

@@ -1,6 +1,6 @@
 """Model backends: the interface (`base`) and its implementations.
 
-`OpenAIBackend` and `StreamInterrupted` are loaded on first use, because importing `openai`
+`OpenAIBackend` is loaded on first use, because importing `openai`
 takes over half a second and the local model does not need it.
 """
 
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StreamInterrupted
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend, Prompt, Sampling
 
 if TYPE_CHECKING:
-    from .openai_backend import OpenAIBackend, StreamInterrupted
+    from .openai_backend import OpenAIBackend
 
-_FROM_OPENAI_BACKEND = ("OpenAIBackend", "StreamInterrupted")
+_FROM_OPENAI_BACKEND = ("OpenAIBackend",)
 
 
 def __getattr__(name: str) -> Any:

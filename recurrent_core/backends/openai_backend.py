@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from ..errors import ModelError
+from ..errors import ModelError, StreamInterrupted
 from ..prompts import layout_messages
 from ..types import Usage
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
@@ -34,13 +34,6 @@ LOCAL_SERVER_PLACEHOLDER_KEY = "not-needed"
 # A server that asks us to wait longer than this gets a clear error instead of a silent wait.
 LONGEST_RETRY_AFTER_S = 60.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-class StreamInterrupted(ModelError):
-    """The connection broke after part of the reply had arrived; the part was discarded.
-
-    The engine retries the whole step on this and never commits half a paragraph.
-    """
 
 
 class OpenAIBackend(ModelBackend):
@@ -393,4 +386,4 @@ def _describe(error: openai.APIError) -> str:
     return f"HTTP {status}" if status else type(error).__name__
 
 
-__all__ = ["OpenAIBackend", "StreamInterrupted"]
+__all__ = ["OpenAIBackend"]

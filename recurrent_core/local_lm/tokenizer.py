@@ -184,7 +184,7 @@ def _compile_longest_match(path: str) -> re.Pattern[bytes]:
                 continue
             below, count = alternatives(grandchildren)
             if ends_a_token:
-                parts.append(head + b"(?:" + below + b")?")
+                parts.append(head + b"(?:" + below + b")")
             elif count == 1:  # a plain chain needs no group; this halves the compile time
                 parts.append(head + below)
             else:

@@ -305,6 +305,49 @@ def sample_text(model: RWKV7, tokenizer, prompt: str, n_tokens: int, device: str
 # Training
 
 
+class Validation:
+    """Watches the validation loss (held-out books past their evaluation slices) during training.
+
+    It keeps a copy of the best weights seen, so a run that overfits can ship its best point
+    instead of its last; the reported figures come from the evaluation slices, never from here.
+    """
+
+    def __init__(self, data: PreparedData, config: TrainConfig, autocast):
+        self.batch_size, self.autocast = config.batch_size, autocast
+        self.windows: torch.Tensor | None = None
+        self.best_loss, self.best_step, self.best_weights = math.inf, None, None
+        if not data.validation_texts:
+            return
+        stream = document_stream(data.tokenizer, data.validation_texts)
+        usable = (stream.numel() - 1) // config.ctx_len
+        if usable < 1:
+            return
+        picks = np.linspace(0, usable - 1, num=min(config.val_windows, usable)).astype(int)
+        windows = [stream[i * config.ctx_len : (i + 1) * config.ctx_len + 1] for i in picks]
+        self.windows = torch.stack(windows).to(config.device)
+
+    def check(self, forward, model: RWKV7, step: int) -> float | None:
+        """The validation loss now (None without validation text); remembers the best weights."""
+        if self.windows is None:
+            return None
+        model.eval()
+        loss = mean_loss(forward, self.windows, self.batch_size, self.autocast)
+        model.train()
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, step
+            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return loss
+
+    def restore_if_better(self, model: RWKV7, final_loss: float | None, step: int) -> int:
+        """Load the best weights if the final ones are clearly worse; return the step kept."""
+        if final_loss is None or self.best_weights is None:
+            return step
+        if final_loss <= self.best_loss * (1 + VALIDATION_MARGIN):
+            return step  # annealed final weights are preferred unless training overfit
+        model.load_state_dict(self.best_weights)
+        return self.best_step
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -364,28 +407,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     optimizer = make_optimizer(model, config, fused=on_cuda)
     forward = torch.compile(model) if config.compile else model
 
-    validation_windows = None
-    if data.validation_texts:
-        stream = document_stream(data.tokenizer, data.validation_texts)
-        usable = (stream.numel() - 1) // config.ctx_len
-        picks = np.linspace(0, usable - 1, num=min(config.val_windows, usable)).astype(int)
-        validation_windows = torch.stack(
-            [stream[i * config.ctx_len : (i + 1) * config.ctx_len + 1] for i in picks]
-        ).to(config.device)
-    best_val, best_step, best_weights = math.inf, None, None
-
-    def validate(step: int) -> float | None:
-        nonlocal best_val, best_step, best_weights
-        if validation_windows is None:
-            return None
-        model.eval()
-        val = mean_loss(forward, validation_windows, config.batch_size, autocast)
-        model.train()
-        if val < best_val:
-            best_val, best_step = val, step
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return val
-
+    validation = Validation(data, config, autocast)
     total_steps = config.max_steps or None
     warm_up_steps = min(5, config.calibration_steps // 2)
     timing_start = None
@@ -438,27 +460,42 @@ def train(config: TrainConfig) -> dict[str, Any]:
             log(f"step {step:6d}{'/' + str(total_steps) if total_steps else ''}  loss {last_loss:.4f}  "
                 f"lr {lr:.2e}  {tokens_per_s:,.0f} tok/s  {now - train_start:.0f} s")
             loss_sum, loss_count, last_log = 0.0, 0, now
-        if config.val_interval and step % config.val_interval == 0:
-            val = validate(step)
-            if val is not None:
-                log(f"step {step:6d}  validation loss {val:.4f} (best {best_val:.4f} at step {best_step})")
+        if config.val_interval and step % config.val_interval == 0 and validation.windows is not None:
+            val = validation.check(forward, model, step)
+            log(f"step {step:6d}  validation loss {val:.4f} (best {validation.best_loss:.4f} "
+                f"at step {validation.best_step})")
     train_seconds = time.perf_counter() - train_start
     if loss_count:
         last_loss = float(loss_sum) / loss_count
 
-    final_val = validate(step)
-    kept_step = step
-    # Annealed final weights are kept unless they are clearly worse, i.e. training overfit.
-    if best_weights is not None and final_val is not None and final_val > best_val * (1 + VALIDATION_MARGIN):
-        model.load_state_dict(best_weights)
-        kept_step = best_step
-        log(f"kept the weights of step {best_step} (validation {best_val:.4f} < final {final_val:.4f})")
+    final_val = validation.check(forward, model, step)
+    kept_step = validation.restore_if_better(model, final_val, step)
+    if kept_step != step:
+        log(f"kept the weights of step {kept_step} (validation {validation.best_loss:.4f} < final {final_val:.4f})")
 
-    # Evaluate the weights as they ship: rounded to bf16.
+    # The weights as they ship, rounded to bf16, are saved at once (so a failure later on
+    # loses no training) and then evaluated.
     model.eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(parameter.to(torch.bfloat16).float())
+    tokens_seen = step * config.batch_size * config.ctx_len
+    results: dict[str, Any] = {
+        "heldout_books": data.meta["heldout_books"],
+        "eval_bytes_per_book": config.eval_bytes_per_book,
+        "final_train_loss": round(last_loss, 4),
+        "validation_loss": None if final_val is None else round(min(validation.best_loss, final_val), 4),
+        "steps": step,
+        "kept_step": kept_step,
+        "planned_steps": total_steps,
+        "tokens_seen": tokens_seen,
+        "epochs": round(tokens_seen / data.train_tokens.size, 2),
+        "train_seconds": round(train_seconds, 1),
+        "parameters": n_params,
+        "loss_curve": loss_curve,  # [step, mean training loss since the previous entry]
+    }
+    save_model(model, config, data, results, out_dir)
+
     heldout = bits_per_byte(model, data.tokenizer, data.eval_texts, config.ctx_len, config.eval_streams,
                             config.device, autocast)
     without_carry = bits_per_byte(model, data.tokenizer, data.eval_texts, config.ctx_len, config.eval_streams,
@@ -471,33 +508,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log(f"held-out: {heldout['bits_per_byte']:.4f} bits/byte over {heldout['bytes']:,} bytes "
         f"({heldout['tokens']:,} tokens; {without_carry['bits_per_byte']:.4f} reading each {config.ctx_len}-token "
         "window afresh); " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(baselines.items())))
-
-    sample = sample_text(model, data.tokenizer, config.sample_prompt, config.sample_tokens,
-                         config.device, config.seed)
-    log("sample:\n" + sample)
-
-    tokens_seen = step * config.batch_size * config.ctx_len
     results = {
         "heldout_bits_per_byte": round(heldout["bits_per_byte"], 4),
         "heldout_bits_per_byte_without_carry": round(without_carry["bits_per_byte"], 4),
         "heldout_nll_per_token": round(heldout["nll_per_token"], 4),
         "heldout_tokens": heldout["tokens"],
         "heldout_bytes": heldout["bytes"],
-        "heldout_books": data.meta["heldout_books"],
-        "eval_bytes_per_book": config.eval_bytes_per_book,
         "baselines_bits_per_byte": baselines,
-        "final_train_loss": round(last_loss, 4),
-        "validation_loss": None if best_val == math.inf else round(min(best_val, final_val or math.inf), 4),
-        "steps": step,
-        "kept_step": kept_step,
-        "planned_steps": total_steps,
-        "tokens_seen": tokens_seen,
-        "epochs": round(tokens_seen / data.train_tokens.size, 2),
-        "train_seconds": round(train_seconds, 1),
-        "parameters": n_params,
-        "loss_curve": loss_curve,  # [step, mean training loss since the previous entry]
-        "sample": sample,
+        **results,
     }
+    results["sample"] = sample_text(model, data.tokenizer, config.sample_prompt, config.sample_tokens,
+                                    config.device, config.seed)
+    log("sample:\n" + results["sample"])
     save_model(model, config, data, results, out_dir)
     log(f"saved {out_dir} ({_directory_bytes(out_dir) / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")
     return results
@@ -517,7 +539,7 @@ def save_model(model: RWKV7, config: TrainConfig, data: PreparedData, results: d
 
     weights = {name: tensor.detach().to("cpu", torch.bfloat16) for name, tensor in model.state_dict().items()}
     training = {
-        key: results[key]
+        key: results.get(key)
         for key in ("steps", "kept_step", "planned_steps", "tokens_seen", "epochs", "train_seconds",
                     "heldout_bits_per_byte", "heldout_books", "baselines_bits_per_byte")
     }

@@ -292,7 +292,7 @@ def test_a_seeded_generation_repeats_exactly(world):
         return weights.roll(token_id)  # a "model" whose next-token scores depend on the last token
 
     def once(seed: int) -> str:
-        config = SamplerConfig(temperature=1.0, top_p=0.9, max_tokens=40, seed=seed)
+        config = SamplerConfig(temperature=1.0, top_p=0.9, top_k=40, max_tokens=40, seed=seed)
         return "".join(generate(step, weights, world, config))
 
     assert once(7) == once(7)

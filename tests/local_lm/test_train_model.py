@@ -31,6 +31,7 @@ def reference_rwkv():
     return rwkv_model.RWKV_x070
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_logits_match_the_reference_package(tmp_path, reference_rwkv):
     torch.set_num_threads(1)
     model = random_model()

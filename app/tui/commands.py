@@ -1,0 +1,49 @@
+"""The command palette (Ctrl+P): every action of the screen in view, and the app's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
+
+
+@dataclass(frozen=True)
+class Command:
+    title: str
+    help: str
+    action: str
+    node: DOMNode
+
+
+class LongyarnCommands(Provider):
+    """Offers each binding of the current screen (and the app) that can run right now."""
+
+    def _commands(self) -> list[Command]:
+        """What the key bindings in effect on the screen offer now (keymap applied)."""
+        found: dict[str, Command] = {}
+        for key, active in self.screen.active_bindings.items():
+            binding = active.binding
+            if not active.enabled or not binding.description or binding.system:
+                continue
+            if binding.action.endswith("command_palette") or binding.action in found:
+                continue
+            display = self.app.get_key_display(binding)
+            help_text = binding.tooltip or f"key: {display}"
+            found[binding.action] = Command(binding.description, help_text, binding.action, active.node)
+        return sorted(found.values(), key=lambda command: command.title)
+
+    async def _run(self, command: Command) -> None:
+        await self.app.run_action(command.action, command.node)
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            yield DiscoveryHit(command.title, partial(self._run, command), help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self._commands():
+            score = matcher.match(command.title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(command.title), partial(self._run, command), help=command.help)

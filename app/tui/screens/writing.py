@@ -1,0 +1,515 @@
+"""The writing screen: the story, the short-term memory, the next instructions, and the step.
+
+The step runs in a worker (`Engine.step` is an async generator); its events are rendered as
+they come, so typing and scrolling never wait for the model. Escape cancels the worker; the
+engine commits only at the very end, so a cancelled step leaves the story as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Static, TextArea
+from textual.worker import Worker
+
+from recurrent_core.errors import LongyarnError
+from recurrent_core.types import (
+    ParagraphDelta,
+    PhaseChanged,
+    Step,
+    StepCompleted,
+    StepEvent,
+    StepStarted,
+    Story,
+)
+
+from ..formatting import paragraphs_label
+from ..widgets import InstructionList, ParagraphView, StoryView
+from .context import ContextScreen
+from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit, ParagraphEditor
+from .memory import MemoryScreen
+
+if TYPE_CHECKING:
+    from ..app import LongyarnApp
+
+log = logging.getLogger(__name__)
+
+PHASE_WORDS = {
+    "writing": "Writing the paragraph…",
+    "remembering": "Updating the short-term memory and planning what comes next…",
+    "planning": "Planning what comes next…",
+    "committing": "Saving…",
+}
+
+# Actions that change the story; none of them may start while a step is being written.
+STORY_CHANGING_ACTIONS = frozenset(
+    {
+        "write_next", "undo", "redo", "retry", "previous_branch", "next_branch",
+        "edit_paragraph", "delete_paragraph", "edit_outline",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the head is in the tree: what undo, redo, retry and branch switching can do."""
+
+    head: Step | None
+    siblings: tuple[Step, ...]  # the head and its alternatives, oldest first
+    children: tuple[Step, ...]  # steps written after the head (redo targets), oldest first
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(1-based index of the head among its siblings, how many there are)."""
+        if self.head is None:
+            return (0, 0)
+        ids = [s.id for s in self.siblings]
+        return (ids.index(self.head.id) + 1 if self.head.id in ids else 1, max(1, len(ids)))
+
+
+class WritingScreen(Screen):
+    """Write a story one paragraph at a time."""
+
+    app: "LongyarnApp"
+
+    BINDINGS = [
+        Binding("ctrl+g", "write_next", "Write", id="write", priority=True),
+        Binding("escape", "cancel_step", "Cancel step", id="cancel", priority=True),
+        Binding("ctrl+z", "undo", "Undo", id="undo"),
+        Binding("ctrl+y", "redo", "Redo", id="redo"),
+        Binding("ctrl+r", "retry", "Retry", id="retry"),
+        Binding("alt+left", "previous_branch", "◀ Version", id="branch-previous"),
+        Binding("alt+right", "next_branch", "Version ▶", id="branch-next"),
+        Binding("f2", "memories", "Memories", id="memories"),
+        Binding("f3", "context", "Context", id="context"),
+        Binding("f4", "edit_outline", "Outline", id="outline"),
+        Binding("f6", "export", "Export", id="export"),
+        Binding("ctrl+l", "library", "Library", id="library"),
+    ]
+
+    generating: reactive[bool] = reactive(False, init=False)
+
+    def __init__(self, story_id: str, *, write_first: bool = False) -> None:
+        super().__init__(id="writing")
+        self.story_id = story_id
+        self.write_first = write_first
+        self.story: Story | None = None
+        self.position = Position(None, (), ())
+        self.last_started: StepStarted | None = None  # what the last step sent (context viewer)
+        self.step_worker: Worker | None = None
+
+    # ---- layout ----
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="story-header", markup=False)
+        with Horizontal(id="desk"):
+            yield StoryView(id="story")
+            with Vertical(id="side"):
+                yield Label("Short-term memory", classes="panel-title")
+                yield TextArea(id="short-term-memory", soft_wrap=True)
+                yield Label("Next: choose one, or write your own below", classes="panel-title")
+                yield InstructionList(id="instructions")
+        yield Input(
+            placeholder="Your instruction for the next paragraph (Enter writes it)",
+            id="instruction",
+        )
+        yield Static("", id="status", markup=False)
+        yield Footer()
+
+    @property
+    def story_view(self) -> StoryView:
+        return self.query_one("#story", StoryView)
+
+    @property
+    def memory_editor(self) -> TextArea:
+        return self.query_one("#short-term-memory", TextArea)
+
+    @property
+    def instruction_input(self) -> Input:
+        return self.query_one("#instruction", Input)
+
+    async def on_mount(self) -> None:
+        await self.reload()
+        self.instruction_input.focus()
+        if self.write_first and self.position.head is None:
+            self.action_write_next()
+
+    async def on_unmount(self) -> None:
+        if self.step_worker is not None and self.step_worker.is_running:
+            self.step_worker.cancel()
+
+    def on_screen_suspend(self) -> None:
+        # Leaving for a dialog or another screen keeps the writer's memory edit.
+        self.save_memory_edit()
+
+    # ---- state ----
+
+    async def reload(self) -> None:
+        """Read the story and the branch at its head from the store, and show them."""
+        store = self.app.store
+        self.story = store.get_story(self.story_id)
+        branch = await asyncio.to_thread(store.branch, self.story_id)
+        await self.story_view.show_branch(branch)
+        self._load_position(branch[-1] if branch else None)
+
+    def _load_position(self, head: Step | None) -> None:
+        store = self.app.store
+        if head is None:
+            position = Position(None, (), tuple(store.children(self.story_id, None)))
+        else:
+            position = Position(
+                head,
+                tuple(store.children(self.story_id, head.parent_id)),
+                tuple(store.children(self.story_id, head.id)),
+            )
+        self.position = position
+        self.memory_editor.load_text(head.short_term_memory if head else "")
+        self.memory_editor.read_only = head is None
+        instructions = self.query_one("#instructions", InstructionList)
+        instructions.show_instructions(head.next_instructions if head else ())
+        self._show_header()
+        self._show_status("Saved." if head else "")
+        self.refresh_bindings()
+
+    def _show_header(self) -> None:
+        story = self.story
+        if story is None:
+            return
+        count = len(self.story_view.steps)
+        parts = [story.title]
+        if story.genre:
+            parts.append(story.genre)
+        parts.append(paragraphs_label(count))
+        number, total = self.position.version
+        if total > 1:
+            parts.append(f"version {number} of {total} (alt+←/→)")
+        self.query_one("#story-header", Static).update(" · ".join(parts))
+
+    def _show_status(self, text: str) -> None:
+        status = self.query_one("#status", Static)
+        if not text and self.position.head is None:
+            text = (
+                "An empty story: press Enter to write the opening paragraph, "
+                "or type how it should open."
+            )
+        status.update(text)
+
+    def save_memory_edit(self) -> None:
+        """Store the writer's edit of the short-term memory on the head step, if any.
+
+        The next step reads the head's short-term memory, so this is how an edit takes effect.
+        """
+        head = self.position.head
+        if head is None or not self.is_mounted:
+            return
+        text = self.memory_editor.text.strip()
+        if text and text != head.short_term_memory.strip():
+            updated = self.app.store.update_short_term_memory(head.id, text)
+            self.position = Position(updated, self.position.siblings, self.position.children)
+            self.story_view.replace_step(updated)
+
+    # ---- what can be done now ----
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_step":
+            return self.generating
+        if action in STORY_CHANGING_ACTIONS and self.generating:
+            return None  # shown greyed out: it will come back when the step is done
+        position = self.position
+        if action == "write_next":
+            return self.app.engine is not None
+        if action == "undo":
+            return position.head is not None
+        if action == "redo":
+            return bool(position.children)
+        if action == "retry":
+            return position.head is not None and self.app.engine is not None
+        if action in ("previous_branch", "next_branch"):
+            number, total = position.version
+            return total > 1 and (number > 1 if action == "previous_branch" else number < total)
+        if action in ("edit_paragraph", "delete_paragraph"):
+            return bool(self.story_view.steps)
+        return True
+
+    def watch_generating(self, generating: bool) -> None:
+        self.set_class(generating, "-generating")
+        self.refresh_bindings()
+
+    # ---- the step ----
+
+    @on(Input.Submitted, "#instruction")
+    def _instruction_submitted(self) -> None:
+        if self.generating:
+            self.notify("A paragraph is being written; wait for it, or press Escape to cancel it.")
+            return
+        self.action_write_next()
+
+    @on(InstructionList.OptionSelected)
+    def _instruction_chosen(self, event: InstructionList.OptionSelected) -> None:
+        head = self.position.head
+        if head is None:
+            return
+        self.instruction_input.value = head.next_instructions[event.option_index]
+        self.instruction_input.focus()
+        self.instruction_input.cursor_position = len(self.instruction_input.value)
+
+    def chosen_instruction(self) -> str | None:
+        """The writer's own or edited instruction; else the highlighted candidate; else the
+        engine's opening instruction (None) for an empty story."""
+        typed = self.instruction_input.value.strip()
+        if typed:
+            return typed
+        head = self.position.head
+        if head is None:
+            return None
+        highlighted = self.query_one("#instructions", InstructionList).highlighted or 0
+        return head.next_instructions[highlighted]
+
+    def action_write_next(self) -> None:
+        if self.app.engine is None:
+            self.app.explain_no_model()
+            return
+        if self.generating:
+            return
+        self.save_memory_edit()
+        self.start_step(self.chosen_instruction(), "head")
+
+    def action_retry(self) -> None:
+        """Write the last paragraph again, as a new version beside it; the old one is kept."""
+        head = self.position.head
+        if head is None or self.generating:
+            return
+        if self.app.engine is None:
+            self.app.explain_no_model()
+            return
+        self.save_memory_edit()
+        self.start_step(head.instruction, head.parent_id, retry=True)
+
+    def start_step(self, instruction: str | None, parent: str | None | Literal["head"], *, retry: bool = False) -> None:
+        self.generating = True
+        self.step_worker = self.run_step(instruction, parent, retry)
+
+    @work(exclusive=True, group="step", exit_on_error=False)
+    async def run_step(self, instruction: str | None, parent: str | None | Literal["head"], retry: bool) -> None:
+        engine = self.app.engine
+        assert engine is not None
+        head_before = self.position.head.id if self.position.head else None
+        completed = False
+        try:
+            async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
+                await self.show_event(event)
+                completed = completed or isinstance(event, StepCompleted)
+        except asyncio.CancelledError:
+            await self._after_cancel(head_before)
+            raise
+        except LongyarnError as error:
+            self.notify(str(error), title="No paragraph was written", severity="error", timeout=15)
+            self._show_status("The step did not run; the story is as it was.")
+        except Exception as error:  # a bug must not leave the screen stuck mid-step
+            log.exception("step failed")
+            self.notify(
+                f"Something unexpected went wrong ({type(error).__name__}: {error}); nothing was "
+                "stored; try again, and report this if it repeats.",
+                title="No paragraph was written",
+                severity="error",
+                timeout=15,
+            )
+            self._show_status("The step did not run; the story is as it was.")
+        finally:
+            self.story_view.streaming.end()
+            self.generating = False
+        if completed and retry:
+            self.notify("The new version is beside the old one: alt+←/→ switches between them.")
+
+    async def show_event(self, event: StepEvent) -> None:
+        """Render one event of the step as it arrives."""
+        if isinstance(event, ParagraphDelta):
+            self.story_view.streaming.append(event.delta)
+        elif isinstance(event, StepStarted):
+            self.last_started = event
+            self.story_view.streaming.begin()
+            self.story_view.anchor()
+            self._show_status("Writing the paragraph… (Escape cancels; nothing is saved until the step ends)")
+        elif isinstance(event, PhaseChanged):
+            self._show_status(PHASE_WORDS.get(event.phase, event.phase) + "  (Escape cancels)")
+        elif isinstance(event, StepCompleted):
+            await self._step_landed(event)
+
+    async def _step_landed(self, event: StepCompleted) -> None:
+        step = event.step
+        self.story_view.streaming.end()
+        if self.position.head is not None and step.parent_id == self.position.head.parent_id:
+            # A retry: the new version replaces the old one on screen; the old one is kept.
+            await self.story_view.remove_step(self.position.head.id)
+        await self.story_view.append_step(step)
+        self.story = self.app.store.get_story(self.story_id)
+        self.instruction_input.value = ""
+        self._load_position(step)
+        for sentence in event.fallbacks:
+            self.notify(sentence, severity="warning", timeout=8)
+        self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
+
+    async def _after_cancel(self, head_before: str | None) -> None:
+        self.story_view.streaming.end()
+        story = self.app.store.get_story(self.story_id)
+        if story.head_step_id != head_before:
+            # The cancel came while committing, which always finishes: show what landed.
+            await self.reload()
+            self.notify("The paragraph had already been saved when the step was cancelled.")
+        else:
+            self.notify("Cancelled; nothing was stored.", timeout=4)
+            self._show_status("Cancelled; the story is as it was.")
+
+    def action_cancel_step(self) -> None:
+        if self.step_worker is not None and self.step_worker.is_running:
+            self.step_worker.cancel()
+
+    # ---- history: every move is a move of the head; nothing is ever deleted ----
+
+    async def move_head(self, step_id: str | None) -> None:
+        self.save_memory_edit()
+        self.app.store.set_head(self.story_id, step_id)
+        await self.reload()
+
+    async def action_undo(self) -> None:
+        head = self.position.head
+        if head is None:
+            return
+        steps = self.story_view.steps
+        target = steps[-2].id if len(steps) >= 2 and steps[-1].id == head.id else head.parent_id
+        await self.move_head(target)
+        self._show_status("Undone; the paragraph is kept: Ctrl+Y brings it back.")
+
+    async def action_redo(self) -> None:
+        if self.position.children:
+            await self.move_head(self.position.children[-1].id)
+
+    async def action_previous_branch(self) -> None:
+        await self._switch_version(-1)
+
+    async def action_next_branch(self) -> None:
+        await self._switch_version(+1)
+
+    async def _switch_version(self, offset: int) -> None:
+        number, total = self.position.version
+        index = number - 1 + offset
+        if 0 <= index < total:
+            await self.move_head(self.position.siblings[index].id)
+
+    # ---- paragraphs ----
+
+    def selected_paragraph(self) -> ParagraphView | None:
+        """The focused paragraph, else the newest one."""
+        focused = self.focused
+        if isinstance(focused, ParagraphView):
+            return focused
+        views = self.story_view.paragraph_views
+        return views[-1] if views else None
+
+    def action_edit_paragraph(self) -> None:
+        view = self.selected_paragraph()
+        if view is None or self.generating:
+            return
+        if self.app.engine is None:
+            self.app.explain_no_model()
+            return
+        step = view.step
+
+        def save(text: str | None) -> None:
+            if text is not None:
+                self.edit_paragraph(step.id, text)
+
+        self.app.push_screen(ParagraphEditor(step.paragraph), save)
+
+    @work(group="paragraph-edit", exit_on_error=False)
+    async def edit_paragraph(self, step_id: str, text: str) -> None:
+        engine = self.app.engine
+        assert engine is not None
+        try:
+            updated = await engine.edit_paragraph(step_id, text)
+        except LongyarnError as error:
+            self.notify(str(error), title="The paragraph was not changed", severity="error")
+            return
+        self.story_view.replace_step(updated)
+        if self.position.head is not None and updated.id == self.position.head.id:
+            self.position = Position(updated, self.position.siblings, self.position.children)
+        self._show_status("Saved the edit; its long-term memory was updated too.")
+
+    def action_delete_paragraph(self) -> None:
+        view = self.selected_paragraph()
+        if view is None or self.generating:
+            return
+        step = view.step
+
+        async def delete(confirmed: bool | None) -> None:
+            if confirmed:
+                await self.delete_paragraph(step)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Delete this paragraph? It leaves the story and is no longer recalled as a "
+                "memory; the paragraphs after it stay."
+            ),
+            delete,
+        )
+
+    async def delete_paragraph(self, step: Step) -> None:
+        store = self.app.store
+        store.delete_paragraph(step.id)
+        if self.position.head is not None and step.id == self.position.head.id:
+            # Writing continues from the paragraph before it, as after an undo.
+            steps = self.story_view.steps
+            earlier = steps[-2].id if len(steps) >= 2 else None
+            store.set_head(self.story_id, earlier)
+            await self.reload()
+        else:
+            await self.story_view.remove_step(step.id)
+            self._show_header()
+        self._show_status("Deleted the paragraph; it is no longer recalled.")
+
+    # ---- other screens ----
+
+    def action_memories(self) -> None:
+        self.app.push_screen(
+            MemoryScreen(self.story_id, self.last_started.recalled if self.last_started else None)
+        )
+
+    def action_context(self) -> None:
+        self.app.push_screen(ContextScreen(self.last_started))
+
+    def action_edit_outline(self) -> None:
+        story = self.app.store.get_story(self.story_id)
+
+        def save(edit: OutlineEdit | None) -> None:
+            if edit is not None:
+                self.story = self.app.store.update_story(self.story_id, title=edit.title, outline=edit.outline)
+                self._show_header()
+
+        self.app.push_screen(OutlineDialog(story.title, story.outline), save)
+
+    def action_export(self) -> None:
+        self.app.export_story(self.story_id)
+
+    def action_library(self) -> None:
+        if self.generating:
+            def leave(confirmed: bool | None) -> None:
+                if confirmed:
+                    self.action_cancel_step()
+                    self.app.pop_screen()
+
+            self.app.push_screen(
+                ConfirmDialog("A paragraph is being written. Cancel it and go to the library?", "Cancel it"),
+                leave,
+            )
+            return
+        self.save_memory_edit()
+        self.app.pop_screen()
