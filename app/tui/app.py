@@ -82,10 +82,12 @@ class LongyarnApp(App[None]):
             self.engine = None
             self.engine_problem = str(error)
 
+    def get_default_screen(self) -> LibraryScreen:
+        return LibraryScreen()
+
     async def on_mount(self) -> None:
         if self.keymap:
             self.set_keymap(self.keymap)
-        await self.push_screen(LibraryScreen())
         if self.initial_story_id is not None:
             try:
                 self.store.get_story(self.initial_story_id)

@@ -67,6 +67,8 @@ class StreamingParagraph(Static):
         if self.display:
             self.renders += 1
             self.update(self.text.lstrip() or "…")
+            if isinstance(self.parent, StoryView):
+                self.parent.follow_end()
 
     def end(self) -> None:
         self.text = ""
@@ -81,6 +83,7 @@ class StoryView(VerticalScroll, can_focus=False):
         super().__init__(**kwargs)
         self.steps: list[Step] = []
         self.first_shown = 0  # index in `steps` of the oldest paragraph mounted
+        self.follow = True  # scroll along with new text; off while the writer reads further up
         self.earlier = Static("", id="earlier", markup=False)
         self.streaming = StreamingParagraph(id="streaming", classes="paragraph")
 
@@ -105,12 +108,18 @@ class StoryView(VerticalScroll, can_focus=False):
         if views:
             await self.mount_all(views, before=self.streaming)
         self._update_earlier()
-        self.anchor()
+        self.follow = True
+        self.follow_end()
 
     async def append_step(self, step: Step) -> None:
         self.steps.append(step)
         await self.mount(ParagraphView(step), before=self.streaming)
-        self.anchor()
+        self.follow_end()
+
+    def follow_end(self) -> None:
+        """Keep the newest text in view, unless the writer scrolled up to read."""
+        if self.follow:
+            self.scroll_end(animate=False)
 
     def replace_step(self, step: Step) -> None:
         self.steps = [step if s.id == step.id else s for s in self.steps]
@@ -151,6 +160,10 @@ class StoryView(VerticalScroll, can_focus=False):
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
+        if new_value < old_value:
+            self.follow = False
+        elif new_value >= self.max_scroll_y:
+            self.follow = True
         if new_value <= 0 and old_value > 0 and self.first_shown > 0:
             self.run_worker(self.load_earlier(), group="load-earlier", exclusive=True)
 

@@ -101,14 +101,15 @@ def _wkv7_chunk_prepare_kernel(
     )
 
     # Workspaces are (B*H, num_chunks*C, N) float32, padded tokens included.
-    work_offsets = ((batch_head.to(tl.int64) * num_chunks + chunk_index) * CHUNK + rows[:, None]) * HEAD_SIZE + cols[None, :]
+    chunk_row = batch_head.to(tl.int64) * num_chunks + chunk_index
+    work_offsets = (chunk_row * CHUNK + rows[:, None]) * HEAD_SIZE + cols[None, :]
     tl.store(wy_keys_ptr + work_offsets, wy_keys)
     tl.store(u_from_values_ptr + work_offsets, u_from_values)
     tl.store(query_to_state_ptr + work_offsets, query_to_state)
     tl.store(o_within_chunk_ptr + work_offsets, o_within_chunk)
     tl.store(b_to_end_ptr + work_offsets, b * to_chunk_end)
     tl.store(k_to_end_ptr + work_offsets, k * to_chunk_end)
-    tl.store(chunk_decay_ptr + (batch_head.to(tl.int64) * num_chunks + chunk_index) * HEAD_SIZE + cols, tl.exp(decay_chunk))
+    tl.store(chunk_decay_ptr + chunk_row * HEAD_SIZE + cols, tl.exp(decay_chunk))
 
 
 @triton.jit
@@ -141,19 +142,23 @@ def _wkv7_chunk_state_kernel(
     rows = tl.arange(0, CHUNK)
     key_cols = tl.arange(0, HEAD_SIZE)
     value_cols = value_block * BLOCK_V + tl.arange(0, BLOCK_V)
-    state_offsets = batch_head.to(tl.int64) * HEAD_SIZE * HEAD_SIZE + value_cols[:, None] * HEAD_SIZE + key_cols[None, :]
+    state_offsets = (
+        batch_head.to(tl.int64) * HEAD_SIZE * HEAD_SIZE + value_cols[:, None] * HEAD_SIZE + key_cols[None, :]
+    )
     if HAS_INITIAL_STATE:
         state = tl.load(initial_state_ptr + state_offsets).to(tl.float32)
     else:
         state = tl.zeros([BLOCK_V, HEAD_SIZE], dtype=tl.float32)
 
     for chunk_index in range(num_chunks):
-        work_rows = (batch_head.to(tl.int64) * num_chunks + chunk_index) * CHUNK + rows[:, None]
+        chunk_row = batch_head.to(tl.int64) * num_chunks + chunk_index
+        work_rows = chunk_row * CHUNK + rows[:, None]
         key_offsets = work_rows * HEAD_SIZE + key_cols[None, :]
         value_offsets = work_rows * HEAD_SIZE + value_cols[None, :]
         token = chunk_index * CHUNK + rows
         in_sequence = (token < seq_len)[:, None]
-        input_offsets = ((batch.to(tl.int64) * seq_len + token[:, None]) * HEADS + head) * HEAD_SIZE + value_cols[None, :]
+        input_rows = (batch.to(tl.int64) * seq_len + token[:, None]) * HEADS + head
+        input_offsets = input_rows * HEAD_SIZE + value_cols[None, :]
 
         query_to_state = tl.load(query_to_state_ptr + key_offsets)
         o_within_chunk = tl.load(o_within_chunk_ptr + value_offsets)
@@ -165,7 +170,7 @@ def _wkv7_chunk_state_kernel(
         v = tl.load(v_ptr + input_offsets, mask=in_sequence, other=0.0).to(tl.float32)
         b_to_end = tl.load(b_to_end_ptr + key_offsets)
         k_to_end = tl.load(k_to_end_ptr + key_offsets)
-        chunk_decay = tl.load(chunk_decay_ptr + (batch_head.to(tl.int64) * num_chunks + chunk_index) * HEAD_SIZE + key_cols)
+        chunk_decay = tl.load(chunk_decay_ptr + chunk_row * HEAD_SIZE + key_cols)
         state = (
             state * chunk_decay[None, :]
             + tl.dot(tl.trans(u), b_to_end, input_precision=PRECISION)
@@ -196,7 +201,9 @@ def wkv7_chunk(
 
     r, log_w, k, v, a, b: (B, T, H, N) float32 or bf16 on a CUDA device, N a power of two >= 16;
     log_w must satisfy -sum(log_w over one chunk) <= 60 (RWKV-7's log_w > -0.6065 allows chunks
-    up to 64). chunk_size: 16, 32 or 64. state: (B, H, N, N) float32 or None.
+    up to 64). chunk_size: 16, 32 or 64; 32 was fastest on an H100 at B=1 and close to 16 at
+    B=8, while 64 spills registers with float32 inputs (4x slower there). state: (B, H, N, N)
+    float32 or None.
     Returns (o in r's dtype, final state float32). Forward only: it has no backward.
     """
     check_wkv7_inputs(r, log_w, k, v, a, b, state)

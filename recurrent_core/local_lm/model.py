@@ -82,7 +82,7 @@ class _LayerWeights:
     ln_x_bias: torch.Tensor
     channel_mix_x_k: torch.Tensor
     ffn_key: torch.Tensor  # (C, dim_ffn)
-    ffn_value: torch.Tensor  # (dim_ffn, C)
+    ffn_value: torch.Tensor  # (C, dim_ffn) as stored, for F.linear: see _channel_mix
 
 
 def _prepare_layers(
@@ -130,7 +130,7 @@ def _prepare_layers(
                 ln_x_bias=vector(att + "ln_x.bias"),
                 channel_mix_x_k=vector(ffn + "x_k"),
                 ffn_key=matrix(ffn + "key.weight", transpose=True),
-                ffn_value=matrix(ffn + "value.weight", transpose=True),
+                ffn_value=matrix(ffn + "value.weight"),
             )
         )
     return layers
@@ -155,7 +155,10 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             f"Device '{device}' was asked for but this machine has no usable CUDA GPU; "
             "nothing was loaded, so use device='cpu'."
         )
-    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+    if resolved.index is None:
+        # Tensors report "cuda:0", never "cuda"; name the device the same way.
+        return torch.device("cuda", torch.cuda.current_device())
+    if resolved.index >= torch.cuda.device_count():
         raise InvalidInput(
             f"Device '{device}' does not exist (this machine has {torch.cuda.device_count()} "
             "CUDA GPUs); nothing was loaded, so pick an index below that."
@@ -292,6 +295,13 @@ class LocalLM:
             state = self.zero_state(batch_size)
         else:
             self._check_state(state, batch_size)
+            if state.time_mix_shift.dtype != self.dtype:
+                # E.g. a state saved by an fp32 CPU model, continued by a bf16 GPU model.
+                state = RecurrentState(
+                    state.time_mix_shift.to(self.dtype),
+                    state.wkv,
+                    state.channel_mix_shift.to(self.dtype),
+                )
         new_state = RecurrentState(
             torch.empty_like(state.time_mix_shift),
             torch.empty_like(state.wkv),
@@ -475,4 +485,6 @@ class LocalLM:
     @staticmethod
     def _channel_mix(layer: _LayerWeights, shifted: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(shifted @ layer.ffn_key).square_()
-        return hidden @ layer.ffn_value
+        # MKL reads a wide-input matrix-vector product about 1.5x faster in (out, in) layout
+        # (measured on 2 cores, 3072 -> 768); large batches run at the same speed either way.
+        return F.linear(hidden, layer.ffn_value)

@@ -161,10 +161,11 @@ class Sampler:
         # random numbers everywhere.
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(self.seed)
-        self._frequency_exempt = tuple(frequency_exempt)
-        self._occurrence: torch.Tensor | None = None  # float32, decayed counts per token
+        self._frequency_exempt = frozenset(frequency_exempt)
+        # Per-token state, made when the first logits show the vocabulary's size and device.
+        self._occurrence: torch.Tensor | None = None  # float32, decayed counts
         self._seen: torch.Tensor | None = None  # bool, generated at least once
-        self._exempt_mask: torch.Tensor | None = None
+        self._recorded_early: list[int] = []  # tokens recorded before any logits were seen
 
     def sample(self, logits: torch.Tensor) -> int:
         """Choose the next token from `logits` (vocab,) and record it for the penalties."""
@@ -194,26 +195,26 @@ class Sampler:
                 f"{tuple(logits.shape)}; nothing was sampled, so pass logits[-1] or one row."
             )
         scores = logits.detach().to(torch.float32).clone()
+        self._ensure_state(scores)
         if self.config.banned_token_ids:
             scores[list(self.config.banned_token_ids)] = -math.inf
-        if self._occurrence is not None and self._occurrence.shape == scores.shape:
-            config = self.config
-            scores -= config.presence_penalty * self._seen + config.frequency_penalty * self._occurrence
+        config = self.config
+        scores -= config.presence_penalty * self._seen + config.frequency_penalty * self._occurrence
         return scores
 
     def record(self, token_id: int) -> None:
         """Count `token_id` as generated: decay every occurrence, then add this one."""
         if self._occurrence is None:
-            return  # no logits seen yet, so the vocabulary size is unknown
+            self._recorded_early.append(token_id)
+            return
         self._occurrence *= self.config.penalty_decay
-        if not self._exempt_mask[token_id]:
+        if token_id not in self._frequency_exempt:
             self._occurrence[token_id] += 1.0
         self._seen[token_id] = True
 
     def _candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tokens that may be drawn, most likely first, and their unnormalised weights."""
+        """The tokens that may be drawn and their weights (not necessarily summing to 1)."""
         scores = self.penalised(logits)
-        self._ensure_state(scores)
         best_score, best_token = scores.max(dim=0)
         if not math.isfinite(best_score.item()):
             raise ModelError(
@@ -230,14 +231,18 @@ class Sampler:
         return kept, torch.softmax(scores[kept] / config.temperature, dim=0)
 
     def _ensure_state(self, scores: torch.Tensor) -> None:
-        if self._occurrence is not None and self._occurrence.shape == scores.shape:
+        if self._occurrence is not None:
+            if self._occurrence.shape != scores.shape:
+                raise InvalidInput(
+                    f"These logits have {scores.shape[0]} entries but this sampler began with "
+                    f"{self._occurrence.shape[0]}; nothing was sampled, so use one sampler per model."
+                )
             return
         self._occurrence = torch.zeros_like(scores)
         self._seen = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        self._exempt_mask = torch.zeros(scores.shape, dtype=torch.bool)
-        exempt = [i for i in self._frequency_exempt if i < scores.shape[0]]
-        if exempt:
-            self._exempt_mask[exempt] = True
+        for token_id in self._recorded_early:
+            self.record(token_id)
+        self._recorded_early.clear()
 
 
 # A nucleus is usually a few dozen tokens: look among the top 64 first, then 8 times more.

@@ -112,6 +112,8 @@ class RecurrentState:
             and wkv.shape[4] == head_size
             and n_head * head_size == n_embd
             and wkv.dtype == torch.float32
+            and shift.is_floating_point()
+            and cshift.dtype == shift.dtype
         )
 
     def _describe_own_shape(self) -> str:

@@ -101,34 +101,43 @@ def default_world_vocab_path() -> Path:
     )
 
 
+def _parse_vocabulary_line(line: str, line_number: int) -> tuple[int, bytes]:
+    """One `<id> <Python str or bytes literal> <byte length>` line as (id, token bytes)."""
+    first_space, last_space = line.find(" "), line.rfind(" ")
+    try:
+        token_id = int(line[:first_space])
+        # literal_eval, not eval: a vocabulary file must not be able to run code.
+        literal = ast.literal_eval(line[first_space + 1 : last_space])
+        token = literal.encode("utf-8") if isinstance(literal, str) else literal
+        stated_length = int(line[last_space + 1 :])
+    except (ValueError, SyntaxError) as error:
+        raise ValueError(f"line {line_number} is not `<id> <literal> <length>`") from error
+    if not isinstance(token, bytes) or len(token) != stated_length:
+        raise ValueError(f"line {line_number}'s token does not have its stated length")
+    if token_id <= 0:
+        raise ValueError(f"line {line_number} uses id {token_id}, but ids start at 1")
+    return token_id, token
+
+
 @functools.lru_cache(maxsize=4)
 def _read_world_vocabulary(path: str) -> _WorldVocabulary:
-    """Parse a World vocabulary file: one `<id> <Python str or bytes literal> <byte length>` a line."""
+    """Parse and check a World vocabulary file; cached, as it takes about a second."""
     by_id: dict[int, bytes] = {}
     try:
         with open(path, encoding="utf-8") as file:
             for line_number, line in enumerate(file, start=1):
                 line = line.rstrip("\r\n")
-                if not line:
-                    continue
-                first_space, last_space = line.find(" "), line.rfind(" ")
-                if first_space <= 0 or last_space <= first_space:
-                    raise ValueError(f"line {line_number} is not `<id> <literal> <length>`")
-                token_id = int(line[:first_space])
-                # literal_eval, not eval: a vocabulary file must not be able to run code.
-                literal = ast.literal_eval(line[first_space + 1 : last_space])
-                token = literal.encode("utf-8") if isinstance(literal, str) else literal
-                if not isinstance(token, bytes) or len(token) != int(line[last_space + 1 :]):
-                    raise ValueError(f"line {line_number}'s token does not have its stated length")
-                if token_id <= 0 or token_id in by_id:
-                    raise ValueError(f"line {line_number} repeats or misuses id {token_id}")
-                by_id[token_id] = token
+                if line:
+                    token_id, token = _parse_vocabulary_line(line, line_number)
+                    if token_id in by_id:
+                        raise ValueError(f"line {line_number} repeats id {token_id}")
+                    by_id[token_id] = token
     except OSError as error:
         raise CheckpointError(
             f"The World vocabulary {path} could not be read ({error.strerror or error}); no "
             "tokenizer was loaded, so check the path."
         ) from error
-    except (ValueError, SyntaxError) as error:
+    except ValueError as error:  # UnicodeDecodeError included
         raise CheckpointError(
             f"{path} is not an RWKV World vocabulary file ({error}); no tokenizer was loaded, so "
             f"use {WORLD_VOCAB_FILE_NAME} from the `rwkv` package."
@@ -184,7 +193,7 @@ def _compile_longest_match(path: str) -> re.Pattern[bytes]:
                 continue
             below, count = alternatives(grandchildren)
             if ends_a_token:
-                parts.append(head + b"(?:" + below + b")")
+                parts.append(head + b"(?:" + below + b")?")
             elif count == 1:  # a plain chain needs no group; this halves the compile time
                 parts.append(head + below)
             else:
@@ -194,13 +203,17 @@ def _compile_longest_match(path: str) -> re.Pattern[bytes]:
     return re.compile(alternatives(trie)[0])
 
 
+@functools.lru_cache(maxsize=4)
 def _load_rust_encoder(path: str) -> Any | None:
-    """The optional Rust encoder (PyPI `pyrwkv-tokenizer`, Apache-2.0), or None if absent."""
+    """The optional Rust encoder (PyPI `pyrwkv-tokenizer`, Apache-2.0), or None if unavailable."""
     try:
         import pyrwkv_tokenizer
     except ImportError:
         return None
-    return pyrwkv_tokenizer.WorldTokenizer(path)
+    try:
+        return pyrwkv_tokenizer.WorldTokenizer(path)
+    except Exception:  # our own parser accepted the file, so fall back rather than fail
+        return None
 
 
 class WorldTokenizer:
@@ -214,22 +227,22 @@ class WorldTokenizer:
     """
 
     def __init__(self, vocab_path: str | os.PathLike[str] | None = None, *, encoder: WorldEncoder = "auto"):
-        path = Path(vocab_path) if vocab_path is not None else default_world_vocab_path()
-        self._path = str(path.resolve())
-        self._vocabulary = _read_world_vocabulary(self._path)
-        self._rust = None
         if encoder not in ("auto", "rust", "python"):
             raise InvalidInput(
                 f"Unknown World tokenizer encoder {encoder!r}; nothing was loaded, so use "
                 "'auto', 'rust' or 'python'."
             )
+        path = Path(vocab_path) if vocab_path is not None else default_world_vocab_path()
+        self._path = str(path.resolve())
+        self._vocabulary = _read_world_vocabulary(self._path)
+        self._rust = None
         if encoder in ("auto", "rust"):
             self._rust = _load_rust_encoder(self._path)
             if self._rust is None and encoder == "rust":
                 raise InvalidInput(
                     "The Rust World tokenizer was asked for but `pyrwkv-tokenizer` is not "
-                    "installed; nothing was loaded, so run `pip install pyrwkv-tokenizer` or "
-                    "use encoder='auto'."
+                    "installed or could not read the vocabulary; nothing was loaded, so run "
+                    "`pip install pyrwkv-tokenizer` or use encoder='auto'."
                 )
         self._name = path.stem
 
@@ -285,7 +298,11 @@ def _byte_level_alphabet() -> dict[str, int]:
     Bytes that are printable Latin-1 characters stand for themselves; the other 68 bytes are
     given the code points from 256 upwards, in byte order.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     char_to_byte = {chr(b): b for b in printable}
     next_code_point = 256
     for b in range(256):

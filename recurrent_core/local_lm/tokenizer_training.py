@@ -9,7 +9,9 @@ The output folder is everything `train.py` needs, so it can travel to a GPU mach
     tokenizer.json      byte-level BPE; token 0 is END_OF_TEXT
     train.npy           uint16 tokens of the training books, each book preceded by END_OF_TEXT
     heldout/<book>.txt  the held-out books as plain text (after `normalise_book`)
-    meta.json           which books went where, token and byte counts
+    meta.json           which books went where, token and byte counts, and compressors'
+                        bits per byte on the default evaluation slice (zstandard may be
+                        missing where training runs)
 
 Books are hard-wrapped at about 70 columns in the corpus; `normalise_book` joins the lines
 of each paragraph, so the model learns to write paragraphs rather than line breaks.

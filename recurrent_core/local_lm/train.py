@@ -44,7 +44,7 @@ from recurrent_core.local_lm.tokenizer_training import (
     compression_baselines,
     split_heldout_text,
 )
-from recurrent_core.local_lm.training_model import RWKV7, RWKV7Config
+from recurrent_core.local_lm.training_model import RWKV7, blinkdl_config
 
 # ----------------------------------------------------------------------------------------------
 # Knobs. Every field is also a command-line flag (--n-layer, --time-budget-s, ...); a preset
@@ -396,7 +396,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     data = load_prepared_data(Path(config.data), config.eval_bytes_per_book)
     out_dir = Path(config.out)
     seed_everything(config.seed)
-    model_config = RWKV7Config(data.meta["vocab_size"], config.n_embd, config.n_layer, config.head_size)
+    model_config = blinkdl_config(data.meta["vocab_size"], config.n_embd, config.n_layer, config.head_size)
     model = RWKV7(model_config).initialise(seed=config.seed).to(config.device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {config.n_layer} layers x {config.n_embd} wide, heads of {config.head_size}, "

@@ -18,13 +18,13 @@ One layer, with x the normalised input and x_prev the input one token earlier:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kernels.wkv7.chunk_torch import wkv7_chunk_torch
+from recurrent_core.local_lm.config import RWKV7Config
 
 # exp(-0.5): BlinkDL's decay is w = exp(-exp(-softplus(-z) - 0.5)) = exp(-exp(-0.5) * sigmoid(z)).
 DECAY_SCALE = math.exp(-0.5)
@@ -39,40 +39,21 @@ def _lora_dim(n_embd: int, factor: float, power: float) -> int:
     return max(32, int(round(factor * n_embd**power / 32) * 32))
 
 
-@dataclass(frozen=True)
-class RWKV7Config:
-    vocab_size: int
-    n_embd: int
-    n_layer: int
-    head_size: int = 64
-
-    @property
-    def n_head(self) -> int:
-        return self.n_embd // self.head_size
-
-    @property
-    def dim_ffn(self) -> int:
-        return 4 * self.n_embd
-
-    @property
-    def decay_lora(self) -> int:
-        return _lora_dim(self.n_embd, 1.8, 0.5)
-
-    @property
-    def iclr_lora(self) -> int:
-        return _lora_dim(self.n_embd, 1.8, 0.5)
-
-    @property
-    def value_lora(self) -> int:
-        return _lora_dim(self.n_embd, 1.3, 0.5)
-
-    @property
-    def gate_lora(self) -> int:
-        return _lora_dim(self.n_embd, 0.6, 0.8)
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.head_size:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of head_size ({self.head_size})")
+def blinkdl_config(vocab_size: int, n_embd: int, n_layer: int, head_size: int = 64) -> RWKV7Config:
+    """The sizes BlinkDL's training code derives from width and depth (FFN 4C, its LoRA widths)."""
+    if n_embd % head_size:
+        raise ValueError(f"n_embd ({n_embd}) must be a multiple of head_size ({head_size})")
+    return RWKV7Config(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        head_size=head_size,
+        vocab_size=vocab_size,
+        dim_ffn=4 * n_embd,
+        lora_w=_lora_dim(n_embd, 1.8, 0.5),
+        lora_a=_lora_dim(n_embd, 1.8, 0.5),
+        lora_v=_lora_dim(n_embd, 1.3, 0.5) if n_layer > 1 else 0,
+        lora_g=_lora_dim(n_embd, 0.6, 0.8),
+    )
 
 
 def _channel_vector(n_embd: int, fill: float = 0.0) -> nn.Parameter:
@@ -98,17 +79,17 @@ class TimeMix(nn.Module):
         self.x_r, self.x_w, self.x_k = _channel_vector(C), _channel_vector(C), _channel_vector(C)
         self.x_v, self.x_a, self.x_g = _channel_vector(C), _channel_vector(C), _channel_vector(C)
         self.w0 = _channel_vector(C)
-        self.w1 = nn.Parameter(torch.zeros(C, config.decay_lora))
-        self.w2 = nn.Parameter(torch.zeros(config.decay_lora, C))
+        self.w1 = nn.Parameter(torch.zeros(C, config.lora_w))
+        self.w2 = nn.Parameter(torch.zeros(config.lora_w, C))
         self.a0 = _channel_vector(C)
-        self.a1 = nn.Parameter(torch.zeros(C, config.iclr_lora))
-        self.a2 = nn.Parameter(torch.zeros(config.iclr_lora, C))
+        self.a1 = nn.Parameter(torch.zeros(C, config.lora_a))
+        self.a2 = nn.Parameter(torch.zeros(config.lora_a, C))
         if layer_id > 0:  # layer 0 defines v_first and has no value residual
             self.v0 = _channel_vector(C, 1.0)
-            self.v1 = nn.Parameter(torch.zeros(C, config.value_lora))
-            self.v2 = nn.Parameter(torch.zeros(config.value_lora, C))
-        self.g1 = nn.Parameter(torch.zeros(C, config.gate_lora))
-        self.g2 = nn.Parameter(torch.zeros(config.gate_lora, C))
+            self.v1 = nn.Parameter(torch.zeros(C, config.lora_v))
+            self.v2 = nn.Parameter(torch.zeros(config.lora_v, C))
+        self.g1 = nn.Parameter(torch.zeros(C, config.lora_g))
+        self.g2 = nn.Parameter(torch.zeros(config.lora_g, C))
         self.k_k = _channel_vector(C, 0.85)
         self.k_a = _channel_vector(C, 1.0)
         self.r_k = nn.Parameter(torch.zeros(self.n_head, self.head_size))
@@ -173,6 +154,8 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
+    """One layer's parameters; `RWKV7.forward` runs them, threading v_first and the states."""
+
     def __init__(self, config: RWKV7Config, layer_id: int):
         super().__init__()
         if layer_id == 0:  # normalises the embeddings; the reference folds it into emb at load
@@ -196,14 +179,11 @@ class RWKV7(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> RWKV7:
-        """Build a model whose size is read off a BlinkDL-named state dict, and load it."""
-        vocab_size, n_embd = state_dict["emb.weight"].shape
-        n_head, head_size = state_dict["blocks.0.att.r_k"].shape
-        n_layer = 1 + max(int(key.split(".")[1]) for key in state_dict if key.startswith("blocks."))
+        """Build a model whose sizes are read off a BlinkDL-named state dict, and load it."""
         # Some BlinkDL files carry unused value-residual tensors in layer 0; the reference drops them too.
         unused = {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"}
         state_dict = {key: value for key, value in state_dict.items() if key not in unused}
-        model = _with_lora_shapes_of(cls(RWKV7Config(vocab_size, n_embd, n_layer, head_size)), state_dict)
+        model = cls(RWKV7Config.from_state_dict(state_dict, "The state dict"))
         model.load_state_dict({key: value.float() for key, value in state_dict.items()})
         return model
 
@@ -252,7 +232,8 @@ class RWKV7(nn.Module):
                 depth = layer_id / max(1, L - 1)  # 0 at the first layer, 1 at the last
                 shallowness = 1.0 - layer_id / L  # 1 at the first layer, almost 0 at the last
                 att, ffn = block.att, block.ffn
-                for name, power in (("x_r", 0.2), ("x_w", 0.9), ("x_k", 0.7), ("x_v", 0.7), ("x_a", 0.9), ("x_g", 0.2)):
+                mix_powers = {"x_r": 0.2, "x_w": 0.9, "x_k": 0.7, "x_v": 0.7, "x_a": 0.9, "x_g": 0.2}
+                for name, power in mix_powers.items():
                     getattr(att, name).copy_((1.0 - channel.pow(power * shallowness)).view(1, 1, C))
                 decay_speed = -7 + 5 * (torch.arange(C) / max(1, C - 1)).pow(0.85 + depth**0.5)
                 att.w0.copy_((decay_speed + 0.5).view(1, 1, C))
@@ -281,12 +262,3 @@ class RWKV7(nn.Module):
     def decayed_parameter_names(self) -> set[str]:
         """Weight matrices (BlinkDL decays these only; low-rank factors and vectors are exempt)."""
         return {name for name, p in self.named_parameters() if name.endswith(".weight") and p.ndim >= 2}
-
-
-def _with_lora_shapes_of(model: RWKV7, state_dict: dict[str, torch.Tensor]) -> RWKV7:
-    """Resize the low-rank factors to a checkpoint's, whose LoRA widths may follow other rules."""
-    for name, parameter in list(model.named_parameters()):
-        if name in state_dict and parameter.shape != state_dict[name].shape:
-            module_name, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(module_name), attr, nn.Parameter(torch.zeros(state_dict[name].shape)))
-    return model

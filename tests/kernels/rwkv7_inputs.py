@@ -33,7 +33,9 @@ def rwkv7_inputs(
     return tuple(x.to(device=device, dtype=dtype) for x in tensors)
 
 
-def random_state(batch: int, heads: int, head_size: int, *, seed: int = 1, device: str | torch.device = "cpu") -> torch.Tensor:
+def random_state(
+    batch: int, heads: int, head_size: int, *, seed: int = 1, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """A float32 (B, H, N, N) state of the size a few hundred tokens of the recurrence build up."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, heads, head_size, head_size, generator=generator).to(device)

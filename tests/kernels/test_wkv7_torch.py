@@ -69,7 +69,8 @@ def test_chunk_torch_gradients_match_naive() -> None:
         out, final_state = function(*leaves[:6], state=leaves[6])
         # Weighted sums so that every output element contributes a different gradient.
         loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
-        loss = loss + (final_state * torch.linspace(1, 2, final_state.numel(), dtype=out.dtype).view_as(final_state)).sum()
+        state_weights = torch.linspace(1, 2, final_state.numel(), dtype=out.dtype).view_as(final_state)
+        loss = loss + (final_state * state_weights).sum()
         loss.backward()
         return [leaf.grad for leaf in leaves]
 

@@ -18,9 +18,16 @@ from recurrent_core.local_lm.sampling import (
 )
 from recurrent_core.local_lm.tokenizer import WorldTokenizer
 
-torch.set_num_threads(1)  # small tensors; threads would only contend with other test runs
-
 VOCAB = 1000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Small tensors: more threads would only contend with other work on the machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +111,8 @@ def test_a_generated_token_becomes_less_likely_each_time_it_repeats():
 def test_the_frequency_penalty_fades_with_penalty_decay_and_presence_stays():
     logits = torch.zeros(VOCAB)
     presence, frequency, decay = 0.3, 1.0, 0.5
-    sampler = Sampler(SamplerConfig(presence_penalty=presence, frequency_penalty=frequency, penalty_decay=decay))
-    sampler.distribution(logits)  # learns the vocabulary size
+    config = SamplerConfig(presence_penalty=presence, frequency_penalty=frequency, penalty_decay=decay)
+    sampler = Sampler(config)
     sampler.record(7)
     penalties = []
     for _ in range(6):
@@ -121,7 +128,6 @@ def test_digits_and_spaces_build_no_frequency_penalty(world):
     assert seven in exempt and word not in exempt
     sampler = Sampler(SamplerConfig(presence_penalty=0.2, frequency_penalty=1.0, penalty_decay=1.0), exempt)
     logits = torch.zeros(world.vocab_size)
-    sampler.distribution(logits)
     for _ in range(3):
         sampler.record(seven)
         sampler.record(word)

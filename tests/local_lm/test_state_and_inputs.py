@@ -46,6 +46,16 @@ def test_state_survives_bytes_and_clone(tiny_lm):
     _assert_same_state(state.to("cpu"), state)
 
 
+def test_a_state_in_another_precision_is_accepted(tiny_lm):
+    # E.g. a state saved by a bf16 GPU model and continued on the CPU in fp32.
+    _, state = tiny_lm.forward([5, 6, 7])
+    half = RecurrentState(state.time_mix_shift.bfloat16(), state.wkv, state.channel_mix_shift.bfloat16())
+    widened = RecurrentState(half.time_mix_shift.float(), state.wkv, half.channel_mix_shift.float())
+    logits, next_state = tiny_lm.forward([8], half)
+    assert torch.equal(logits, tiny_lm.forward([8], widened)[0])
+    assert next_state.time_mix_shift.dtype == torch.float32
+
+
 def test_bytes_that_are_not_a_state_are_refused():
     with pytest.raises(InvalidInput, match="not a saved RWKV-7 state"):
         RecurrentState.from_bytes(b"once upon a time")

@@ -7,14 +7,14 @@ import os
 import pytest
 import torch
 
-from recurrent_core.local_lm.training_model import RWKV7, RWKV7Config
+from recurrent_core.local_lm.training_model import RWKV7, blinkdl_config
 
 VOCAB = 61
 
 
 def random_model(n_layer: int = 3, n_embd: int = 32, head_size: int = 8, seed: int = 0) -> RWKV7:
     """A tiny model with every parameter perturbed, so no term of the forward is a no-op."""
-    model = RWKV7(RWKV7Config(VOCAB, n_embd, n_layer, head_size)).initialise(seed=seed)
+    model = RWKV7(blinkdl_config(VOCAB, n_embd, n_layer, head_size)).initialise(seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -48,7 +48,7 @@ def test_logits_match_the_reference_package(tmp_path, reference_rwkv):
 
 
 def test_state_dict_has_blinkdl_names_and_shapes():
-    config = RWKV7Config(VOCAB, n_embd=32, n_layer=2, head_size=8)
+    config = blinkdl_config(VOCAB, n_embd=32, n_layer=2, head_size=8)
     state = RWKV7(config).state_dict()
     assert {"emb.weight", "blocks.0.ln0.weight", "blocks.0.ln0.bias", "ln_out.weight", "head.weight"} <= set(state)
     assert "blocks.0.att.v0" not in state and "blocks.1.att.v0" in state  # layer 0 defines v_first
@@ -82,7 +82,7 @@ def test_from_state_dict_rebuilds_the_same_model():
 def test_fresh_model_predicts_near_uniform():
     # RWKV-7's initialisation starts from near-uniform predictions (loss ~ ln(vocab)), which is
     # what lets a small model learn quickly instead of first unlearning huge logits.
-    model = RWKV7(RWKV7Config(4096, n_embd=64, n_layer=2, head_size=16)).initialise(seed=0)
+    model = RWKV7(blinkdl_config(4096, n_embd=64, n_layer=2, head_size=16)).initialise(seed=0)
     tokens = torch.randint(0, 4096, (2, 32), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         logits, _ = model(tokens)

@@ -122,7 +122,7 @@ def test_loss_falls_on_a_repeated_text(tmp_path):
 
 def test_time_budget_plans_the_schedule_and_still_saves(data_dir, tmp_path):
     out = tmp_path / "model"
-    results = run_training(data_dir, out, "--time-budget-s", "3", "--calibration-steps", "4",
+    results = run_training(data_dir, out, "--time-budget-s", "4", "--calibration-steps", "4",
                            "--warmup-steps", "5", "--seed", "3")
     assert results["planned_steps"] is not None and results["planned_steps"] >= 4
     assert results["steps"] <= results["planned_steps"]

@@ -23,7 +23,7 @@ class Dialog(ModalScreen):
 
     @on(Button.Pressed, "#cancel")
     def _cancel_pressed(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
 
 
 class ConfirmDialog(Dialog):
@@ -45,10 +45,6 @@ class ConfirmDialog(Dialog):
         self.query_one("#cancel").focus()  # the safe answer is the default
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
         self.dismiss(False)
 
     @on(Button.Pressed, "#confirm")

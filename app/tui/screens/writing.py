@@ -116,11 +116,12 @@ class WritingScreen(Screen):
             with Vertical(id="side"):
                 yield Label("Short-term memory", classes="panel-title")
                 yield TextArea(id="short-term-memory", soft_wrap=True)
-                yield Label("Next: choose one, or write your own below", classes="panel-title")
+                yield Label("Next instructions", classes="panel-title")
                 yield InstructionList(id="instructions")
         yield Input(
             placeholder="Your instruction for the next paragraph (Enter writes it)",
             id="instruction",
+            select_on_focus=False,  # a chosen instruction is there to be edited, not replaced
         )
         yield Static("", id="status", markup=False)
         yield Footer()
@@ -337,7 +338,7 @@ class WritingScreen(Screen):
         elif isinstance(event, StepStarted):
             self.last_started = event
             self.story_view.streaming.begin()
-            self.story_view.anchor()
+            self.story_view.follow_end()
             self._show_status("Writing the paragraph… (Escape cancels; nothing is saved until the step ends)")
         elif isinstance(event, PhaseChanged):
             self._show_status(PHASE_WORDS.get(event.phase, event.phase) + "  (Escape cancels)")

@@ -1,0 +1,408 @@
+"""The writers' UI as a writer uses it: Pilot presses keys on the real app, which runs the real
+engine against the scripted OpenAI-compatible server, with a real SQLite file and embeddings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from app.settings import Settings
+from app.tui import make_app
+from app.tui.app import LongyarnApp
+from app.tui.screens.dialogs import ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor
+from app.tui.screens.library import LibraryScreen
+from app.tui.screens.settings import SettingsScreen
+from app.tui.screens.welcome import WelcomeScreen
+from app.tui.screens.writing import WritingScreen
+from recurrent_core.errors import LongyarnError
+from recurrent_core.types import NewStep, Story
+from storage.db import open_store
+from tests.conftest import make_engine
+from tests.scripted_server import Reply, story_responder
+
+# ---- helpers shared by the TUI tests ---------------------------------------------------
+
+
+def build_app(store, engine=None, **kwargs) -> LongyarnApp:
+    kwargs.setdefault("first_run", False)
+    kwargs.setdefault("keymap", {})
+    return make_app(store=store, settings=Settings(), engine=engine, **kwargs)
+
+
+async def wait_until(pilot, condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+    """Let the app run until `condition()` holds (workers, timers and messages included)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.02)
+
+
+async def wait_for_screen(pilot, screen_type: type, timeout: float = 20.0):
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, screen_type), timeout, screen_type.__name__)
+    await pilot.pause()
+    return pilot.app.screen
+
+
+async def run_step(pilot, screen: WritingScreen, *keys: str) -> None:
+    """Press `keys` (which start a step) and wait until that step is over and shown."""
+    before = screen.step_worker
+    await pilot.press(*keys)
+    await wait_until(pilot, lambda: screen.step_worker is not before, what="the step to start")
+    await wait_for_step(pilot, screen)
+
+
+async def wait_for_step(pilot, screen: WritingScreen) -> None:
+    """Wait until the running step is over and the screen shows its outcome."""
+    await wait_until(pilot, lambda: not screen.generating, what="the step to end")
+    await pilot.pause()
+
+
+def shown_paragraphs(screen: WritingScreen) -> list[str]:
+    return [view.step.paragraph for view in screen.story_view.paragraph_views]
+
+
+def seed_story(store, embedder, paragraphs: list[str], *, title: str = "The Salt Marsh Key",
+               genre: str = "mystery", instructions=("Mara opens the locked room.",
+               "Tobias tells the truth about the fire.", "A letter arrives from the mainland.")) -> Story:
+    """A story with fixed paragraphs committed as steps (with real embeddings), head at the last."""
+    story = store.create_story(
+        title=title, premise="A woman comes home to a village that lies to her.", genre=genre,
+        outline="Mara comes home, finds a key, and learns what burned the mill.",
+    )
+    vectors = embedder.embed(paragraphs) if paragraphs else []
+    parent = None
+    for number, (paragraph, vector) in enumerate(zip(paragraphs, vectors), start=1):
+        step = store.commit_step(
+            NewStep(
+                story_id=story.id, parent_id=parent, instruction=f"Write part {number}.",
+                paragraph=paragraph,
+                short_term_memory=f"Mara is home; part {number} is written; the key is still a mystery.",
+                memory_reason="The key drives the story.", next_instructions=tuple(instructions),
+                backend="openai", model="scripted-model",
+            ),
+            embedding=vector, embedding_model=embedder.name,
+        )
+        parent = step.id
+    return store.get_story(story.id)
+
+
+def slow_writer(chunk_delay_s: float = 0.05):
+    """Story replies, with the writer's paragraph streamed slowly in small pieces."""
+
+    def respond(request: dict) -> Reply:
+        reply = story_responder(request)
+        if request.get("_role") == "writer":
+            reply.chunk_chars, reply.chunk_delay_s = 4, chunk_delay_s
+        return reply
+
+    return respond
+
+
+PARAGRAPHS = [
+    "Mara came home on the last ferry, with the salt wind in her coat and a letter she had not opened.",
+    "The village had not changed: the mill was still a black shell, and nobody looked at it.",
+    "In her mother's kitchen drawer she found a brass key wrapped in a page torn from a ledger.",
+]
+
+
+# ---- stories: new, open, rename, delete -------------------------------------------------
+
+
+async def test_a_new_story_gets_an_outline_the_writer_can_edit_then_its_first_paragraph(store, server, embedder):
+    app = build_app(store, make_engine(store, server, embedder))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await wait_for_screen(pilot, NewStoryDialog)
+        await pilot.press(*"fable", "enter", *"A lighthouse keeper finds a door in the sea.")
+        await pilot.press("ctrl+s")
+        outline = await wait_for_screen(pilot, OutlineDialog)
+        proposed = outline.query_one("#outline").text
+        assert proposed.strip(), "the model's outline is shown for editing"
+        outline.query_one("#outline").load_text(proposed + " The door opens only at low tide.")
+        await pilot.press("ctrl+s")
+
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: screen.position.head is not None, what="the first paragraph")
+        await wait_for_step(pilot, screen)
+
+        story = store.list_stories()[0]
+        assert story.genre == "fable"
+        assert story.outline.endswith("The door opens only at low tide.")
+        [first] = store.branch(story.id)
+        assert shown_paragraphs(screen) == [first.paragraph]
+        # The outline edit reached the model before the first paragraph was written.
+        writer_request = [r for r in server.requests if r["_role"] == "writer"][-1]
+        assert "The door opens only at low tide." in str(writer_request["messages"])
+        candidates = [str(option.prompt) for option in screen.query_one("#instructions")._options]
+        assert candidates == [f"{n}. {text}" for n, text in enumerate(first.next_instructions, 1)]
+
+
+async def test_the_library_lists_stories_and_renames_and_deletes_only_after_confirming(store, embedder):
+    kept = seed_story(store, embedder, PARAGRAPHS[:2], title="Kept")
+    doomed = seed_story(store, embedder, PARAGRAPHS, title="Doomed")
+    app = build_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("escape")  # the "no model" notice
+        library = await wait_for_screen(pilot, LibraryScreen)
+        table = library.query_one("#stories")
+        rows = [table.get_row(story.id) for story in (kept, doomed)]
+        assert rows[0][0] == "Kept" and rows[0][2] == "2 ¶"
+        assert rows[1][0] == "Doomed" and rows[1][2] == "3 ¶"
+        assert rows[1][3].startswith("today ")
+
+        table.move_cursor(row=table.get_row_index(doomed.id))
+        await pilot.press("r")
+        await pilot.pause()
+        rename = pilot.app.screen
+        rename.query_one("#text").value = "Renamed"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert store.get_story(doomed.id).title == "Renamed"
+
+        table.move_cursor(row=table.get_row_index(doomed.id))
+        await pilot.press("d")
+        await wait_for_screen(pilot, ConfirmDialog)
+        await pilot.press("enter")  # the default button keeps the story
+        await pilot.pause()
+        assert store.get_story(doomed.id).title == "Renamed"
+
+        await pilot.press("d")
+        confirm = await wait_for_screen(pilot, ConfirmDialog)
+        await pilot.click("#confirm")
+        await pilot.pause()
+        assert [s.id for s in store.list_stories()] == [kept.id]
+        assert table.row_count == 1
+
+
+# ---- the step -------------------------------------------------------------------------
+
+
+async def test_the_writer_picks_a_candidate_edits_it_and_the_next_step_follows_it(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.query_one("#instructions").focus()
+        await pilot.press("2")
+        instruction = screen.query_one("#instruction")
+        assert instruction.value == "Tobias tells the truth about the fire."
+        assert screen.focused is instruction
+        await run_step(pilot, screen, "backspace", *" in the rain.", "enter")
+
+        branch = store.branch(story.id)
+        assert len(branch) == 4
+        assert branch[-1].instruction == "Tobias tells the truth about the fire in the rain."
+        assert shown_paragraphs(screen)[-1] == branch[-1].paragraph
+        assert instruction.value == ""
+        assert "Saved" in str(screen.query_one("#status").render())
+
+
+async def test_an_edited_short_term_memory_is_what_the_next_step_reads(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        edited = "Mara knows her brother burned the mill; she has not told anyone yet."
+        screen.memory_editor.load_text(edited)
+        await run_step(pilot, screen, "ctrl+g")
+
+        branch = store.branch(story.id)
+        assert branch[2].short_term_memory == edited, "the edit is stored on the step it belongs to"
+        writer_request = [r for r in server.requests if r["_role"] == "writer"][-1]
+        assert edited in str(writer_request["messages"])
+
+
+async def test_escape_cancels_a_step_and_nothing_is_stored_while_typing_goes_on(store, server, embedder):
+    server.responder = slow_writer()
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("ctrl+g")
+        streaming = screen.story_view.streaming
+        await wait_until(pilot, lambda: len(streaming.text) > 20, what="text to stream in")
+        # The UI keeps answering while the paragraph streams.
+        await pilot.press(*"next idea")
+        assert screen.query_one("#instruction").value == "next idea"
+
+        await pilot.press("escape")
+        await wait_for_step(pilot, screen)
+        assert store.branch(story.id)[-1].id == store.get_story(story.id).head_step_id
+        assert [s.paragraph for s in store.branch(story.id)] == PARAGRAPHS
+        assert store.children(story.id, store.branch(story.id)[-1].id) == [], "no step was stored"
+        assert shown_paragraphs(screen) == PARAGRAPHS
+        assert not streaming.display
+        assert screen.query_one("#instruction").value == "next idea", "the writer's words are kept"
+
+        # The screen is not stuck: the next step runs.
+        server.responder = story_responder
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: len(store.branch(story.id)) == 4, what="the next step")
+
+
+async def test_a_model_error_is_one_clear_notice_and_the_screen_recovers(store, server, embedder):
+    server.responder = lambda request: Reply(status=401)
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await run_step(pilot, screen, *"Mara goes to the mill", "enter")
+
+        [notice] = [n for n in pilot.app._notifications if n.severity == "error"]
+        assert notice.title == "No paragraph was written"
+        assert "key" in notice.message.lower() and "Traceback" not in notice.message
+        assert len(store.branch(story.id)) == 3
+        assert screen.query_one("#instruction").value == "Mara goes to the mill"
+        assert screen.check_action("write_next", ()) is True
+
+
+# ---- history --------------------------------------------------------------------------
+
+
+async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        third = store.branch(story.id)[-1]
+
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert shown_paragraphs(screen) == PARAGRAPHS[:2]
+        assert store.get_story(story.id).head_step_id == third.parent_id
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert shown_paragraphs(screen) == PARAGRAPHS
+
+        await run_step(pilot, screen, "ctrl+r")
+        retried = store.branch(story.id)[-1]
+        assert retried.parent_id == third.parent_id and retried.instruction == third.instruction
+        assert shown_paragraphs(screen) == PARAGRAPHS[:2] + [retried.paragraph]
+        assert screen.position.version == (2, 2)
+        assert "version 2 of 2" in str(screen.query_one("#story-header").render())
+
+        await pilot.press("alt+left")
+        await pilot.pause()
+        assert shown_paragraphs(screen) == PARAGRAPHS
+        await pilot.press("alt+right")
+        await pilot.pause()
+        assert shown_paragraphs(screen)[-1] == retried.paragraph
+
+        # Undo then redo goes to the newest version; the old one is still a sibling.
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert [s.id for s in screen.position.children] == [third.id, retried.id]
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert store.get_story(story.id).head_step_id == retried.id
+        assert {s.id for s in store.children(story.id, third.parent_id)} == {third.id, retried.id}
+
+
+# ---- paragraphs and long-term memory --------------------------------------------------
+
+
+async def test_editing_a_paragraph_re_embeds_it_and_deleting_one_removes_it_from_recall(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    engine = make_engine(store, server, embedder)
+    app = build_app(store, engine, story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        views = screen.story_view.paragraph_views
+        views[1].focus()
+        await pilot.press("e")
+        editor = await wait_for_screen(pilot, ParagraphEditor)
+        new_text = "A dragon named Ysolde slept under the mill, on a bed of cold ash and silver bells."
+        editor.query_one("#paragraph").load_text(new_text)
+        await pilot.press("ctrl+s")
+        edited_id = views[1].step.id
+        await wait_until(pilot, lambda: store.get_step(edited_id).paragraph == new_text, what="the edit")
+        await pilot.pause()
+        assert shown_paragraphs(screen)[1] == new_text
+        found = await engine.search_memories_by_meaning(story.id, "a sleeping dragon", k=1)
+        assert found[0].step_id == edited_id, "the memory was re-embedded with the new text"
+
+        views[0].focus()
+        await pilot.press("delete")
+        await wait_for_screen(pilot, ConfirmDialog)
+        await pilot.click("#confirm")
+        await pilot.pause()
+        assert [s.paragraph for s in store.branch(story.id)] == [new_text, PARAGRAPHS[2]]
+        assert shown_paragraphs(screen) == [new_text, PARAGRAPHS[2]]
+        assert store.search_memories(story.id, "last ferry") == []
+        recalled = await engine.search_memories_by_meaning(story.id, "the last ferry home", k=5)
+        assert all("last ferry" not in m.text for m in recalled)
+
+
+# ---- autosave and the first run ----------------------------------------------------------
+
+
+async def test_each_step_is_saved_as_it_lands(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS[:1])
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await run_step(pilot, screen, "ctrl+g")
+        # Another connection (as after killing the terminal) already sees the step.
+        other = open_store(str(db_path))
+        try:
+            assert len(other.branch(story.id)) == 2
+        finally:
+            other.close()
+        assert str(screen.query_one("#status").render()).startswith("Saved.")
+
+
+async def test_with_no_usable_model_the_app_explains_and_still_reads_and_exports(store, embedder, tmp_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    sentence = "The bundled local model is not part of this version yet, so no model is configured."
+
+    def no_model(settings):
+        raise LongyarnError(sentence)
+
+    app = make_app(store=store, settings=Settings(), engine_factory=no_model, keymap={})
+    async with app.run_test(size=(100, 30)) as pilot:
+        welcome = await wait_for_screen(pilot, WelcomeScreen)
+        assert str(welcome.query_one("#welcome-problem").render()) == sentence
+        assert Settings().describe_model() in str(welcome.query_one("#welcome-model").render())
+        await pilot.press("enter")  # "Open settings" is the focused button
+        settings = await wait_for_screen(pilot, SettingsScreen)
+        assert sentence in str(settings.query_one("#settings-problem").render())
+        await pilot.press("escape")
+
+        library = await wait_for_screen(pilot, LibraryScreen)
+        await pilot.press("enter")
+        screen = await wait_for_screen(pilot, WritingScreen)
+        assert shown_paragraphs(screen) == PARAGRAPHS
+        assert screen.check_action("write_next", ()) is False
+        await pilot.press("enter")
+        assert any("F5" in (n.title or "") for n in pilot.app._notifications)
+        assert len(store.branch(story.id)) == 3
+
+        out = tmp_path / "out.md"
+        await pilot.press("f6")
+        await pilot.pause()
+        pilot.app.screen.query_one("#path").value = str(out)
+        await pilot.press("enter")
+        await wait_until(pilot, out.exists, what="the export")
+        assert out.read_text().startswith("# The Salt Marsh Key")
+        assert PARAGRAPHS[2] in out.read_text()
+
+
+async def test_a_first_run_with_a_model_says_which_model_it_will_use(store, server, embedder):
+    app = build_app(store, make_engine(store, server, embedder), first_run=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        welcome = await wait_for_screen(pilot, WelcomeScreen)
+        assert str(welcome.query_one("#welcome-model").render()) == Settings().describe_model()
+        assert not welcome.query("#welcome-problem")
+        await pilot.press("enter")  # "Continue"
+        await wait_for_screen(pilot, LibraryScreen)
+
+
+def test_make_app_treats_a_missing_config_file_as_the_first_run(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGYARN_CONFIG", str(tmp_path / "config.toml"))
+    assert make_app(store=store, settings=Settings(), keymap={}).first_run
+    (tmp_path / "config.toml").write_text('model = "x"\n')
+    assert not make_app(store=store, settings=Settings(), keymap={}).first_run

@@ -1,0 +1,251 @@
+"""The writers' UI around the step: memory browser, context viewer, settings, export, key
+bindings, the command palette and long stories."""
+
+from __future__ import annotations
+
+import tomllib
+
+from app.settings import Settings, config_path
+from app.tui import load_keymap
+from app.tui.formatting import mask_key
+from app.tui.screens.context import ContextScreen
+from app.tui.screens.memory import MemoryScreen
+from app.tui.screens.settings import SettingsScreen
+from app.tui.screens.writing import WritingScreen
+from app.tui.widgets import PAGE_SIZE
+from tests.app.test_tui import (
+    PARAGRAPHS,
+    build_app,
+    run_step,
+    seed_story,
+    shown_paragraphs,
+    wait_for_screen,
+    wait_until,
+)
+from tests.conftest import make_engine
+
+MEMORIES = [
+    "Far below the castle, the old dragon Ysolde guarded a hoard of silver bells.",
+    "In the village bakery, Tomas kneaded rye dough before dawn and sang to the ovens.",
+    "The storm tore the sails from the fishing boats and the harbour flooded.",
+    "At the market, merchants argued over the price of saffron and wool.",
+]
+
+
+def table_rows(screen) -> list[tuple]:
+    table = screen.query_one("#memory-table")
+    return [tuple(table.get_row_at(i)) for i in range(table.row_count)]
+
+
+async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_excludes(store, server, embedder):
+    story = seed_story(store, embedder, MEMORIES)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f2")
+        browser = await wait_for_screen(pilot, MemoryScreen)
+        assert len(table_rows(browser)) == 4, "with no step run yet, every memory is listed"
+
+        browser.query_one("#memory-query").value = "saffron"
+        browser.query_one("#memory-query").focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(table_rows(browser)) == 1, what="the word search")
+        assert "saffron" in table_rows(browser)[0][2]
+
+        await pilot.click("#meaning")
+        browser.query_one("#memory-query").value = "a sleeping dragon and its treasure"
+        browser.query_one("#memory-query").focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: table_rows(browser)[0][0] != "—", what="the meaning search")
+        rows = table_rows(browser)
+        assert "dragon" in rows[0][2]
+        scores = [float(row[0]) for row in rows]
+        assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+
+        await pilot.press("p")  # pin the dragon
+        await pilot.pause()
+        dragon = store.search_memories(story.id, "dragon")[0]
+        assert dragon.pinned and table_rows(browser)[0][1] == "★ pinned"
+        browser.query_one("#memory-table").move_cursor(row=1)
+        excluded_text = rows[1][2]
+        await pilot.press("x")
+        await pilot.pause()
+        [excluded] = [m for m in store.search_memories(story.id, "") if m.text == excluded_text]
+        assert excluded.excluded and table_rows(browser)[1][1] == "excluded"
+
+        # The next step recalls the pinned memory whatever its score, and never the excluded one.
+        await pilot.press("escape")
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await run_step(pilot, screen, *"The market closes for the winter.", "enter")
+        recalled = {m.memory_id: m for m in screen.last_started.recalled}
+        assert recalled[dragon.id].pinned
+        assert excluded.id not in recalled
+
+        await pilot.press("f2")
+        browser = await wait_for_screen(pilot, MemoryScreen)
+        caption = str(browser.query_one("#memory-caption").render())
+        assert caption.startswith(f"The last step recalled {len(recalled)} memor")
+        shown = {row[2]: row for row in table_rows(browser)}
+        for memory in recalled.values():
+            assert shown[memory.text][0] == f"{memory.score:.2f}"
+
+
+async def test_the_context_viewer_shows_each_section_its_tokens_and_what_was_trimmed(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    engine = make_engine(store, server, embedder, context_budget_tokens=120)
+    app = build_app(store, engine, story_id=story.id)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f3")
+        viewer = await wait_for_screen(pilot, ContextScreen)
+        assert "No step has run" in str(viewer.query_one(".hint").render())
+        await pilot.press("escape")
+
+        await run_step(pilot, screen, "ctrl+g")
+        sections = screen.last_started.context
+        assert any(section.trimmed_chars for section in sections), "the small budget forces a trim"
+        await pilot.press("f3")
+        viewer = await wait_for_screen(pilot, ContextScreen)
+        titles = [str(label.render()) for label in viewer.query(".section-title")]
+        texts = [str(text.render()) for text in viewer.query(".section-text")]
+        assert titles[0] == "Instruction" and texts[0] == screen.last_started.instruction
+        for section, title, text in zip(sections, titles[1:], texts[1:]):
+            assert title.startswith(f"{section.name} · {section.tokens:,} tokens")
+            assert ("trimmed" in title) == bool(section.trimmed_chars)
+            assert text == (section.text or "(empty)")
+        summary = str(viewer.query_one("#context-summary").render())
+        assert f"{sum(s.tokens for s in sections):,} tokens" in summary
+        assert "trimmed to fit" in summary
+
+
+async def test_settings_are_saved_to_the_config_file_and_the_key_only_when_asked(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    app = build_app(store, engine)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#backend").value = "openai"
+        form.query_one("#model").value = "my-model"
+        form.query_one("#base-url").value = "http://127.0.0.1:9/v1"
+        form.query_one("#api-key").value = "sk-test-1234567890abcd"
+        form.query_one("#recall-k").value = "5"
+        form.query_one("#writer-temperature").value = "0.4"
+        form.query_one("#jrt").value = False
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+
+        saved = tomllib.loads(config_path().read_text())
+        assert saved["model"] == "my-model" and saved["base_url"] == "http://127.0.0.1:9/v1"
+        assert saved["recall_k"] == 5 and saved["jrt_repeats"] == 1
+        assert saved["sampling"]["writer"]["temperature"] == 0.4
+        assert "api_key" not in saved, "the key stays in this session unless asked"
+        assert "sk-test-1234567890abcd" not in config_path().read_text()
+        assert pilot.app.settings.api_key.get_secret_value() == "sk-test-1234567890abcd"
+        assert engine.config.recall_k == 5 and engine.config.sampling["writer"].temperature == 0.4
+        assert Settings().model == "my-model", "a restart reads the saved settings"
+
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        key_input = form.query_one("#api-key")
+        assert key_input.value == "" and key_input.placeholder.startswith("kept: sk-…abcd")
+        assert "1234567890" not in key_input.placeholder
+        await pilot.click("#save-key")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert tomllib.loads(config_path().read_text())["api_key"] == "sk-test-1234567890abcd"
+
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#recall-k").value = "500"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        [error] = [n for n in pilot.app._notifications if n.severity == "error"]
+        assert "recall_k" in error.message and "nothing was saved" in error.message
+        assert tomllib.loads(config_path().read_text())["recall_k"] == 5
+
+
+def test_a_key_is_shown_only_by_its_prefix_and_last_four_characters():
+    assert mask_key("sk-proj-abcdefghijklmnop") == "sk-…mnop"
+    assert "abcdefgh" not in mask_key("abcdefghijklmnop")
+    assert mask_key(None) == ""
+
+
+async def test_export_writes_markdown_or_plain_text_to_the_chosen_path(store, embedder, server, tmp_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f6")
+        await pilot.pause()
+        dialog = pilot.app.screen
+        assert dialog.query_one("#path").value.endswith("the-salt-marsh-key.md")
+        await pilot.click("#txt")
+        assert dialog.query_one("#path").value.endswith("the-salt-marsh-key.txt")
+        target = tmp_path / "exports" / "marsh.txt"
+        dialog.query_one("#path").value = str(target)
+        await pilot.press("enter")
+        await wait_until(pilot, target.exists, what="the export")
+        text = target.read_text()
+        assert text.startswith("THE SALT MARSH KEY\n")
+        assert "brass key wrapped in a page torn" in text
+
+
+async def test_key_bindings_follow_the_keymap_and_the_footer_shows_them(store, server, embedder, tmp_path):
+    config_path().write_text('model = "m"\n\n[keymap]\nundo = "ctrl+u"\nmemories = "f9"\n')
+    keymap = load_keymap()
+    assert keymap == {"undo": "ctrl+u", "memories": "f9"}
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id, keymap=keymap)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        footer_keys = {b.binding.id: b.binding.key for b in screen.active_bindings.values() if b.binding.id}
+        assert footer_keys["undo"] == "ctrl+u" and footer_keys["memories"] == "f9"
+        await pilot.press("ctrl+u")
+        await pilot.pause()
+        assert shown_paragraphs(screen) == PARAGRAPHS[:2]
+        await pilot.press("f9")
+        await wait_for_screen(pilot, MemoryScreen)
+
+
+async def test_the_command_palette_runs_any_action_that_can_run_now(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"undo")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(shown_paragraphs(screen)) == 2, what="undo from the palette")
+        assert store.get_story(story.id).head_step_id == store.branch(story.id)[-1].id
+
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"context")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for_screen(pilot, ContextScreen)
+
+
+async def test_a_long_story_opens_with_its_last_page_and_loads_earlier_paragraphs_on_scrolling_up(store, embedder):
+    count = PAGE_SIZE * 2 + 10
+    paragraphs = [f"Paragraph {n}: the tide came in and went out again, as it always had." for n in range(count)]
+    story = seed_story(store, embedder, paragraphs)
+    app = build_app(store, story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("escape")  # the "no model" notice
+        screen = await wait_for_screen(pilot, WritingScreen)
+        view = screen.story_view
+        assert shown_paragraphs(screen) == paragraphs[-PAGE_SIZE:]
+        assert view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y, "it opens at the end"
+        assert str(view.earlier.render()).startswith(f"▲ {count - PAGE_SIZE} paragraphs before this")
+
+        view.scroll_home(animate=False)
+        await wait_until(pilot, lambda: len(view.paragraph_views) == 2 * PAGE_SIZE, what="the earlier page")
+        await pilot.pause()
+        assert view.scroll_y > 0, "the view stays on the paragraph the writer was reading"
+        view.scroll_home(animate=False)
+        await wait_until(pilot, lambda: len(view.paragraph_views) == count, what="the first page")
+        assert shown_paragraphs(screen) == paragraphs
+        assert not view.earlier.display
