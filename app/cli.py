@@ -167,10 +167,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_write(args: argparse.Namespace) -> int:
-    raise LongyarnError(
-        "The writers' terminal UI is not part of this version yet; nothing was changed; "
-        "use `longyarn batch` to write a story and `longyarn export` to read it."
-    )
+    from .tui import run_write as run_writers_ui
+
+    run_writers_ui(_settings(args), story_id=args.story)
+    return 0
 
 
 def run_read(args: argparse.Namespace) -> int:

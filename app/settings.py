@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     context_budget_tokens: int = Field(3000, ge=256, le=1_000_000)
     request_timeout_s: float = Field(120.0, gt=0)
     sampling: dict[str, Sampling] = Field(default_factory=dict)
+    keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys; read by the UI
 
     @field_validator("sampling")
     @classmethod

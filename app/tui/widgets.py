@@ -13,25 +13,25 @@ from recurrent_core.types import Step
 
 from .formatting import paragraphs_label
 
-# A paragraph of prose is a few hundred characters; 60 of them fill several screens, and
-# mounting 60 widgets stays far below a frame budget even for a 2,000-paragraph story.
-PAGE_SIZE = 60
+# A paragraph of prose is a few hundred characters; 30 of them fill several screens, and
+# mounting 30 widgets is quick however long the story is.
+PAGE_SIZE = 30
 # Streamed text is shown at most this often: a fast backend yields hundreds of chunks a
 # second, and re-rendering per chunk would spend the event loop on layout instead of keys.
 STREAM_FRAME_S = 1 / 30
 
 
-class ParagraphView(Static, can_focus=True):
-    """One paragraph of the story. Focus it (click, or Tab) to edit or delete it."""
-
-    BINDINGS = [
-        Binding("e", "screen.edit_paragraph", "Edit paragraph", id="edit-paragraph"),
-        Binding("delete,d", "screen.delete_paragraph", "Delete paragraph", id="delete-paragraph"),
-    ]
+class ParagraphView(Static):
+    """One paragraph of the story; click it (or move to it with the arrows) to select it."""
 
     def __init__(self, step: Step) -> None:
         super().__init__(step.paragraph, classes="paragraph", markup=False)
         self.step = step
+
+    def on_click(self) -> None:
+        if isinstance(self.parent, StoryView):
+            self.parent.select(self)
+            self.parent.focus()
 
     def show(self, step: Step) -> None:
         self.step = step
@@ -76,8 +76,18 @@ class StreamingParagraph(Static):
         self.display = False
 
 
-class StoryView(VerticalScroll, can_focus=False):
-    """The story so far: the newest paragraphs first, earlier ones loaded on scrolling up."""
+class StoryView(VerticalScroll, can_focus=True):
+    """The story so far: the newest paragraphs first, earlier ones loaded on scrolling up.
+
+    When focused, ↑/↓ select a paragraph to edit (e) or delete (d).
+    """
+
+    BINDINGS = [
+        Binding("up,k", "select_previous", "Previous", show=False),
+        Binding("down,j", "select_next", "Next", show=False),
+        Binding("e", "screen.edit_paragraph", "Edit paragraph", id="edit-paragraph"),
+        Binding("delete,d", "screen.delete_paragraph", "Delete paragraph", id="delete-paragraph"),
+    ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -98,6 +108,43 @@ class StoryView(VerticalScroll, can_focus=False):
     @property
     def paragraph_views(self) -> list[ParagraphView]:
         return list(self.query_children(ParagraphView))
+
+    @property
+    def selected(self) -> ParagraphView | None:
+        return next(iter(self.query_children(".-selected")), None)  # type: ignore[return-value]
+
+    def select(self, view: ParagraphView | None) -> None:
+        for other in self.query_children(".-selected"):
+            other.remove_class("-selected")
+        if view is not None:
+            view.add_class("-selected")
+            self.scroll_to_widget(view, animate=False)
+        self.screen.refresh_bindings()
+
+    def on_focus(self) -> None:
+        if self.selected is None and self.paragraph_views:
+            self.select(self.paragraph_views[-1])
+
+    def on_blur(self) -> None:
+        if self.screen.is_current:  # not when a dialog opens over it: keep the selection
+            self.select(None)
+
+    async def action_select_previous(self) -> None:
+        views = self.paragraph_views
+        current = self.selected
+        index = views.index(current) if current in views else len(views)
+        if index == 0 and self.first_shown > 0:
+            await self.load_earlier()
+            views = self.paragraph_views
+            index = views.index(current) if current in views else len(views)
+        if index > 0:
+            self.select(views[index - 1])
+
+    def action_select_next(self) -> None:
+        views = self.paragraph_views
+        current = self.selected
+        if current in views and views.index(current) + 1 < len(views):
+            self.select(views[views.index(current) + 1])
 
     async def show_branch(self, steps: list[Step], page_size: int = PAGE_SIZE) -> None:
         """Show a branch, mounting only its last `page_size` paragraphs."""

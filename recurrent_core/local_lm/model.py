@@ -1,11 +1,12 @@
 """The local RWKV-7 ("x070") language model: load a checkpoint, run tokens, get logits.
 
-The arithmetic is the reference `rwkv.model.RWKV_x070` in fp32, reorganised for speed:
-weights are transposed once at load to (in, out) so every projection is `x @ W`, the three
-r/k/v projections share one batched product, the six token-shift lerps are one fused op, and
-the first layer norm (ln0) is folded into the embedding table as the reference does. A single
-token takes the decode path; longer inputs run as whole sequences (the wkv recurrence in
-chunks), split into segments to bound memory.
+The arithmetic is the reference `rwkv.model.RWKV_x070` in fp32, reorganised for speed: the
+big weight matrices are `Projection`s (exact fp16 copies read by FBGEMM where the weights
+allow, see projection.py), the six token-shift lerps are one fused op, each LoRA is one
+`addmm`, and the first layer norm (ln0) is folded into the embedding table as the reference
+does. A single token takes the decode path, with the one-token wkv step written out; longer
+inputs run as whole sequences through `kernels.wkv7` (chunked on a CPU, Triton on a GPU),
+split into segments to bound memory.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from kernels.wkv7 import wkv7
+
 from ..errors import InvalidInput
 from .checkpoint import load_checkpoint
 from .config import RWKV7Config
+from .projection import Projection
 from .state import RecurrentState, StateSignature
 
 # RWKV-7 decays: log_w = -exp(-softplus(-z) - 0.5) = -exp(-0.5) * sigmoid(z); the second
@@ -32,37 +36,18 @@ _GROUP_NORM_EPS = 64e-5  # as in the reference (and RWKV-LM's training code)
 # keeps the sequence intermediates to a few hundred MB at the 0.1B size.
 PREFILL_SEGMENT_TOKENS = 1024
 
-Wkv7Function = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-
-def _wkv7_kernel() -> Wkv7Function:
-    """The wkv7 dispatcher from `kernels.wkv7`, or the best PyTorch form while it is absent."""
-    try:
-        from kernels.wkv7 import wkv7
-
-        return wkv7
-    except ImportError:
-        pass
-    try:
-        from kernels.wkv7.chunk_torch import wkv7_chunk_torch
-
-        return wkv7_chunk_torch
-    except ImportError:
-        from kernels.wkv7.naive import wkv7_naive
-
-        return wkv7_naive
-
-
 @dataclass(frozen=True)
 class _LayerWeights:
-    """One block's weights, laid out for `x @ W` with x of shape (..., in)."""
+    """One block's weights: big matrices as `Projection`s, small ones laid out for `x @ W`."""
 
     ln1_weight: torch.Tensor
     ln1_bias: torch.Tensor
     ln2_weight: torch.Tensor
     ln2_bias: torch.Tensor
     token_shift_mix: torch.Tensor  # (6, 1, C): lerp weights for r, k, v, w, a, g (this order)
-    rkv: torch.Tensor  # (3, C, C): receptance, key, value
+    receptance: Projection
+    key: Projection
+    value: Projection
     w0: torch.Tensor
     w1: torch.Tensor
     w2: torch.Tensor
@@ -76,13 +61,14 @@ class _LayerWeights:
     g2: torch.Tensor
     k_k: torch.Tensor
     k_a: torch.Tensor
+    one_minus_k_a: torch.Tensor  # precomputed: k * (1 + (iclr - 1) k_a) = k * ((1 - k_a) + iclr k_a)
     r_k: torch.Tensor  # (C,), flattened from (H, N)
-    output: torch.Tensor  # (C, C)
+    output: Projection
     ln_x_weight: torch.Tensor
     ln_x_bias: torch.Tensor
     channel_mix_x_k: torch.Tensor
-    ffn_key: torch.Tensor  # (C, dim_ffn)
-    ffn_value: torch.Tensor  # (C, dim_ffn) as stored, for F.linear: see _channel_mix
+    ffn_key: Projection
+    ffn_value: Projection
 
 
 def _prepare_layers(
@@ -91,9 +77,11 @@ def _prepare_layers(
     def vector(key: str) -> torch.Tensor:
         return raw[key].reshape(-1).to(device=device, dtype=dtype)
 
-    def matrix(key: str, transpose: bool = False) -> torch.Tensor:
-        tensor = raw[key].to(device=device, dtype=dtype)
-        return (tensor.t() if transpose else tensor).contiguous()
+    def matrix(key: str) -> torch.Tensor:
+        return raw[key].to(device=device, dtype=dtype).contiguous()
+
+    def projection(key: str) -> Projection:
+        return Projection(raw[key], device, dtype)
 
     layers = []
     for i in range(config.n_layer):
@@ -107,10 +95,9 @@ def _prepare_layers(
                 ln2_weight=vector(f"blocks.{i}.ln2.weight"),
                 ln2_bias=vector(f"blocks.{i}.ln2.bias"),
                 token_shift_mix=torch.stack(mix).unsqueeze(1),
-                rkv=torch.stack(
-                    [matrix(att + f"{name}.weight", transpose=True)
-                     for name in ("receptance", "key", "value")]
-                ),
+                receptance=projection(att + "receptance.weight"),
+                key=projection(att + "key.weight"),
+                value=projection(att + "value.weight"),
                 w0=vector(att + "w0"),
                 w1=matrix(att + "w1"),
                 w2=matrix(att + "w2"),
@@ -124,13 +111,14 @@ def _prepare_layers(
                 g2=matrix(att + "g2"),
                 k_k=vector(att + "k_k"),
                 k_a=vector(att + "k_a"),
+                one_minus_k_a=1 - vector(att + "k_a"),
                 r_k=vector(att + "r_k"),
-                output=matrix(att + "output.weight", transpose=True),
+                output=projection(att + "output.weight"),
                 ln_x_weight=vector(att + "ln_x.weight"),
                 ln_x_bias=vector(att + "ln_x.bias"),
                 channel_mix_x_k=vector(ffn + "x_k"),
-                ffn_key=matrix(ffn + "key.weight", transpose=True),
-                ffn_value=matrix(ffn + "value.weight"),
+                ffn_key=projection(ffn + "key.weight"),
+                ffn_value=projection(ffn + "value.weight"),
             )
         )
     return layers
@@ -189,6 +177,37 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     return resolved
 
 
+def _wkv7_one_token_cpu(
+    r: torch.Tensor,
+    log_w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kk: torch.Tensor,
+    iclr: torch.Tensor,
+    state: torch.Tensor,
+    state_out: torch.Tensor,
+    head_size: int,
+) -> torch.Tensor:
+    """One step of the wkv7 recurrence for (B, C) inputs; writes the new state to `state_out`.
+
+    The T = 1 case of `kernels.wkv7.wkv7` with a = -kk, b = kk * iclr, written out because at
+    one token the general kernels' reshaping costs more than this arithmetic does:
+        S' = S diag(w) + (S a) b^T + v k^T = S diag(w) + (S kk)(-kk * iclr)^T + v k^T
+    Returns o = S' r as (B*H, N, 1) float32.
+    """
+    N = head_size
+    heads = r.numel() // N  # batch x heads
+    state = state.view(heads, N, N)
+    state_kk = torch.bmm(state, kk.view(heads, N, 1))
+    new_state = torch.baddbmm(
+        state * torch.exp(log_w).view(heads, 1, N),
+        torch.cat([state_kk, v.view(heads, N, 1)], dim=2),
+        torch.stack([(kk * iclr).neg_().view(heads, N), k.view(heads, N)], dim=1),
+        out=state_out.view(heads, N, N),
+    )
+    return torch.bmm(new_state, r.view(heads, N, 1))
+
+
 class LocalLM:
     """An RWKV-7 model in memory: `forward(token_ids, state)` returns last-position logits.
 
@@ -212,7 +231,6 @@ class LocalLM:
         self.tokenizer = tokenizer
         self.extra_config = dict(extra_config or {})
         self._signature = StateSignature.of_config(config)
-        self._wkv7 = _wkv7_kernel()
         # Inputs longer than this run in segments (same results, bounded memory).
         self.prefill_segment_tokens = PREFILL_SEGMENT_TOKENS
         with torch.no_grad():
@@ -226,7 +244,7 @@ class LocalLM:
             self._layers = _prepare_layers(state_dict, config, device, dtype)
             self._ln_out_weight = state_dict["ln_out.weight"].to(device=device, dtype=dtype)
             self._ln_out_bias = state_dict["ln_out.bias"].to(device=device, dtype=dtype)
-            self._head = state_dict["head.weight"].to(device=device, dtype=dtype).t().contiguous()
+            self._head = Projection(state_dict["head.weight"], device, dtype)
 
     @classmethod
     def load(
@@ -318,7 +336,7 @@ class LocalLM:
                     last = self._forward_sequence(segment, source, new_state)
                     source = new_state
             last = F.layer_norm(last, (self.config.n_embd,), self._ln_out_weight, self._ln_out_bias)
-            logits = (last @ self._head).float()
+            logits = self._head(last).float()
         return (logits if batched else logits[0]), new_state
 
     __call__ = forward
@@ -393,13 +411,13 @@ class LocalLM:
         x = self._embedding[tokens]
         v_first = None
         for i, layer in enumerate(self._layers):
-            normed = F.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
+            normed = torch.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
             mixed = torch.addcmul(normed, state.time_mix_shift[i] - normed, layer.token_shift_mix)
             out, v_first = self._time_mix(layer, mixed, v_first, state.wkv[i], new_state.wkv[i])
             new_state.time_mix_shift[i].copy_(normed)
             x = x + out
 
-            normed = F.layer_norm(x, (C,), layer.ln2_weight, layer.ln2_bias)
+            normed = torch.layer_norm(x, (C,), layer.ln2_weight, layer.ln2_bias)
             shifted = torch.addcmul(normed, state.channel_mix_shift[i] - normed, layer.channel_mix_x_k)
             new_state.channel_mix_shift[i].copy_(normed)
             x = x + self._channel_mix(layer, shifted)
@@ -441,50 +459,48 @@ class LocalLM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """RWKV-7 time-mix on token-shift-mixed inputs `mixed` (6, *batch_dims, C).
 
-        Writes the layer's new wkv state into `wkv_out`; returns (output, v_first).
+        batch_dims is (B,) for one token per sequence or (B, T) for sequences. Writes the
+        layer's new wkv state into `wkv_out`; returns (output, v_first).
         """
         H, N = self.config.n_head, self.config.head_size
         batch_dims = mixed.shape[1:-1]
-        x_rkv = mixed[:3]
-        x_w, x_a, x_g = mixed[3], mixed[4], mixed[5]
-        r, k, v = torch.bmm(x_rkv.reshape(3, -1, x_rkv.shape[-1]), layer.rkv).view(x_rkv.shape).unbind(0)
+        x_r, x_k, x_v, x_w, x_a, x_g = mixed.unbind(0)
+        r, k, v = layer.receptance(x_r), layer.key(x_k), layer.value(x_v)
 
-        w = torch.tanh(x_w @ layer.w1) @ layer.w2
-        iclr = torch.sigmoid(layer.a0 + (x_a @ layer.a1) @ layer.a2)  # in-context learning rate
+        # LoRAs: x0 + (x @ down) @ up as one addmm each (B*T rows).
+        rows = (-1, x_w.shape[-1])
+        decay_logit = torch.addmm(layer.w0, torch.tanh(x_w.reshape(rows) @ layer.w1), layer.w2)
+        iclr = torch.sigmoid(torch.addmm(layer.a0, x_a.reshape(rows) @ layer.a1, layer.a2)).view_as(r)
         gate = torch.sigmoid(x_g @ layer.g1) @ layer.g2
 
-        kk = F.normalize((k * layer.k_k).view(*batch_dims, H, N), dim=-1, p=2.0).view_as(k)
-        k = k * (1 + (iclr - 1) * layer.k_a)
+        heads = (*batch_dims, H, N)
+        kk = (k * layer.k_k).view(heads)
+        kk = (kk / torch.linalg.vector_norm(kk, dim=-1, keepdim=True).clamp_min(1e-12)).view_as(k)
+        k = k * torch.addcmul(layer.one_minus_k_a, iclr, layer.k_a)
         if v_first is None:
             v_first = v
-        else:
-            x_v = mixed[2]
-            v = v + (v_first - v) * torch.sigmoid(layer.v0 + (x_v @ layer.v1) @ layer.v2)
-        log_w = torch.sigmoid((layer.w0 + w).float()).mul_(-_DECAY_SCALE)
+        else:  # the value residual: mix in layer 0's values, gated per channel
+            v_gate = torch.addmm(layer.v0, x_v.reshape(rows) @ layer.v1, layer.v2).view_as(v)
+            v = torch.lerp(v, v_first, torch.sigmoid_(v_gate))
+        log_w = torch.sigmoid_(decay_logit.float()).mul_(-_DECAY_SCALE).view_as(r)
 
-        # The kernel takes (B, T, H, N); the decode path has no time axis.
-        seq_len = batch_dims[1] if len(batch_dims) == 2 else 1
-        seq_shape = (batch_dims[0], seq_len, H, N)
-        out, final_state = self._wkv7(
-            r.reshape(seq_shape),
-            log_w.reshape(seq_shape),
-            k.reshape(seq_shape),
-            v.reshape(seq_shape),
-            (-kk).reshape(seq_shape),
-            (kk * iclr).reshape(seq_shape),
-            wkv_state,
-        )
-        wkv_out.copy_(final_state)
-        out = out.to(mixed.dtype).reshape(-1, H * N)
-        out = F.group_norm(out, H, layer.ln_x_weight, layer.ln_x_bias, eps=_GROUP_NORM_EPS)
-        out = out.view_as(r)
-        bonus = (r * k * layer.r_k).view(*batch_dims, H, N).sum(dim=-1, keepdim=True) * v.view(*batch_dims, H, N)
+        if len(batch_dims) == 1 and not mixed.is_cuda:
+            out = _wkv7_one_token_cpu(r, log_w, k, v, kk, iclr, wkv_state, wkv_out, N)
+        else:
+            # The kernel takes (B, T, H, N) and a = -kk, b = kk * iclr (its delta-rule form).
+            seq_shape = (batch_dims[0], batch_dims[1] if len(batch_dims) == 2 else 1, H, N)
+            out, final_state = wkv7(
+                *(t.reshape(seq_shape) for t in (r, log_w, k, v, -kk, kk * iclr)), wkv_state
+            )
+            wkv_out.copy_(final_state)
+        out = torch.group_norm(
+            out.to(mixed.dtype).reshape(-1, H * N), H, layer.ln_x_weight, layer.ln_x_bias,
+            _GROUP_NORM_EPS, False,
+        ).view_as(r)
+        bonus = (r * k * layer.r_k).view(heads).sum(dim=-1, keepdim=True) * v.view(heads)
         out = out + bonus.view_as(r)
-        return (out * gate) @ layer.output, v_first
+        return layer.output(out * gate), v_first
 
     @staticmethod
     def _channel_mix(layer: _LayerWeights, shifted: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(shifted @ layer.ffn_key).square_()
-        # MKL reads a wide-input matrix-vector product about 1.5x faster in (out, in) layout
-        # (measured on 2 cores, 3072 -> 768); large batches run at the same speed either way.
-        return F.linear(hidden, layer.ffn_value)
+        return layer.ffn_value(torch.relu(layer.ffn_key(shifted)).square_())

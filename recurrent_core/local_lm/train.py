@@ -220,8 +220,8 @@ def learning_rate(step: int, total_steps: int | None, config: TrainConfig) -> fl
 
 
 def plan_total_steps(steps_done: int, seconds_per_step: float, seconds_left: float) -> int:
-    """How many steps fit in the budget, keeping 3% in hand for slower steps later on."""
-    return steps_done + max(1, int(0.97 * seconds_left / seconds_per_step))
+    """How many steps fit in the budget, keeping 5% in hand for validation and slower steps."""
+    return steps_done + max(1, int(0.95 * seconds_left / seconds_per_step))
 
 
 # ----------------------------------------------------------------------------------------------

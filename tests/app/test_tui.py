@@ -4,10 +4,7 @@ engine against the scripted OpenAI-compatible server, with a real SQLite file an
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable
-
-import pytest
 
 from app.settings import Settings
 from app.tui import make_app
@@ -171,7 +168,7 @@ async def test_the_library_lists_stories_and_renames_and_deletes_only_after_conf
         assert store.get_story(doomed.id).title == "Renamed"
 
         await pilot.press("d")
-        confirm = await wait_for_screen(pilot, ConfirmDialog)
+        await wait_for_screen(pilot, ConfirmDialog)
         await pilot.click("#confirm")
         await pilot.pause()
         assert [s.id for s in store.list_stories()] == [kept.id]
@@ -312,7 +309,8 @@ async def test_editing_a_paragraph_re_embeds_it_and_deleting_one_removes_it_from
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
         views = screen.story_view.paragraph_views
-        views[1].focus()
+        screen.story_view.focus()
+        await pilot.press("up")  # from the newest paragraph to the one before it
         await pilot.press("e")
         editor = await wait_for_screen(pilot, ParagraphEditor)
         new_text = "A dragon named Ysolde slept under the mill, on a bed of cold ash and silver bells."
@@ -325,7 +323,7 @@ async def test_editing_a_paragraph_re_embeds_it_and_deleting_one_removes_it_from
         found = await engine.search_memories_by_meaning(story.id, "a sleeping dragon", k=1)
         assert found[0].step_id == edited_id, "the memory was re-embedded with the new text"
 
-        views[0].focus()
+        await pilot.click(views[0])
         await pilot.press("delete")
         await wait_for_screen(pilot, ConfirmDialog)
         await pilot.click("#confirm")
@@ -372,7 +370,7 @@ async def test_with_no_usable_model_the_app_explains_and_still_reads_and_exports
         assert sentence in str(settings.query_one("#settings-problem").render())
         await pilot.press("escape")
 
-        library = await wait_for_screen(pilot, LibraryScreen)
+        await wait_for_screen(pilot, LibraryScreen)
         await pilot.press("enter")
         screen = await wait_for_screen(pilot, WritingScreen)
         assert shown_paragraphs(screen) == PARAGRAPHS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 
 from app.settings import Settings, config_path
-from app.tui import load_keymap
+from app.tui import load_keymap, make_app
 from app.tui.formatting import mask_key
 from app.tui.screens.context import ContextScreen
 from app.tui.screens.memory import MemoryScreen
@@ -183,6 +183,7 @@ async def test_export_writes_markdown_or_plain_text_to_the_chosen_path(store, em
         assert dialog.query_one("#path").value.endswith("the-salt-marsh-key.txt")
         target = tmp_path / "exports" / "marsh.txt"
         dialog.query_one("#path").value = str(target)
+        dialog.query_one("#path").focus()
         await pilot.press("enter")
         await wait_until(pilot, target.exists, what="the export")
         text = target.read_text()
@@ -191,16 +192,18 @@ async def test_export_writes_markdown_or_plain_text_to_the_chosen_path(store, em
 
 
 async def test_key_bindings_follow_the_keymap_and_the_footer_shows_them(store, server, embedder, tmp_path):
-    config_path().write_text('model = "m"\n\n[keymap]\nundo = "ctrl+u"\nmemories = "f9"\n')
-    keymap = load_keymap()
-    assert keymap == {"undo": "ctrl+u", "memories": "f9"}
+    # The [keymap] table of a config file (read on its own: see load_keymap).
+    config = tmp_path / "config.toml"
+    config.write_text('model = "m"\n\n[keymap]\nundo = "ctrl+b"\nmemories = "f9"\n')
+    keymap = load_keymap(config)
+    assert keymap == {"undo": "ctrl+b", "memories": "f9"}
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id, keymap=keymap)
     async with app.run_test(size=(120, 30)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
         footer_keys = {b.binding.id: b.binding.key for b in screen.active_bindings.values() if b.binding.id}
-        assert footer_keys["undo"] == "ctrl+u" and footer_keys["memories"] == "f9"
-        await pilot.press("ctrl+u")
+        assert footer_keys["undo"] == "ctrl+b" and footer_keys["memories"] == "f9"
+        await pilot.press("ctrl+b")
         await pilot.pause()
         assert shown_paragraphs(screen) == PARAGRAPHS[:2]
         await pilot.press("f9")
@@ -249,3 +252,29 @@ async def test_a_long_story_opens_with_its_last_page_and_loads_earlier_paragraph
         await wait_until(pilot, lambda: len(view.paragraph_views) == count, what="the first page")
         assert shown_paragraphs(screen) == paragraphs
         assert not view.earlier.display
+
+
+async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_model(store, server, embedder):
+    from app.models import make_backend
+    from recurrent_core.engine import Engine
+
+    story = seed_story(store, embedder, PARAGRAPHS)
+
+    def build_engine(settings: Settings) -> Engine:
+        return Engine(store, make_backend(settings), embedder, settings.engine_config())
+
+    settings = Settings(base_url=server.base_url, model="first-model")
+    app = make_app(store=store, settings=settings, engine_factory=build_engine, story_id=story.id,
+                   keymap={}, first_run=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        first_engine = pilot.app.engine
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#model").value = "second-model"
+        await pilot.press("ctrl+s")
+        screen = await wait_for_screen(pilot, WritingScreen)
+        assert pilot.app.engine is not first_engine
+        await run_step(pilot, screen, "ctrl+g")
+        assert server.requests[-1]["model"] == "second-model"
+        assert store.branch(story.id)[-1].model == "second-model"

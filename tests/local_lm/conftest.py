@@ -22,8 +22,8 @@ class CheckpointFile:
     vocab_size: int
 
 
-# The reference's numbers: 0.1B layout (RWKV-7 "World" 0.1B: 12 layers, 768 wide, head 64;
-# a small vocabulary keeps the file small), and a tiny 3-layer model with head size 32.
+# The 0.1B layout (RWKV-7 "World" 0.1B: 12 layers, 768 wide, head 64; a small vocabulary keeps
+# the file small), and a tiny 3-layer model with head size 32.
 SHAPES = {
     "tiny": dict(n_layer=3, n_embd=128, head_size=32, vocab_size=300),
     "layout_0.1b": dict(n_layer=12, n_embd=768, head_size=64, vocab_size=1024),
@@ -35,10 +35,12 @@ def _two_threads():
     torch.set_num_threads(2)
 
 
-def _write_checkpoint(directory: Path, name: str, seed: int) -> CheckpointFile:
+def _write_checkpoint(
+    directory: Path, name: str, seed: int, dtype: torch.dtype = torch.bfloat16
+) -> CheckpointFile:
     shape = SHAPES[name]
     # BlinkDL publishes bf16 weights; both implementations widen them to fp32 on load.
-    state_dict = random_rwkv7_state_dict(**shape, seed=seed, dtype=torch.bfloat16)
+    state_dict = random_rwkv7_state_dict(**shape, seed=seed, dtype=dtype)
     path = directory / f"{name}.pth"
     torch.save(state_dict, path)
     return CheckpointFile(path=path, state_dict=state_dict, **shape)
@@ -47,6 +49,12 @@ def _write_checkpoint(directory: Path, name: str, seed: int) -> CheckpointFile:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> CheckpointFile:
     return _write_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32_checkpoint(tmp_path_factory) -> CheckpointFile:
+    """Weights with full fp32 mantissas, as a training run might save them."""
+    return _write_checkpoint(tmp_path_factory.mktemp("tiny_fp32"), "tiny", seed=3, dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

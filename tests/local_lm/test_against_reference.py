@@ -10,12 +10,12 @@ from recurrent_core.local_lm import LocalLM, RecurrentState
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", params=["tiny", "layout_0.1b"])
+@pytest.fixture(
+    scope="module", params=["tiny_checkpoint", "tiny_fp32_checkpoint", "checkpoint_01b_layout"]
+)
 def models(request, reference_rwkv):
-    """(our model, the reference model, the checkpoint) for each checkpoint shape."""
-    checkpoint = request.getfixturevalue(
-        "tiny_checkpoint" if request.param == "tiny" else "checkpoint_01b_layout"
-    )
+    """(our model, the reference model, the checkpoint) for each checkpoint."""
+    checkpoint = request.getfixturevalue(request.param)
     reference = reference_rwkv(str(checkpoint.path)[: -len(".pth")], "cpu fp32")
     return LocalLM.load(checkpoint.path), reference, checkpoint
 

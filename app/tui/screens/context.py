@@ -31,7 +31,7 @@ class ContextScreen(Screen):
                 )
             else:
                 yield from self._sections(self.started)
-        yield Footer()
+        yield Footer(compact=True)
 
     def _sections(self, started: StepStarted) -> ComposeResult:
         total = sum(section.tokens for section in started.context)

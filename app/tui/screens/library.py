@@ -43,7 +43,7 @@ class LibraryScreen(Screen):
         yield DataTable(id="stories", cursor_type="row", zebra_stripes=True)
         yield Static("", id="library-empty", classes="hint")
         yield Static("", id="library-model", classes="hint", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#stories", DataTable)

@@ -71,7 +71,7 @@ class MemoryScreen(Screen):
         yield Static("", id="memory-caption", markup=False)
         yield DataTable(id="memory-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="memory-text", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#memory-table", DataTable)

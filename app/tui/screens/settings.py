@@ -100,7 +100,7 @@ class SettingsScreen(Screen):
                 yield Button("Back", id="back")
                 yield Button("Save  ^s", id="save", variant="primary")
             yield Static(f"Saved in {config_path()}", classes="hint", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     @on(Button.Pressed, "#back")
     def _back(self) -> None:

@@ -89,10 +89,10 @@ class WritingScreen(Screen):
         Binding("ctrl+r", "retry", "Retry", id="retry"),
         Binding("alt+left", "previous_branch", "◀ Version", id="branch-previous"),
         Binding("alt+right", "next_branch", "Version ▶", id="branch-next"),
-        Binding("f2", "memories", "Memories", id="memories"),
+        Binding("f2", "memories", "Memory", id="memories"),
         Binding("f3", "context", "Context", id="context"),
-        Binding("f4", "edit_outline", "Outline", id="outline"),
-        Binding("f6", "export", "Export", id="export"),
+        Binding("f4", "edit_outline", "Outline", id="outline", show=False),
+        Binding("f6", "export", "Export", id="export", show=False),
         Binding("ctrl+l", "library", "Library", id="library"),
     ]
 
@@ -124,7 +124,7 @@ class WritingScreen(Screen):
             select_on_focus=False,  # a chosen instruction is there to be edited, not replaced
         )
         yield Static("", id="status", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def story_view(self) -> StoryView:
@@ -148,6 +148,10 @@ class WritingScreen(Screen):
         if self.step_worker is not None and self.step_worker.is_running:
             self.step_worker.cancel()
 
+    def on_descendant_blur(self, event) -> None:
+        if event.widget is self.memory_editor:
+            self.save_memory_edit()
+
     def on_screen_suspend(self) -> None:
         # Leaving for a dialog or another screen keeps the writer's memory edit.
         self.save_memory_edit()
@@ -159,6 +163,8 @@ class WritingScreen(Screen):
         store = self.app.store
         self.story = store.get_story(self.story_id)
         branch = await asyncio.to_thread(store.branch, self.story_id)
+        if not self.is_attached:  # the writer left while the story was loading
+            return
         await self.story_view.show_branch(branch)
         self._load_position(branch[-1] if branch else None)
 
@@ -213,7 +219,7 @@ class WritingScreen(Screen):
         if head is None or not self.is_mounted:
             return
         text = self.memory_editor.text.strip()
-        if text and text != head.short_term_memory.strip():
+        if text != head.short_term_memory.strip():
             updated = self.app.store.update_short_term_memory(head.id, text)
             self.position = Position(updated, self.position.siblings, self.position.children)
             self.story_view.replace_step(updated)
@@ -304,13 +310,15 @@ class WritingScreen(Screen):
         engine = self.app.engine
         assert engine is not None
         head_before = self.position.head.id if self.position.head else None
-        completed = False
+        completed = committing = False
         try:
             async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
                 await self.show_event(event)
                 completed = completed or isinstance(event, StepCompleted)
+                committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
         except asyncio.CancelledError:
-            await self._after_cancel(head_before)
+            if self.is_attached:  # not when the screen itself is closing
+                await self._after_cancel(head_before, committing)
             raise
         except LongyarnError as error:
             self.notify(str(error), title="No paragraph was written", severity="error", timeout=15)
@@ -326,7 +334,8 @@ class WritingScreen(Screen):
             )
             self._show_status("The step did not run; the story is as it was.")
         finally:
-            self.story_view.streaming.end()
+            if self.is_attached:
+                self.story_view.streaming.end()
             self.generating = False
         if completed and retry:
             self.notify("The new version is beside the old one: alt+←/→ switches between them.")
@@ -359,9 +368,15 @@ class WritingScreen(Screen):
             self.notify(sentence, severity="warning", timeout=8)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
-    async def _after_cancel(self, head_before: str | None) -> None:
+    async def _after_cancel(self, head_before: str | None, committing: bool) -> None:
         self.story_view.streaming.end()
         story = self.app.store.get_story(self.story_id)
+        # A commit, once started, always finishes (the engine shields it): wait to see it land.
+        for _ in range(100 if committing else 0):
+            if story.head_step_id != head_before:
+                break
+            await asyncio.sleep(0.05)
+            story = self.app.store.get_story(self.story_id)
         if story.head_step_id != head_before:
             # The cancel came while committing, which always finishes: show what landed.
             await self.reload()
@@ -409,10 +424,10 @@ class WritingScreen(Screen):
     # ---- paragraphs ----
 
     def selected_paragraph(self) -> ParagraphView | None:
-        """The focused paragraph, else the newest one."""
-        focused = self.focused
-        if isinstance(focused, ParagraphView):
-            return focused
+        """The paragraph selected in the story, else the newest one."""
+        selected = self.story_view.selected
+        if selected is not None:
+            return selected
         views = self.story_view.paragraph_views
         return views[-1] if views else None
 

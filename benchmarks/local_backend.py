@@ -1,0 +1,280 @@
+"""The local backend on this CPU: speed, the prefix-state cache, the cost of JRT, and `serve`.
+
+    python benchmarks/local_backend.py [--checkpoint PATH] [--threads 2] [--prompt-tokens 2048]
+
+Prints four figures, each against a baseline measured in the same run:
+1. decode and prefill tokens/s of the model itself (`LocalLM.forward`);
+2. the prefix-state cache: a step whose prompt shares all but its last 10% with the previous
+   step's, timed with the cache against the same backend without it (target: at most 0.3x);
+3. JRT: the prompt tokens and prefill time of an engine-shaped writer prompt laid out with
+   the context twice (jrt_repeats=2) against once;
+4. `longyarn serve`: tokens/s through HTTP and the openai client against the same
+   generation on the backend directly (target: at least 0.9x).
+
+The model is --checkpoint, else the bundled demo model; without either, a model of the demo
+model's shape (6 layers, 384 wide, a 4,096-token BPE) with random weights: speed does not
+depend on the weights' values. Prompt text comes from the books in /work/shared/corpus.
+Each timing is the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from recurrent_core import prompts  # noqa: E402
+from recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
+from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
+from recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
+from recurrent_core.types import ContextSection  # noqa: E402
+
+CORPUS = Path("/work/shared/corpus/gutenberg")
+DEMO_SHAPE = dict(n_layer=6, n_embd=384, head_size=64)
+DEMO_VOCAB = 4096
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="an RWKV-7 .pth or longyarn model directory")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-tokens", type=int, default=2048, help="prompt length for figures 1 and 2")
+    parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    return parser.parse_args()
+
+
+def corpus_text(max_chars: int, seed: int = 0) -> str:
+    """Paragraphs of several books, in a seeded order."""
+    from recurrent_core.local_lm.tokenizer_training import normalise_book
+
+    books = sorted(CORPUS.glob("*.txt"))
+    if not books:
+        sys.exit(f"No books in {CORPUS}; this benchmark takes its prompts from that corpus.")
+    rng = random.Random(seed)
+    paragraphs: list[str] = []
+    for book in rng.sample(books, min(6, len(books))):
+        text = normalise_book(book.read_text(encoding="utf-8"))
+        paragraphs.extend(p for p in text.split("\n\n")[50:400] if len(p) > 200)
+    rng.shuffle(paragraphs)
+    out, size = [], 0
+    for paragraph in paragraphs:
+        out.append(paragraph)
+        size += len(paragraph) + 2
+        if size >= max_chars:
+            break
+    return "\n\n".join(out)
+
+
+def load_backend(args: argparse.Namespace, workdir: Path) -> tuple[LocalBackend, str]:
+    if args.checkpoint:
+        return LocalBackend.load(args.checkpoint), str(args.checkpoint)
+    if DEMO_MODEL_DIR.is_dir():
+        return LocalBackend.load(DEMO_MODEL_DIR), "the bundled demo model"
+    from recurrent_core.local_lm import save_own_format
+    from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from recurrent_core.local_lm.tokenizer_training import train_tokenizer
+
+    tokenizer = train_tokenizer([corpus_text(2_000_000, seed=99)], DEMO_VOCAB)
+    weights = random_rwkv7_state_dict(vocab_size=tokenizer.get_vocab_size(), seed=0, **DEMO_SHAPE)
+    path = save_own_format(weights, None, tokenizer, workdir / "random-demo-shape")
+    shape = DEMO_SHAPE
+    return LocalBackend.load(path), (
+        f"random weights in the demo model's shape ({shape['n_layer']} layers, {shape['n_embd']} "
+        f"wide, vocabulary {tokenizer.get_vocab_size()}); no demo model is installed"
+    )
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def model_speed(backend: LocalBackend, ids: list[int], decode_tokens: int, repeats: int) -> None:
+    """Prefill all of `ids` at once; decode `decode_tokens` of them one by one after 16."""
+    lm = backend.lm
+    prefill = median_seconds(lambda: lm.forward(ids), repeats)
+    _, state = lm.forward(ids[:16])
+    tokens = ids[16 : 16 + decode_tokens]
+
+    def decode() -> None:
+        current = state
+        for token in tokens:
+            _, current = lm.forward([token], current)
+
+    decode_s = median_seconds(decode, repeats)
+    print("1. The model itself (LocalLM.forward)")
+    print(f"   prefill: {len(ids) / prefill:8.0f} tokens/s  ({len(ids)} tokens in {prefill:.3f} s)")
+    print(f"   decode:  {len(tokens) / decode_s:8.1f} tokens/s  ({len(tokens)} tokens, one at a time)")
+
+
+async def timed_generation(backend: LocalBackend, prompt, config: SamplerConfig) -> tuple[float, int]:
+    start = time.perf_counter()
+    generation = backend.generate(prompt, config)
+    await generation.text()
+    return time.perf_counter() - start, generation.usage.completion_tokens
+
+
+async def prefix_cache_figure(checkpoint_backend: LocalBackend, ids: list[int], repeats: int) -> None:
+    keep = int(len(ids) * 0.9)
+    head, pool = ids[:keep], ids[keep:] + ids[:keep]
+    tail_length = len(ids) - keep
+    config = SamplerConfig(temperature=0, max_tokens=16)
+    results = {}
+    for label, cache_mb in (("without the cache", 0), ("with the cache", 256)):
+        backend = LocalBackend(
+            checkpoint_backend.lm, checkpoint_backend.tokenizer, prefix_cache_mb=cache_mb,
+            model_name=checkpoint_backend.info.model,
+        )
+        times = []
+        for repeat in range(repeats):
+            # The previous step, then a step that shares its first 90% and has a new tail.
+            previous_tail = pool[repeat * 7 : repeat * 7 + tail_length]
+            new_tail = pool[repeat * 7 + 3 : repeat * 7 + 3 + tail_length]
+            await timed_generation(backend, head + previous_tail, config)
+            seconds, _ = await timed_generation(backend, head + new_tail, config)
+            times.append(seconds)
+        results[label] = statistics.median(times)
+        await backend.aclose()
+    ratio = results["with the cache"] / results["without the cache"]
+    print(f"2. Prefix-state cache: a {len(ids)}-token step sharing its first 90% with the previous step")
+    for label, seconds in results.items():
+        print(f"   {label:18s} {seconds * 1000:8.0f} ms (prefill + 16 tokens)")
+    verdict = "meets" if ratio <= 0.3 else "misses"
+    print(f"   ratio: {ratio:.2f}x the time without it ({verdict} the target of at most 0.3x)")
+
+
+def writer_prompt(text: str) -> prompts.Prompt:
+    paragraphs = text.split("\n\n")
+    sections = (
+        ContextSection("Story bible", "Title: The Long Road\nGenre: adventure\nPremise: " + paragraphs[0][:600], 0),
+        ContextSection("Short-term memory", paragraphs[1][:800], 0),
+        ContextSection("Recalled passages", "\n\n".join(paragraphs[2:5]), 0),
+        ContextSection("Previous paragraph", paragraphs[5], 0),
+    )
+    return prompts.render_prompt("writer", context_sections=sections, instruction="They reach the river at dusk.")
+
+
+async def jrt_figure(checkpoint_backend: LocalBackend, text: str, repeats: int) -> None:
+    prompt = writer_prompt(text)
+    rows = {}
+    for repeats_of_context in (1, 2):
+        backend = LocalBackend(
+            checkpoint_backend.lm, checkpoint_backend.tokenizer, prefix_cache_mb=0,
+            jrt_repeats=repeats_of_context, model_name=checkpoint_backend.info.model,
+        )
+        request = GenerationRequest(prompt, Sampling(temperature=0, max_tokens=1))
+        times, tokens = [], 0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            async for chunk in backend.stream(request):
+                if chunk.usage:
+                    tokens = chunk.usage.prompt_tokens
+            times.append(time.perf_counter() - start)
+        rows[repeats_of_context] = (tokens, statistics.median(times))
+        await backend.aclose()
+    (tokens_1, time_1), (tokens_2, time_2) = rows[1], rows[2]
+    print("3. JRT on an engine-shaped writer prompt (story bible, memory, 3 recalled passages, previous paragraph)")
+    print(f"   context once  (jrt_repeats=1): {tokens_1:6d} prompt tokens, {time_1 * 1000:7.0f} ms to read")
+    print(f"   context twice (jrt_repeats=2): {tokens_2:6d} prompt tokens, {time_2 * 1000:7.0f} ms to read")
+    print(f"   cost: {tokens_2 / tokens_1:.2f}x the tokens, {time_2 / time_1:.2f}x the time")
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def serve_figure(checkpoint_backend: LocalBackend, decode_tokens: int, repeats: int) -> None:
+    """Direct and served runs alternate (after one warm-up each), so load from other
+    processes hits both alike; the process's CPU time per token is printed too, because
+    on a shared machine it is steadier than the wall clock."""
+    import openai
+
+    from app.serve import create_app, running_server
+
+    backend = LocalBackend(
+        checkpoint_backend.lm, checkpoint_backend.tokenizer, prefix_cache_mb=0,
+        model_name=checkpoint_backend.info.model,
+    )
+    prompt = "The road ran north through the pines, and"
+    eos = backend.tokenizer.eos_id
+    config = SamplerConfig(
+        temperature=1.0, top_p=0.9, max_tokens=decode_tokens, seed=1,
+        banned_token_ids=(eos,) if eos is not None else (),
+    )
+
+    def direct() -> int:
+        return asyncio.run(timed_generation(backend, prompt, config))[1]
+
+    def served(client: openai.OpenAI) -> int:
+        stream = client.completions.create(
+            model=backend.info.model, prompt=prompt, max_tokens=decode_tokens, seed=1,
+            temperature=1.0, top_p=0.9, stream=True, stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        return next(chunk.usage.completion_tokens for chunk in stream if chunk.usage)
+
+    rates: dict[str, list[float]] = {"direct": [], "served": []}
+    cpu_per_token: dict[str, list[float]] = {"direct": [], "served": []}
+    with running_server(create_app(backend)) as url, openai.OpenAI(base_url=url, api_key="x", max_retries=0) as client:
+        runs = {"direct": direct, "served": lambda: served(client)}
+        for run in runs.values():
+            run()  # warm-up: first connection, first sampler
+        for _ in range(repeats):
+            for name, run in runs.items():
+                cpu_start, start = process_cpu_seconds(), time.perf_counter()
+                tokens = run()
+                rates[name].append(tokens / (time.perf_counter() - start))
+                cpu_per_token[name].append((process_cpu_seconds() - cpu_start) / tokens)
+    backend.close()
+    direct_rate, served_rate = statistics.median(rates["direct"]), statistics.median(rates["served"])
+    direct_cpu, served_cpu = statistics.median(cpu_per_token["direct"]), statistics.median(cpu_per_token["served"])
+    ratio = served_rate / direct_rate
+    verdict = "meets" if ratio >= 0.9 else "misses"
+    print(f"4. longyarn serve: {decode_tokens} tokens streamed (prompt, sampling and seed alike)")
+    print(f"   LocalBackend directly:         {direct_rate:7.1f} tokens/s, {direct_cpu * 1000:5.2f} ms CPU per token")
+    print(f"   HTTP server + openai client:   {served_rate:7.1f} tokens/s, {served_cpu * 1000:5.2f} ms CPU per token"
+          " (server and client)")
+    print(f"   ratio: {ratio:.2f}x the tokens/s ({verdict} the target of at least 0.9x); "
+          f"{direct_cpu / served_cpu:.2f}x in CPU time per token")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as workdir:
+        backend, described = load_backend(args, Path(workdir))
+        text = corpus_text(60_000)
+        ids = backend.tokenizer.encode(text)
+        if len(ids) < args.prompt_tokens + args.decode_tokens + 16:
+            sys.exit("The corpus sample is too short for --prompt-tokens; lower it.")
+        prompt_ids = ids[: args.prompt_tokens]
+        print(f"Model: {described}; {args.threads} threads; medians of {args.repeats} runs.\n")
+        model_speed(backend, prompt_ids, args.decode_tokens, args.repeats)
+        print()
+        asyncio.run(prefix_cache_figure(backend, prompt_ids, args.repeats))
+        print()
+        asyncio.run(jrt_figure(backend, text, args.repeats))
+        print()
+        serve_figure(backend, args.decode_tokens, args.repeats)
+        backend.close()
+
+
+if __name__ == "__main__":
+    main()

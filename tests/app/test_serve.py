@@ -1,0 +1,174 @@
+"""`longyarn serve` driven by the real openai client, on a tiny random model over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+import torch
+
+from app.serve import ChatMessage, chat_prompt, create_app, running_server
+from recurrent_core.backends.base import Sampling
+from recurrent_core.backends.local import LocalBackend
+from recurrent_core.backends.openai_backend import OpenAIBackend
+from recurrent_core.engine import Engine, EngineConfig
+from tests.backends.test_local_backend import write_tiny_local_model
+
+MODEL = "tiny-base"
+MESSAGES = [
+    {"role": "system", "content": "You tell short fables."},
+    {"role": "user", "content": "A fox meets a heron.\n\nWhat happens?"},
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_local_model(tmp_path_factory.mktemp("models") / MODEL)
+
+
+@pytest.fixture
+def backend(model_dir):
+    backend = LocalBackend.load(model_dir)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def base_url(backend):
+    with running_server(create_app(backend)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(base_url):
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60) as client:
+        yield client
+
+
+def test_the_model_list_names_the_served_model(client):
+    assert [model.id for model in client.models.list().data] == [MODEL]
+
+
+def test_completions_whole_and_streamed_agree_and_count_tokens(client, backend):
+    arguments = dict(model=MODEL, prompt="The fox said", max_tokens=12, seed=5, temperature=0.8)
+    whole = client.completions.create(**arguments)
+
+    chunks = list(client.completions.create(**arguments, stream=True, stream_options={"include_usage": True}))
+
+    text = whole.choices[0].text
+    assert text and whole.choices[0].finish_reason in ("stop", "length")
+    usage = whole.usage
+    assert usage.prompt_tokens == backend.count_tokens("The fox said")
+    assert 1 <= usage.completion_tokens <= 12
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    streamed = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
+    assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].text]) >= 2
+    assert streamed == text
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == usage.model_dump()
+
+
+def test_chat_completions_whole_and_streamed_agree_and_count_tokens(client, backend):
+    arguments = dict(model=MODEL, messages=MESSAGES, max_tokens=12, seed=9)
+    whole = client.chat.completions.create(**arguments)
+
+    chunks = list(client.chat.completions.create(**arguments, stream=True, stream_options={"include_usage": True}))
+
+    message = whole.choices[0].message
+    assert message.role == "assistant" and message.content
+    transcript = chat_prompt([ChatMessage(**m) for m in MESSAGES])
+    assert transcript == "System: You tell short fables.\n\nUser: A fox meets a heron.\nWhat happens?\n\nAssistant:"
+    assert whole.usage.prompt_tokens == backend.count_tokens(transcript)
+    assert 1 <= whole.usage.completion_tokens <= 12
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert streamed == message.content
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"model": "gpt-4o"}, "model"),
+        ({"temperature": 3.0}, "temperature"),
+        ({"n": 2}, "n"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+    ],
+)
+def test_bad_parameters_get_a_400_with_an_openai_error_body(client, change, param):
+    arguments = {"model": MODEL, "messages": MESSAGES, "max_tokens": 4, **change}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(**arguments)
+    error = raised.value.response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"].endswith(".")
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_prompt_over_the_model_limit_gets_a_400(model_dir):
+    backend = LocalBackend.load(model_dir, max_prompt_tokens=8)
+    try:
+        with running_server(create_app(backend)) as url, openai.OpenAI(base_url=url, api_key="x", max_retries=0) as client:
+            with pytest.raises(openai.BadRequestError) as raised:
+                client.completions.create(model=MODEL, prompt="The fox said " * 10, max_tokens=4)
+        assert raised.value.response.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        backend.close()
+
+
+def test_requests_beyond_the_queue_get_a_503_and_a_dropped_stream_frees_the_model(backend):
+    long_run = dict(model=MODEL, prompt="Once", max_tokens=20000, stream=True, extra_body={"ignore_eos": True})
+    with running_server(create_app(backend, max_waiting=0)) as url, openai.OpenAI(
+        base_url=url, api_key="x", max_retries=0, timeout=60
+    ) as client:
+        running = client.completions.create(**long_run)
+        next(iter(running))  # the model is busy writing
+
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
+        assert raised.value.status_code == 503
+        assert raised.value.response.json()["error"]["code"] == "server_overloaded"
+
+        running.close()  # the client goes away mid-stream
+        deadline = time.monotonic() + 20
+        while backend.stats.cancelled == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backend.stats.cancelled == 1
+        assert backend.stats.completion_tokens < 20000
+        reply = client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
+        assert reply.usage.completion_tokens >= 1
+
+
+async def test_the_engine_writes_a_story_through_the_server(base_url, store, embedder):
+    remote = OpenAIBackend(MODEL, base_url=base_url, api_key=None, backoff_s=0.01)
+    sampling = {
+        role: Sampling(max_tokens=tokens, seed=seed)
+        for seed, (role, tokens) in enumerate(
+            {"bible": 24, "writer": 24, "memory": 16, "planner": 24, "chooser": 4}.items()
+        )
+    }
+    engine = Engine(store, remote, embedder, EngineConfig(sampling=sampling, parse_retries=1))
+    try:
+        story, _ = await engine.start_story("A fox learns to read in the heron's library.", "fable")
+        completed = [await engine.run_step(story.id) for _ in range(2)]
+    finally:
+        await remote.aclose()
+
+    steps = store.branch(story.id)
+    assert [step.id for step in steps] == [event.step.id for event in completed]
+    assert all(step.backend == "openai" and step.model == MODEL and step.paragraph for step in steps)
+    assert all(step.fallbacks == event.fallbacks for step, event in zip(steps, completed))
+    assert any(step.fallbacks for step in steps)
+    assert not remote.info.supports_json_schema  # the server said so, and the engine asked in words
+    assert completed[-1].usage.prompt_tokens > 0

@@ -1,0 +1,59 @@
+"""Settings precedence and secrecy, as a user configures longyarn."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings, config_path, load_settings
+from recurrent_core.errors import InvalidInput
+
+
+def write_config(text: str) -> None:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_flags_beat_environment_beat_config_file(monkeypatch):
+    write_config('model = "from-file"\nrecall_k = 7\nbase_url = "http://127.0.0.1:9/v1"\n')
+    assert load_settings().model == "from-file"
+    assert load_settings().recall_k == 7
+    monkeypatch.setenv("LONGYARN_MODEL", "from-env")
+    assert load_settings().model == "from-env"
+    assert load_settings(model="from-flag").model == "from-flag"
+    assert load_settings(model=None).model == "from-env", "an absent flag does not override"
+
+
+def test_openai_variables_are_honoured_and_pick_the_backend(monkeypatch):
+    assert load_settings().resolved_backend() == "local"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    settings = load_settings()
+    assert settings.base_url == "http://127.0.0.1:8000/v1"
+    assert settings.resolved_backend() == "openai"
+    assert load_settings(backend="local").resolved_backend() == "local"
+
+
+def test_the_api_key_is_never_shown(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-key-123")
+    settings = load_settings()
+    assert settings.api_key.get_secret_value() == "sk-very-secret-key-123"
+    for text in (repr(settings), str(settings), settings.describe_model(), settings.model_dump_json()):
+        assert "sk-very-secret-key-123" not in text
+
+
+def test_per_role_sampling_from_the_environment_reaches_the_engine(monkeypatch):
+    monkeypatch.setenv("LONGYARN_SAMPLING__WRITER__TEMPERATURE", "0.42")
+    config = load_settings().engine_config()
+    assert config.sampling["writer"].temperature == 0.42
+    assert config.sampling["planner"].temperature == Settings().engine_config().sampling["planner"].temperature
+
+
+def test_bad_values_are_one_clear_sentence(monkeypatch):
+    write_config("recall_k = -3\n")
+    with pytest.raises(InvalidInput) as failure:
+        load_settings()
+    message = str(failure.value)
+    assert "recall_k" in message and str(config_path()) in message and "\n" not in message
+    write_config('[sampling.writer]\ntemprature = 0.5\n')
+    with pytest.raises(InvalidInput, match="temprature"):
+        load_settings()

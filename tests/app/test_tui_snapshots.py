@@ -1,0 +1,84 @@
+"""SVG snapshots of the main screens, with fixed stories, fixed times and a fixed clock.
+
+Update them after a deliberate change with `pytest tests/app/test_tui_snapshots.py --snapshot-update`
+and look at the SVGs in tests/app/__snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import update
+
+from app.tui.screens.writing import WritingScreen
+from storage.models import StoryRow
+from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen
+from tests.conftest import make_engine
+
+NOW = datetime(2025, 3, 14, 16, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def freeze_story_times(store, story_id: str, when: datetime) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(StoryRow).where(StoryRow.id == story_id).values(created_at=when, updated_at=when)
+        )
+
+
+@pytest.fixture
+def stories(store, embedder):
+    marsh = seed_story(store, embedder, PARAGRAPHS)
+    freeze_story_times(store, marsh.id, datetime(2025, 3, 14, 9, 30, tzinfo=timezone.utc))
+    lantern = seed_story(store, embedder, PARAGRAPHS[:1], title="A Lantern for the Ferryman", genre="fable")
+    freeze_story_times(store, lantern.id, datetime(2025, 2, 2, 18, 5, tzinfo=timezone.utc))
+    return marsh, lantern
+
+
+def test_library(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), now=lambda: NOW)
+    assert snap_compare(app, terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_writing_screen(snap_compare, store, server, embedder, stories, size):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def opened(pilot):
+        await wait_for_screen(pilot, WritingScreen)
+
+    assert snap_compare(app, terminal_size=size, run_before=opened)
+
+
+def test_memory_browser(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def browse(pilot):
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f2")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=browse)
+
+
+def test_context_viewer(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def after_a_step(pilot):
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await run_step(pilot, screen, *"Mara goes down to the harbour at dawn.", "enter")
+        pilot.app.clear_notifications()
+        await pilot.press("f3")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=after_a_step)
