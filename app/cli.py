@@ -181,10 +181,10 @@ def run_read(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    raise LongyarnError(
-        "`longyarn serve` needs the local model, which is not part of this version yet; "
-        "nothing was started; use an existing OpenAI-compatible server with --base-url."
-    )
+    from .serve import run_server
+
+    run_server(_settings(args), host=args.host, port=args.port)
+    return 0
 
 
 COMMANDS = {

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import logging
 import re
 import socket
 import sys
@@ -49,8 +48,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from recurrent_core.backends.local import CHAT_TURN_END, LocalBackend, LocalGeneration
 from recurrent_core.errors import InvalidInput, LongyarnError
 from recurrent_core.local_lm.sampling import SamplerConfig
-
-log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

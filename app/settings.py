@@ -93,6 +93,10 @@ class Settings(BaseSettings):
 
     def engine_config(self) -> EngineConfig:
         sampling = default_sampling()
+        if self.resolved_backend() == "local":
+            from recurrent_core.backends.local import LocalBackend  # imports torch: only here
+
+            sampling.update(LocalBackend.recommended_sampling())
         sampling.update(self.sampling)
         return EngineConfig(
             recall_k=self.recall_k,
