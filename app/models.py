@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from recurrent_core.backends.base import ModelBackend
-from recurrent_core.errors import LongyarnError
 
 from .settings import Settings
 
@@ -22,12 +21,6 @@ def make_backend(settings: Settings) -> ModelBackend:
             timeout_s=settings.request_timeout_s,
             jrt_repeats=settings.jrt_repeats or 1,
         )
-    try:
-        from recurrent_core.backends.local import LocalBackend
-    except ImportError:
-        raise LongyarnError(
-            "The bundled local model is not part of this version yet, so no model is configured; "
-            "nothing was written; set OPENAI_API_KEY, or pass --base-url URL --model NAME "
-            "for an OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio)."
-        ) from None
+    from recurrent_core.backends.local import LocalBackend  # imports torch: only when chosen
+
     return LocalBackend.from_settings(settings)

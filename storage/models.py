@@ -174,3 +174,98 @@ class MemoryRow(Base):
             "id",
         ),
     )
+
+
+# ---- reader mode -----------------------------------------------------------------------
+
+
+class ReaderRow(Base):
+    """A reader of interactive fiction: a display name and the hash of their secret token.
+
+    The token itself is never stored: only its SHA-256, which is enough for a random secret.
+    """
+
+    __tablename__ = "readers"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the token's secret
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReaderProgressRow(Base):
+    """Where a reader is in a story: the last paragraph they read (NULL: before the first)."""
+
+    __tablename__ = "reader_progress"
+
+    reader_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["reader_id"], ["readers.id"], name="fk_reader_progress_reader_id_readers",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["story_id"], ["stories.id"], name="fk_reader_progress_story_id_stories",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["story_id", "step_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_reader_progress_step_steps",
+            ondelete="CASCADE",
+        ),
+    )
+
+
+class ReaderPlaceRow(Base):
+    """A place a reader kept in a story: a named save slot, or a bookmark on a paragraph.
+
+    Save slots are unique by name per reader and story (saving again overwrites); bookmarks
+    are a list.
+    """
+
+    __tablename__ = "reader_places"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    reader_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    step_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    kind: Mapped[str] = mapped_column(String(16))  # "slot" or "bookmark"
+    name: Mapped[str] = mapped_column(Text)  # the slot's name, or the bookmark's note
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["reader_id"], ["readers.id"], name="fk_reader_places_reader_id_readers",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["story_id", "step_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_reader_places_step_steps",
+            ondelete="CASCADE",
+        ),
+        Index("ix_reader_places_reader_id_story_id_kind", "reader_id", "story_id", "kind"),
+    )
+
+
+class ReaderGenerationRow(Base):
+    """When a reader started a generation: the rate limit counts these across processes."""
+
+    __tablename__ = "reader_generations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reader_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["reader_id"], ["readers.id"], name="fk_reader_generations_reader_id_readers",
+            ondelete="CASCADE",
+        ),
+        Index("ix_reader_generations_reader_id_started_at", "reader_id", "started_at"),
+    )

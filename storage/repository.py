@@ -7,15 +7,17 @@ processes can share one SQLite file). Every change happens in one transaction, o
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, literal, select, update
+from sqlalchemy import Engine, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -23,7 +25,15 @@ from recurrent_core.errors import InvalidInput, StoryNotFound
 from recurrent_core.types import MemoryEntry, NewStep, Step, Story
 
 from .db import BEGIN_IMMEDIATE, SQLITE_BEGIN_MODE, describe_location
-from .models import MemoryRow, StepRow, StoryRow
+from .models import (
+    MemoryRow,
+    ReaderGenerationRow,
+    ReaderPlaceRow,
+    ReaderProgressRow,
+    ReaderRow,
+    StepRow,
+    StoryRow,
+)
 
 # What `update_story` may change; the rest (head, memory_version, times) the store manages.
 EDITABLE_STORY_FIELDS = frozenset(
@@ -576,6 +586,205 @@ class SqlStore:
             "reopen the story to see its current paragraphs."
         )
 
+    # ---- readers (reader mode) ----
+    #
+    # A reader's steps are ordinary steps with `branch_owner` = the reader's id. Everything
+    # below that takes a step checks that the reader may see it: the author's steps
+    # (branch_owner NULL) and the reader's own, never another reader's.
+
+    def create_reader(self, *, reader_id: str, name: str, token_hash: str) -> Reader:
+        """Store a new reader; `token_hash` is the hex SHA-256 of their token's secret."""
+        if len(token_hash) != 64:
+            raise InvalidInput(
+                "A reader's token hash must be 64 hex characters, so no reader was created; "
+                "pass the SHA-256 hex digest of the token's secret."
+            )
+        row = ReaderRow(id=reader_id, name=name, token_hash=token_hash, created_at=_utcnow())
+        try:
+            with self._write() as session:
+                session.add(row)
+                session.flush()
+                return _reader(row)
+        except IntegrityError:
+            raise InvalidInput(
+                f"A reader with id {reader_id!r} already exists, so no reader was created; "
+                "start again with a new reader link."
+            ) from None
+
+    def reader_exists(self, reader_id: str) -> bool:
+        with self._read() as session:
+            return session.get(ReaderRow, reader_id) is not None
+
+    def reader_with_token(self, reader_id: str, token_hash: str) -> Reader | None:
+        """The reader if `token_hash` is theirs, else None; the hashes are compared in constant time."""
+        with self._read() as session:
+            row = session.get(ReaderRow, reader_id)
+            stored = row.token_hash if row is not None else "0" * 64
+        # Compare even for an unknown id, so the answer takes as long either way.
+        matches = hmac.compare_digest(stored.encode(), token_hash.encode())
+        return _reader(row) if row is not None and matches else None
+
+    def readable_stories(self) -> list[Story]:
+        """Stories their authors marked readable, most recently edited first."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(StoryRow)
+                .where(StoryRow.readable.is_(True))
+                .order_by(StoryRow.updated_at.desc(), StoryRow.id)
+            )
+            return [_story(row) for row in rows]
+
+    def reader_children(self, story_id: str, parent_id: str | None, reader_id: str) -> list[Step]:
+        """What follows a step for one reader: the author's children and the reader's own.
+
+        Oldest first; deleted paragraphs and other readers' steps are left out.
+        """
+        with self._read() as session:
+            self._story_row(session, story_id)
+            parent_matches = (
+                StepRow.parent_id.is_(None) if parent_id is None else StepRow.parent_id == parent_id
+            )
+            rows = session.scalars(
+                select(StepRow)
+                .where(
+                    StepRow.story_id == story_id,
+                    parent_matches,
+                    StepRow.deleted.is_(False),
+                    or_(StepRow.branch_owner.is_(None), StepRow.branch_owner == reader_id),
+                )
+                .order_by(StepRow.created_at, StepRow.id)
+            )
+            return [_step(row) for row in rows]
+
+    def reader_position(self, reader_id: str, story_id: str) -> ReaderPosition | None:
+        """Where the reader last was in the story; None if they never opened it."""
+        with self._read() as session:
+            row = session.get(ReaderProgressRow, (reader_id, story_id))
+            return ReaderPosition(row.step_id, row.updated_at) if row is not None else None
+
+    def set_reader_position(self, reader_id: str, story_id: str, step_id: str | None) -> None:
+        """Remember where the reader is, so that reopening the story resumes there."""
+        with self._write() as session:
+            self._reader_visible_step(session, reader_id, story_id, step_id)
+            row = session.get(ReaderProgressRow, (reader_id, story_id))
+            if row is None:
+                session.add(
+                    ReaderProgressRow(
+                        reader_id=reader_id, story_id=story_id, step_id=step_id,
+                        updated_at=_utcnow(),
+                    )
+                )
+            else:
+                row.step_id = step_id
+                row.updated_at = _utcnow()
+
+    def save_reader_slot(self, reader_id: str, story_id: str, name: str, step_id: str) -> ReaderPlace:
+        """Save the reader's place under `name`, replacing a slot of that name."""
+        with self._write() as session:
+            self._reader_visible_step(session, reader_id, story_id, step_id)
+            session.execute(
+                delete(ReaderPlaceRow).where(
+                    ReaderPlaceRow.reader_id == reader_id,
+                    ReaderPlaceRow.story_id == story_id,
+                    ReaderPlaceRow.kind == SLOT,
+                    ReaderPlaceRow.name == name,
+                )
+            )
+            return self._add_place(session, reader_id, story_id, step_id, SLOT, name)
+
+    def add_reader_bookmark(
+        self, reader_id: str, story_id: str, step_id: str, note: str = ""
+    ) -> ReaderPlace:
+        """Bookmark a paragraph the reader can see."""
+        with self._write() as session:
+            self._reader_visible_step(session, reader_id, story_id, step_id)
+            return self._add_place(session, reader_id, story_id, step_id, BOOKMARK, note)
+
+    def reader_places(self, reader_id: str, story_id: str, kind: str) -> list[ReaderPlace]:
+        """The reader's save slots (`kind="slot"`, by name) or bookmarks (`"bookmark"`, oldest first)."""
+        order = (ReaderPlaceRow.name,) if kind == SLOT else (ReaderPlaceRow.created_at, ReaderPlaceRow.id)
+        with self._read() as session:
+            rows = session.scalars(
+                select(ReaderPlaceRow)
+                .where(
+                    ReaderPlaceRow.reader_id == reader_id,
+                    ReaderPlaceRow.story_id == story_id,
+                    ReaderPlaceRow.kind == kind,
+                )
+                .order_by(*order)
+            )
+            return [_place(row) for row in rows]
+
+    def delete_reader_place(self, reader_id: str, place_id: str) -> None:
+        """Forget one of the reader's save slots or bookmarks (another reader's is untouched)."""
+        with self._write() as session:
+            session.execute(
+                delete(ReaderPlaceRow).where(
+                    ReaderPlaceRow.id == place_id, ReaderPlaceRow.reader_id == reader_id
+                )
+            )
+
+    def reserve_reader_generation(
+        self, reader_id: str, *, limit: int, window_s: float = 60.0, now: datetime | None = None
+    ) -> float | None:
+        """Count one generation for the reader if fewer than `limit` began in the last `window_s`.
+
+        Returns None when it was counted (go ahead), else the seconds until the oldest counted
+        one leaves the window. The check and the insert share one write transaction, so
+        concurrent processes on one database cannot overrun the limit together.
+        """
+        now = now or _utcnow()
+        window_start = now - timedelta(seconds=window_s)
+        with self._write() as session:
+            session.execute(
+                delete(ReaderGenerationRow).where(
+                    ReaderGenerationRow.reader_id == reader_id,
+                    ReaderGenerationRow.started_at <= window_start,
+                )
+            )
+            recent = list(
+                session.scalars(
+                    select(ReaderGenerationRow.started_at)
+                    .where(ReaderGenerationRow.reader_id == reader_id)
+                    .order_by(ReaderGenerationRow.started_at)
+                )
+            )
+            if len(recent) >= limit:
+                oldest = recent[len(recent) - limit]
+                return max(0.0, (oldest - window_start).total_seconds())
+            session.add(ReaderGenerationRow(reader_id=reader_id, started_at=now))
+            return None
+
+    def _add_place(
+        self, session: Session, reader_id: str, story_id: str, step_id: str, kind: str, name: str
+    ) -> ReaderPlace:
+        row = ReaderPlaceRow(
+            id=_new_row_id(), reader_id=reader_id, story_id=story_id, step_id=step_id,
+            kind=kind, name=name, created_at=_utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        return _place(row)
+
+    def _reader_visible_step(
+        self, session: Session, reader_id: str, story_id: str, step_id: str | None
+    ) -> None:
+        """Raise `StoryNotFound` unless the step is in the story and the reader may see it.
+
+        Another reader's step gets the same answer as a missing one: its existence is not
+        the reader's business.
+        """
+        self._story_row(session, story_id)
+        if step_id is None:
+            return
+        row = session.get(StepRow, step_id)
+        if (
+            row is None
+            or row.story_id != story_id
+            or row.deleted
+            or row.branch_owner not in (None, reader_id)
+        ):
+            raise self._step_not_found(step_id, story_id=story_id)
 
 # ---- queries ---------------------------------------------------------------------------
 
@@ -684,3 +893,49 @@ def _instructions(next_instructions: Sequence[str]) -> list[str]:
             "so nothing was saved; parse the planner's output into three options."
         )
     return list(next_instructions)
+
+
+# ---- reader mode: plain records ---------------------------------------------------------
+
+SLOT = "slot"
+BOOKMARK = "bookmark"
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A reader of interactive fiction; their token is never kept, only its hash."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReaderPosition:
+    """Where a reader is in a story: the last paragraph read (None: before the first)."""
+
+    step_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ReaderPlace:
+    """A named save slot or a bookmark (`kind` is "slot" or "bookmark") on one paragraph."""
+
+    id: str
+    story_id: str
+    step_id: str
+    kind: str
+    name: str
+    created_at: datetime
+
+
+def _reader(row: ReaderRow) -> Reader:
+    return Reader(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def _place(row: ReaderPlaceRow) -> ReaderPlace:
+    return ReaderPlace(
+        id=row.id, story_id=row.story_id, step_id=row.step_id, kind=row.kind, name=row.name,
+        created_at=row.created_at,
+    )
