@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, TextIO
@@ -22,6 +24,7 @@ from recurrent_core.types import StepCompleted
 from .export import render_story, write_atomically
 
 Choose = Literal["first", "random", "model"]
+OUT_REFRESH_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class Reporter:
         if not self.quiet:
             print(message, file=self.stderr, flush=True)
 
+    def error(self, message: str) -> None:
+        """Errors are shown even with --quiet."""
+        print(f"error: {message}", file=self.stderr, flush=True)
+
 
 async def write_novel(
     engine: Engine,
@@ -78,6 +85,7 @@ async def write_novel(
         on_story(story.id)
     branch = await asyncio.to_thread(store.branch, story.id)
     done = len(branch)
+    last_written = time.monotonic()
     reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
     while done < paragraphs:
         head = branch[-1] if branch else None
@@ -94,11 +102,26 @@ async def write_novel(
         for sentence in completed.fallbacks:
             reporter.progress(f"[{story.id}] paragraph {done} fallback: {sentence}")
         reporter.progress(f"[{story.id}] paragraph {done}/{paragraphs} saved")
-        if job.out:
+        # The database holds every paragraph already; the file is refreshed now and then so it
+        # can be read while the novel grows, without rewriting it whole after every paragraph.
+        if job.out and time.monotonic() - last_written >= OUT_REFRESH_S:
             await asyncio.to_thread(_write_out, engine, story.id, job.out)
+            last_written = time.monotonic()
     if job.out:
         await asyncio.to_thread(_write_out, engine, story.id, job.out)
     return NovelOutcome(story.id, done, job.out)
+
+
+def check_writable(out: Path) -> None:
+    """Fail before any paragraph is written if `out` cannot be written."""
+    folder = (out if out.suffix == "" and out.is_dir() else out.parent) or Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable or (out.exists() and not os.access(out, os.W_OK)):
+        raise InvalidInput(f"Cannot write to {out}; nothing was written; choose another --out path.")
 
 
 def _write_out(engine: Engine, story_id: str, out: Path) -> None:
@@ -145,6 +168,7 @@ async def write_novels(
     choose: Choose,
     seed: int,
     reporter: Reporter,
+    on_story: Callable[[str], None] | None = None,
 ) -> list[NovelOutcome | BaseException]:
     """Write several novels at once; one novel's failure does not stop the others."""
     if concurrency < 1:
@@ -154,7 +178,8 @@ async def write_novels(
     async def one(job: NovelJob) -> NovelOutcome:
         async with gate:
             return await write_novel(
-                engine, job, paragraphs=paragraphs, choose=choose, seed=seed, reporter=reporter
+                engine, job, paragraphs=paragraphs, choose=choose, seed=seed, reporter=reporter,
+                on_story=on_story,
             )
 
     return await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)

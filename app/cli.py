@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from recurrent_core.errors import LongyarnError
+from recurrent_core.errors import InvalidInput, LongyarnError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -41,10 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(read)
 
     batch = commands.add_parser("batch", help="write whole novels with no one at the keyboard")
-    source = batch.add_mutually_exclusive_group(required=True)
-    source.add_argument("--premise", help="what the story is about")
-    source.add_argument("--resume", metavar="ID", help="continue this story")
-    source.add_argument("--premises", type=Path, metavar="FILE", help="one premise per line")
+    batch.add_argument("--premise", help="what the story is about")
+    batch.add_argument("--resume", metavar="ID", help="continue this story (its own premise is kept)")
+    batch.add_argument("--premises", type=Path, metavar="FILE", help="one premise per line")
     batch.add_argument("--genre", default="", help="e.g. 'gothic mystery'")
     batch.add_argument("--paragraphs", type=int, required=True, metavar="N", help="length of each novel")
     batch.add_argument("--out", type=Path, help="write the novel here (.md, .txt or .json); a folder with --premises")
@@ -59,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("story_id", metavar="ID")
     export.add_argument("--format", choices=["md", "txt", "json"], default="md")
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
-    export.add_argument("--db", help="database file or SQLAlchemy URL")
+    _model_options(export)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible server for the local model")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--checkpoint", help="a local RWKV-7 checkpoint (default: the bundled demo model)")
+    _model_options(serve)
     return parser
 
 
@@ -97,10 +96,22 @@ def _engine(settings):
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .batch import NovelJob, Reporter, read_premises, write_novel, write_novels
+    from .batch import NovelJob, Reporter, check_writable, read_premises, write_novel, write_novels
+    from .export import render_story, write_atomically
 
+    if not (args.premise or args.resume or args.premises):
+        raise InvalidInput(
+            "batch needs --premise TEXT, --premises FILE or --resume ID; nothing was written; add one."
+        )
+    if args.premises and (args.premise or args.resume):
+        raise InvalidInput(
+            "--premises writes new novels and cannot be combined with --premise or --resume; "
+            "nothing was written; run them separately."
+        )
     settings = _settings(args)
     reporter = Reporter(quiet=args.quiet)
+    if args.out:
+        check_writable(args.out / "x.md" if args.premises else args.out)
     reporter.progress(settings.describe_model())
     engine = _engine(settings)
     started: list[str] = []
@@ -109,26 +120,23 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             if args.premises:
                 jobs = read_premises(args.premises, args.genre)
-                if args.out:
-                    args.out.mkdir(parents=True, exist_ok=True)
                 outcomes = await write_novels(
                     engine, jobs, paragraphs=args.paragraphs, concurrency=args.concurrency,
-                    choose=args.choose, seed=args.seed, reporter=reporter,
+                    choose=args.choose, seed=args.seed, reporter=reporter, on_story=started.append,
                 )
                 failed = [o for o in outcomes if isinstance(o, BaseException)]
                 for error in failed:
-                    reporter.progress(f"error: {error}")
-                if args.out:
-                    from .export import render_story, write_atomically
-
-                    for outcome in outcomes:
-                        if not isinstance(outcome, BaseException):
-                            story = engine.store.get_story(outcome.story_id)
-                            write_atomically(
-                                args.out / f"{outcome.story_id}.md",
-                                render_story(story, engine.store.branch(outcome.story_id), "md"),
-                            )
+                    reporter.error(str(error))
+                for outcome in outcomes:
+                    if args.out and not isinstance(outcome, BaseException):
+                        story = engine.store.get_story(outcome.story_id)
+                        write_atomically(
+                            args.out / f"{outcome.story_id}.md",
+                            render_story(story, engine.store.branch(outcome.story_id), "md"),
+                        )
                 return EXIT_ERROR if failed else 0
+            if args.resume and args.premise:
+                reporter.progress(f"Resuming story {args.resume}; --premise is ignored (the story keeps its own).")
             job = NovelJob(premise=args.premise, genre=args.genre, resume_id=args.resume, out=args.out)
             outcome = await write_novel(
                 engine, job, paragraphs=args.paragraphs, choose=args.choose, seed=args.seed,
@@ -137,20 +145,26 @@ def run_batch(args: argparse.Namespace) -> int:
             where = f" in {outcome.out}" if outcome.out else ""
             reporter.progress(f"Done: {outcome.paragraphs} paragraphs{where}.")
             return 0
+        except BaseException:
+            _say_how_to_resume(reporter, started, args.paragraphs)
+            raise
         finally:
             await engine.backend.aclose()
 
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        if started:
-            reporter.progress(
-                f"Stopped; every finished paragraph is saved; continue with "
-                f"`longyarn batch --resume {started[0]} --paragraphs {args.paragraphs}`."
-            )
-        else:
-            reporter.progress("Stopped before the story was created; nothing was saved.")
+        if not started:
+            reporter.error("Stopped before any story was created; nothing was saved.")
         return EXIT_INTERRUPTED
+
+
+def _say_how_to_resume(reporter, started: list[str], paragraphs: int) -> None:
+    for story_id in started:
+        reporter.error(
+            f"Story {story_id} stopped; every finished paragraph is saved; continue with "
+            f"`longyarn batch --resume {story_id} --paragraphs {paragraphs}`."
+        )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -174,10 +188,16 @@ def run_write(args: argparse.Namespace) -> int:
 
 
 def run_read(args: argparse.Namespace) -> int:
-    raise LongyarnError(
-        "Reader mode is not part of this version yet; nothing was changed; "
-        "use `longyarn export ID --format md` to read a story."
-    )
+    settings = _settings(args)
+    if args.serve:
+        from .reader.web import serve_reader
+
+        serve_reader(settings, host=args.host, port=args.port, story_id=args.story)
+    else:
+        from .reader import run_read as run_reader
+
+        run_reader(settings, story_id=args.story)
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -203,9 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     except LongyarnError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        print(
+            f"error: could not use{where} ({error.strerror or error}); what was saved before is "
+            "kept; check the path and its permissions, then run the command again.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:  # a database failure, say; never a traceback for the user
+        if type(error).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        print(
+            f"error: the database failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "every paragraph committed before is kept; check --db, then run the command again.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

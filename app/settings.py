@@ -50,10 +50,10 @@ class Settings(BaseSettings):
     backend: Literal["auto", "openai", "local"] = "auto"
     model: str | None = None
     base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("base_url", "LONGYARN_BASE_URL", "OPENAI_BASE_URL")
+        default=None, validation_alias=AliasChoices("LONGYARN_BASE_URL", "OPENAI_BASE_URL")
     )
     api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("api_key", "LONGYARN_API_KEY", "OPENAI_API_KEY")
+        default=None, validation_alias=AliasChoices("LONGYARN_API_KEY", "OPENAI_API_KEY")
     )
     checkpoint: str | None = None
     device: str = "cpu"
@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     sampling: dict[str, Sampling] = Field(default_factory=dict)
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys; read by the UI
+    reader_steps_per_minute: int = Field(6, ge=1, le=600)
+    reader_action_chars: int = Field(500, ge=20, le=4000)
 
     @field_validator("sampling")
     @classmethod

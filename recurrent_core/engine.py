@@ -195,14 +195,18 @@ class Engine:
                 )
 
         yield PhaseChanged("remembering")
+        # A finished paragraph is worth keeping even if these calls fail for good: the
+        # resolver then keeps the old memory or derives instructions, and says so.
         memory_reply, planner_reply = await asyncio.gather(
             self._ask_structured(
                 "memory",
                 self._memory_prompt(story, instruction, short_term_memory, paragraph),
+                give_up_quietly=True,
             ),
             self._ask_structured(
                 "planner",
                 self._planner_prompt(story, short_term_memory, paragraph),
+                give_up_quietly=True,
             ),
         )
         usage = usage + memory_reply.usage + planner_reply.usage
@@ -355,13 +359,22 @@ class Engine:
                     raise
         return text, usage
 
-    async def _ask_structured(self, role: str, prompt: Prompt) -> _RoleReply:
-        """Ask a role for structured output; repair unreadable replies a bounded number of times."""
+    async def _ask_structured(self, role: str, prompt: Prompt, *, give_up_quietly: bool = False) -> _RoleReply:
+        """Ask a role for structured output; repair unreadable replies a bounded number of times.
+
+        With `give_up_quietly`, a model that fails for good yields no reply instead of an error.
+        """
         schema = prompts.JSON_SCHEMAS.get(role)
         request = self._request(role, prompt, schema)
         usage = Usage()
         for _ in range(self.config.parse_retries + 1):
-            text, call_usage = await self._complete(request)
+            try:
+                text, call_usage = await self._complete(request)
+            except ModelError as error:
+                if not give_up_quietly:
+                    raise
+                log.warning("the %s call failed; using its fallback (%s)", role, error)
+                return _RoleReply(None, usage)
             usage += call_usage
             problem = parsing.describe_problem(role, text)
             if problem is None:

@@ -114,42 +114,49 @@ class RecallIndex:
         (paragraphs already in the prompt) and memories a person excluded are skipped.
         """
         vectors = self.vectors(story_id)
-        if vectors.size == 0:
+        # One consistent view: a commit appending meanwhile writes past `size` only.
+        with self._lock:
+            size = vectors.size
+            entries = vectors.entries[:size]
+            matrix = vectors.matrix[:size]
+            pinned_rows, excluded_rows = vectors.pinned[:size], vectors.excluded[:size]
+        if size == 0:
             return []
-        allowed = self._branch_rows(vectors, branch_step_ids) & ~vectors.excluded
+        allowed = self._branch_rows(vectors, size, branch_step_ids) & ~excluded_rows
         for step_id in exclude_step_ids:
             row = vectors.row_of_step.get(step_id)
-            if row is not None:
+            if row is not None and row < size:
                 allowed[row] = False
-        pinned = vectors.pinned & allowed
+        pinned = pinned_rows & allowed
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        scores = vectors.live() @ query
-        results = [self._recalled(vectors.entries[row], scores[row], True) for row in np.flatnonzero(pinned)]
+        scores = matrix @ query
+        results = [self._recalled(entries[row], scores[row], True) for row in np.flatnonzero(pinned)]
         candidates = np.flatnonzero(allowed & ~pinned)
         if k > 0 and candidates.size:
             take = min(k, candidates.size)
             candidate_scores = scores[candidates]
             top = np.argpartition(-candidate_scores, take - 1)[:take]
             top = top[np.argsort(-candidate_scores[top], kind="stable")]
-            results.extend(self._recalled(vectors.entries[candidates[i]], candidate_scores[i], False) for i in top)
+            results.extend(self._recalled(entries[candidates[i]], candidate_scores[i], False) for i in top)
         return results
 
-    def _branch_rows(self, vectors: _StoryVectors, branch_step_ids: list[str]) -> np.ndarray:
-        """A fresh boolean mask of the rows whose step lies on the branch."""
+    def _branch_rows(self, vectors: _StoryVectors, size: int, branch_step_ids: list[str]) -> np.ndarray:
+        """A fresh boolean mask over the first `size` rows: those whose step lies on the branch."""
         key = (branch_step_ids[-1], len(branch_step_ids)) if branch_step_ids else None
         with self._lock:
             previous_key, previous_rows = vectors.branch_key, vectors.branch_rows
-        mask = np.zeros(vectors.size, dtype=bool)
+        mask = np.zeros(size, dtype=bool)
+        kept = min(size, previous_rows.size)
         if key is not None and key == previous_key:
-            mask[: previous_rows.size] = previous_rows
+            mask[:kept] = previous_rows[:kept]
         elif (
             previous_key is not None
             and len(branch_step_ids) == previous_key[1] + 1
             and branch_step_ids[-2] == previous_key[0]
         ):
-            mask[: previous_rows.size] = previous_rows
+            mask[:kept] = previous_rows[:kept]
             row = vectors.row_of_step.get(branch_step_ids[-1])
-            if row is not None:
+            if row is not None and row < size:
                 mask[row] = True
         else:
             rows = np.fromiter(
@@ -157,7 +164,7 @@ class RecallIndex:
                 dtype=np.int64,
                 count=len(branch_step_ids),
             )
-            mask[rows[rows >= 0]] = True
+            mask[rows[(rows >= 0) & (rows < size)]] = True
         with self._lock:
             vectors.branch_key, vectors.branch_rows = key, mask.copy()
         return mask

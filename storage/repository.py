@@ -250,9 +250,10 @@ class SqlStore:
             ) or 0
 
     def children(self, story_id: str, parent_id: str | None) -> list[Step]:
-        """Direct children of a step (roots when `parent_id` is None), oldest first.
+        """The author's direct children of a step (roots when `parent_id` is None), oldest first.
 
-        Deleted paragraphs are left out, as everywhere a reader or writer looks.
+        Readers' branches are left out (the reader sees them through `reader_children`), and so
+        are deleted paragraphs, as everywhere a reader or writer looks.
         """
         with self._read() as session:
             self._story_row(session, story_id)
@@ -263,7 +264,12 @@ class SqlStore:
             )
             rows = session.scalars(
                 select(StepRow)
-                .where(StepRow.story_id == story_id, parent_matches, StepRow.deleted.is_(False))
+                .where(
+                    StepRow.story_id == story_id,
+                    parent_matches,
+                    StepRow.deleted.is_(False),
+                    StepRow.branch_owner.is_(None),
+                )
                 .order_by(StepRow.created_at, StepRow.id)
             )
             return [_step(row) for row in rows]
@@ -312,7 +318,10 @@ class SqlStore:
         )
         try:
             with self._write() as session:
-                self._bump_memory_version(session, new_step.story_id)
+                # A reader's paragraph is not an author's edit: the library order stays.
+                self._bump_memory_version(
+                    session, new_step.story_id, edited=new_step.branch_owner is None
+                )
                 self._check_embedding_dim(session, new_step.story_id, embedding_model, dim)
                 # The parent's existence (in this story) is checked by a foreign key here.
                 session.add(step_row)
@@ -538,13 +547,12 @@ class SqlStore:
         self._step_row(session, head_step_id, story_id=story_id)
         return head_step_id
 
-    def _bump_memory_version(self, session: Session, story_id: str) -> None:
+    def _bump_memory_version(self, session: Session, story_id: str, *, edited: bool = True) -> None:
         # One UPDATE, not read-then-write: it also takes the row's write lock on PostgreSQL.
-        bumped = session.execute(
-            update(StoryRow)
-            .where(StoryRow.id == story_id)
-            .values(memory_version=StoryRow.memory_version + 1, updated_at=_utcnow())
-        )
+        values: dict = {"memory_version": StoryRow.memory_version + 1}
+        if edited:
+            values["updated_at"] = _utcnow()
+        bumped = session.execute(update(StoryRow).where(StoryRow.id == story_id).values(**values))
         if bumped.rowcount == 0:
             raise self._story_not_found(story_id)
 

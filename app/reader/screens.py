@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
@@ -576,6 +576,11 @@ class SaveSlotDialog(ModalScreen[str | None]):
             yield Input(self.default, id="slot-name", max_length=60)
             yield Static("Enter saves; Escape cancels.", classes="hint")
 
+    def on_mount(self) -> None:
+        name = self.query_one("#slot-name", Input)
+        name.focus()
+        name.select_all()  # typing replaces the suggested name
+
     @on(Input.Submitted, "#slot-name")
     def _save(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)
@@ -622,6 +627,7 @@ class PlacesDialog(ModalScreen[ReaderPlace | None]):
         place_list.clear_options()
         if options:
             place_list.add_options(options)
+            place_list.highlighted = 0
         else:
             place_list.add_option(Option("Nothing saved yet: s saves your place, m bookmarks a paragraph.", disabled=True))
 

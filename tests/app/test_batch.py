@@ -165,7 +165,9 @@ def test_several_novels_at_once_from_a_premises_file(tmp_path):
     story_ids = [line.split()[1] for line in stdout.splitlines() if line.startswith("story ")]
     assert len(set(story_ids)) == 3
     for story_id in story_ids:
-        assert (out / f"{story_id}.md").read_text().count("\n\n") >= 3
+        blocks = (out / f"{story_id}.md").read_text().strip().split("\n\n")
+        paragraphs = [b for b in blocks if not b.startswith(("# ", "*"))]
+        assert len(paragraphs) == 3
 
 
 def test_no_model_configured_gives_one_clear_sentence(tmp_path):
@@ -179,3 +181,43 @@ def test_no_model_configured_gives_one_clear_sentence(tmp_path):
 def test_export_of_an_unknown_story_is_a_clear_error(tmp_path):
     code, _, stderr = run("export", "nosuchstory", "--db", str(tmp_path / "x.db"))
     assert code == 2 and "nosuchstory" in stderr and "Traceback" not in stderr
+
+
+def test_an_unwritable_out_path_is_refused_before_any_paragraph_is_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with ScriptedServer() as server:
+        code, stdout, stderr = run(
+            "batch", "--db", str(tmp_path / "x.db"), "--premise", "A cat.", "--paragraphs", "2",
+            "--out", str(blocker / "novel.md"), "--model", "scripted-model", server=server,
+        )
+        assert not [r for r in server.requests if r["_role"] == "writer"]
+    assert code == 2 and "Traceback" not in stderr and "--out" in stderr
+    code, _, stderr = run("export", "whatever", "--db", str(tmp_path / "x.db"), "--out", str(blocker / "x.md"))
+    assert code == 2 and "Traceback" not in stderr
+
+
+def test_ctrl_c_during_several_novels_names_each_saved_story(tmp_path):
+    premises = tmp_path / "premises.txt"
+    premises.write_text("A lighthouse that walks.\nA courier who delivers dreams.\n")
+
+    def slow(request):
+        reply = story_responder(request)
+        reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
+        return reply
+
+    with ScriptedServer(slow) as server:
+        process = longyarn(
+            "batch", "--db", str(tmp_path / "n.db"), "--premises", str(premises), "--paragraphs", "20",
+            "--concurrency", "2", "--model", "scripted-model", server=server,
+        )
+        ids = [process.stdout.readline().split()[1] for _ in range(2)]
+        deadline = time.monotonic() + 120
+        while sum(r["_role"] == "writer" for r in server.requests) < 3:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    for story_id in ids:
+        assert f"--resume {story_id}" in stderr

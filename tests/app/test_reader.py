@@ -7,10 +7,9 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
-from textual.widgets import DataTable, Input, TextArea
+from textual.widgets import DataTable, TextArea
 
 from app.reader.app import make_reader_app
 from app.reader.errors import CannotExtend, InvalidReaderText, PlaceGone
@@ -208,7 +207,7 @@ async def test_save_slots_and_bookmarks_take_the_reader_back(store, embedder):
         await take(pilot, screen, "1")
         await pilot.press("s")
         await pilot.pause()
-        await pilot.press("ctrl+a", *"Before the key", "enter")  # name the save slot
+        await pilot.press(*"Before the key", "enter")  # name the save slot
         await pilot.pause()
         await take(pilot, screen, "1")
         assert len(shown_text(screen)) == 3
@@ -271,7 +270,9 @@ async def test_a_reader_action_reaches_the_model_only_as_quoted_story_content(st
         screen = await open_first_story(pilot)
         await pilot.press("a")
         assert screen.action_input.has_focus
-        await take(pilot, screen, *f"\x1b[2J{INJECTION}\u202e", "enter")
+        # As a paste would bring them: a terminal escape sequence and a bidi override.
+        screen.action_input.value = f"\x1b[2J{INJECTION}\u202e"
+        await take(pilot, screen, "enter")
 
         step = screen.session.position
         assert step.instruction == INJECTION  # control characters stripped
@@ -434,8 +435,8 @@ async def test_past_the_rate_limit_the_reader_is_asked_to_wait_and_the_app_goes_
 
         assert screen.session.position == first
         assert "please wait about" in seen[-1] and "1 new paragraphs within a minute" in seen[-1]
-        await take(pilot, screen, "b")  # reading on still works
-        assert screen.session.position.id == first.parent_id
+        await pilot.press("b")  # reading on still works
+        await wait_until(pilot, lambda: screen.session.position.id == first.parent_id, what="back")
     assert len([r for r in server.requests if r["_role"] == "writer"]) == 1
 
 
@@ -465,3 +466,20 @@ def test_the_rate_limit_forgets_generations_older_than_the_window(store):
     assert store.reserve_reader_generation(reader.id, limit=1, now=start) is None
     assert store.reserve_reader_generation(reader.id, limit=1, now=start + timedelta(seconds=30)) == pytest.approx(30)
     assert store.reserve_reader_generation(reader.id, limit=1, now=start + timedelta(seconds=61)) is None
+
+
+async def test_a_terminal_reader_is_remembered_in_a_private_file(store, embedder, tmp_path):
+    from app.reader.identity import load_local_token, save_local_token
+
+    readable_story(store, embedder, may_extend=False)
+    token_path = tmp_path / "reader-token"
+    app = reader_app(store, on_new_token=lambda token: save_local_token(token, token_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await enter_as(pilot, "Ada")
+        first_reader = app.reader
+
+    assert token_path.stat().st_mode & 0o777 == 0o600
+    app = reader_app(store, token=load_local_token(token_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_screen(pilot, LibraryScreen)  # no name asked: the same reader again
+        assert app.reader == first_reader

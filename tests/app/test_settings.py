@@ -57,3 +57,12 @@ def test_bad_values_are_one_clear_sentence(monkeypatch):
     write_config('[sampling.writer]\ntemprature = 0.5\n')
     with pytest.raises(InvalidInput, match="temprature"):
         load_settings()
+
+
+def test_unrelated_api_key_and_base_url_variables_are_ignored(monkeypatch):
+    monkeypatch.setenv("API_KEY", "sk-for-another-service")
+    monkeypatch.setenv("BASE_URL", "http://example.com")
+    settings = load_settings()
+    assert settings.api_key is None and settings.base_url is None
+    assert settings.resolved_backend() == "local"
+    assert load_settings(base_url="http://127.0.0.1:1/v1", api_key="sk-x").base_url == "http://127.0.0.1:1/v1"

@@ -230,3 +230,22 @@ async def test_batch_choices_by_the_model_pick_the_instruction_it_names(store, s
     server.enqueue(*[Reply("I like them all.")] * 3)
     instruction, fallback = await engine.choose_instruction(step, "model", random.Random(0))
     assert instruction == step.next_instructions[0] and "first" in fallback
+
+
+async def test_a_finished_paragraph_is_kept_when_memory_and_planner_calls_fail(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    first = (await collect(engine, story.id))[-1].step
+
+    def only_the_writer_works(request):
+        if request["_role"] in ("memory", "planner"):
+            return Reply(status=503)
+        return story_responder(request)
+
+    server.responder = only_the_writer_works
+    completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
+    assert "ghost" in completed.step.paragraph
+    assert completed.step.short_term_memory == first.short_term_memory
+    assert len(set(completed.step.next_instructions)) == 3
+    assert len(completed.fallbacks) >= 2, "both stand-ins are stated"
+    assert store.count_steps(story.id) == 2

@@ -1,0 +1,46 @@
+"""The reader server's page and routes, without a browser: identity in the address, nothing
+loaded from elsewhere, and headers that keep the reader's token to this server."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.reader.identity import parse_token
+from app.reader.web import ReaderServer
+
+
+async def test_a_visitor_gets_a_fresh_reader_link_and_a_page_that_needs_no_other_site():
+    server = ReaderServer(settings_json="{}")
+    async with TestClient(TestServer(await server._make_app())) as client:
+        first = await client.get("/", allow_redirects=False)
+        second = await client.get("/", allow_redirects=False)
+        assert first.status == second.status == 303
+        link = first.headers["Location"]
+        token = parse_token(parse_qs(urlsplit(link).query)["reader"][0])
+        assert token is not None and link != second.headers["Location"]
+
+        page = await client.get(link)
+        html = await page.text()
+        assert page.status == 200
+        assert f"/ws/{token}" in html
+        assert not re.search(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", html)
+        assert "fonts.googleapis" not in html
+        assert page.headers["Cache-Control"] == "no-store"
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+
+        for asset in re.findall(r"""(?:src|href)="(/static/[^"]+)\"""", html):
+            assert (await client.get(asset)).status == 200, asset
+
+
+async def test_a_malformed_token_opens_no_session():
+    server = ReaderServer(settings_json="{}")
+    async with TestClient(TestServer(await server._make_app())) as client:
+        assert (await client.get("/ws/not-a-token")).status == 404
+        bounced = await client.get("/?reader=../../etc/passwd", allow_redirects=False)
+        assert bounced.status == 303 and parse_token(
+            parse_qs(urlsplit(bounced.headers["Location"]).query)["reader"][0]
+        )
