@@ -168,11 +168,16 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
         document["api_key"] = settings.api_key.get_secret_value()
     else:
         document.pop("api_key", None)
+    # A value equal to either backend's default is not the user's choice: saving it would pin
+    # the local model's RWKV sampling onto a later OpenAI model, or the other way round.
     defaults = default_sampling()
+    from recurrent_core.backends.local import LocalBackend
+
+    local_defaults = {**defaults, **LocalBackend.recommended_sampling()}
     sampling = {
         role: chosen.model_dump(exclude_defaults=True)
         for role, chosen in settings.sampling.items()
-        if chosen != defaults.get(role)
+        if chosen not in (defaults.get(role), local_defaults.get(role))
     }
     if sampling:
         document["sampling"] = sampling

@@ -303,6 +303,8 @@ class WritingScreen(Screen):
 
     def start_step(self, instruction: str | None, parent: str | None | Literal["head"], *, retry: bool = False) -> None:
         self.generating = True
+        # The step has read the short-term memory already; an edit now would be lost.
+        self.memory_editor.read_only = True
         self.step_worker = self.run_step(instruction, parent, retry)
 
     @work(exclusive=True, group="step", exit_on_error=False)
@@ -336,6 +338,7 @@ class WritingScreen(Screen):
         finally:
             if self.is_attached:
                 self.story_view.streaming.end()
+                self.memory_editor.read_only = self.position.head is None
             self.generating = False
         if completed and retry:
             self.notify("The new version is beside the old one: alt+←/→ switches between them.")
@@ -350,6 +353,9 @@ class WritingScreen(Screen):
             self.story_view.follow_end()
             self._show_status("Writing the paragraph… (Escape cancels; nothing is saved until the step ends)")
         elif isinstance(event, PhaseChanged):
+            if event.phase == "writing":
+                # The engine starts the paragraph over after a cut stream: drop the broken start.
+                self.story_view.streaming.begin()
             self._show_status(PHASE_WORDS.get(event.phase, event.phase) + "  (Escape cancels)")
         elif isinstance(event, StepCompleted):
             await self._step_landed(event)
