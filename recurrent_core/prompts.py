@@ -321,6 +321,7 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
     `chat=False` (a base model) gives a completion: the system text, the body, and the role's
     cue from its template ("Next paragraph:", "Short-term memory:", "Instruction 1:"), so the
     model continues exactly where the answer starts. Parse `completion_cue(role) + reply`.
+    The writer's cue is followed by the previous paragraph, so the model goes on from prose.
 
     Order matters for the local model's prefix-state cache, which can reuse the state after
     any prefix it has seen before: the stable parts come first (the system rules, then the
@@ -335,4 +336,12 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
         user_turn = _BLANK_LINES.sub("\n", user_turn.strip())
         return f"User: {user_turn}\n\nAssistant:"
     cue = completion_cue(prompt.role)
+    if prompt.role == "writer":
+        # A base model continues prose best straight after prose: end on the story itself.
+        previous = next(
+            (s.text.strip() for s in prompt.context if s.name == "Previous paragraph" and s.text.strip()),
+            "",
+        )
+        if previous:
+            cue = f"{cue.rstrip()}\n{previous}\n\n"
     return "\n\n".join(part for part in (system, body, cue) if part)

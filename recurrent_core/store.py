@@ -59,6 +59,12 @@ class StoryStore(Protocol):
     def count_steps(self, story_id: str, head_step_id: str | None = None) -> int:
         """How many paragraphs the branch ending at the head holds."""
 
+    def paragraph_counts(self, story_ids: list[str] | None = None) -> dict[str, int]:
+        """`count_steps` of many stories (default: all) at their heads, in one query.
+
+        Unknown ids are left out of the answer.
+        """
+
     def commit_step(
         self,
         new_step: NewStep,

@@ -20,6 +20,7 @@ from textual.worker import Worker
 
 from app.export import render_story
 from app.tui.formatting import one_line, paragraphs_label
+from app.tui.story_table import StoryTable
 from app.tui.widgets import StoryView
 from recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepStarted, Story
 from storage.repository import ReaderPlace
@@ -128,21 +129,23 @@ class LibraryScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__(id="reader-library")
-        self.stories: list[Story] = []
 
     def compose(self) -> ComposeResult:
         yield Static("longyarn · stories to read", classes="screen-title")
-        yield DataTable(id="readable-stories", cursor_type="row", zebra_stripes=True)
+        yield StoryTable(
+            id="readable-stories",
+            own_columns=[("Your place", "place")],
+            length_label=lambda count: paragraphs_label(count) if count else "not begun",
+        )
         yield Static("", id="story-premise", classes="premise", markup=False)
         yield Static("", id="library-empty", classes="hint")
         yield Footer(compact=True)
 
+    @property
+    def stories(self) -> list[Story]:
+        return self.query_one("#readable-stories", StoryTable).stories
+
     def on_mount(self) -> None:
-        table = self.query_one("#readable-stories", DataTable)
-        table.add_column("Title", key="title")
-        table.add_column("Genre", key="genre")
-        table.add_column("Length", key="length")
-        table.add_column("Your place", key="place")
         self.refresh_stories()
 
     def on_screen_resume(self) -> None:
@@ -152,40 +155,31 @@ class LibraryScreen(Screen):
         """Reload the readable stories; the reader's place shows once they are known."""
         if not self.query("#readable-stories"):
             return  # not composed yet: on_mount refreshes
-        table = self.query_one("#readable-stories", DataTable)
         store = self.app.store
         reader = self.app.reader
-        self.stories = [
+        stories = [
             story for story in store.readable_stories()
             if story.reader_may_extend or story.head_step_id is not None
         ]
-        table.clear()
-        for story in self.stories:
-            length = store.count_steps(story.id)
-            place = "—"
+
+        def place(story: Story) -> tuple[str]:
             if reader is not None:
                 position = store.reader_position(reader.id, story.id)
                 if position is not None and position.step_id is not None:
-                    place = f"¶ {store.count_steps(story.id, position.step_id):,}"
-            table.add_row(
-                one_line(story.title, 40),
-                one_line(story.genre or "—", 20),
-                paragraphs_label(length) if length else "not begun",
-                place,
-                key=story.id,
-            )
+                    return (f"¶ {store.count_steps(story.id, position.step_id):,}",)
+            return ("—",)
+
+        self.query_one("#readable-stories", StoryTable).show_stories(
+            stories, store.paragraph_counts([story.id for story in stories]), place
+        )
         empty = self.query_one("#library-empty", Static)
-        empty.display = not self.stories
+        empty.display = not stories
         empty.update("No stories are open to readers yet. Come back soon.")
         self._show_premise()
         self.refresh_bindings()
 
     def selected_story(self) -> Story | None:
-        table = self.query_one("#readable-stories", DataTable)
-        if not self.stories or table.row_count == 0:
-            return None
-        row_key, _ = table.coordinate_to_cell_key((table.cursor_row, 0))
-        return next((s for s in self.stories if s.id == row_key.value), None)
+        return self.query_one("#readable-stories", StoryTable).selected_story
 
     def _show_premise(self) -> None:
         story = self.selected_story()

@@ -1,11 +1,15 @@
 """The writers' terminal UI, `longyarn write`.
 
 `make_app` builds it for the CLI and for tests alike. The app holds the store, the settings
-and the engine (None while no model is usable: stories can still be read and exported).
+and the engine (None while no model is usable or while one loads: stories can still be read and
+exported). Nothing slow runs on the event loop: the engine is built, and the store is written,
+in threads, so typing and scrolling never wait for a model load or a locked database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import tomllib
 from datetime import datetime, timezone
@@ -15,6 +19,7 @@ from typing import Callable, Mapping
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.signal import Signal
 
 from app.export import render_story, write_atomically
 from app.settings import Settings, config_path
@@ -23,14 +28,20 @@ from recurrent_core.errors import LongyarnError
 from recurrent_core.store import StoryStore
 
 from .commands import LongyarnCommands
+from .formatting import store_failure
 from .screens.dialogs import ExportDialog, ExportRequest
 from .screens.library import LibraryScreen
 from .screens.settings import SettingsScreen
 from .screens.welcome import WelcomeScreen
 from .screens.writing import WritingScreen
 
+log = logging.getLogger(__name__)
+
 EngineFactory = Callable[[Settings], Engine]
-"""Builds an engine for settings; raises `LongyarnError` when the model cannot be used."""
+"""Builds an engine for settings; raises `LongyarnError` when the model cannot be used.
+
+It runs in a thread (a local model imports torch and reads its weights), never on the loop.
+"""
 
 
 class LongyarnApp(App[None]):
@@ -65,22 +76,16 @@ class LongyarnApp(App[None]):
         self.engine = engine
         self.engine_factory = engine_factory
         self.engine_problem: str | None = None
+        # True from asking the factory for an engine until it answers (on_mount starts it).
+        self.model_loading = engine is None and engine_factory is not None
+        # Published whenever the engine, the problem or `model_loading` changes.
+        self.model_changed_signal: Signal[None] = Signal(self, "model-changed")
         self.initial_story_id = story_id
         self.keymap = dict(keymap or {})
         self.first_run = first_run
         self.now = now or (lambda: datetime.now(timezone.utc))
-        if engine is None and engine_factory is not None:
-            self._build_engine(settings)
-        elif engine is None:
+        if engine is None and engine_factory is None:
             self.engine_problem = "No model is configured; open the settings (F5) to choose one."
-
-    def _build_engine(self, settings: Settings) -> None:
-        try:
-            self.engine = self.engine_factory(settings) if self.engine_factory else None
-            self.engine_problem = None
-        except LongyarnError as error:
-            self.engine = None
-            self.engine_problem = str(error)
 
     def get_default_screen(self) -> LibraryScreen:
         return LibraryScreen()
@@ -88,6 +93,8 @@ class LongyarnApp(App[None]):
     async def on_mount(self) -> None:
         if self.keymap:
             self.set_keymap(self.keymap)
+        if self.model_loading:
+            self.load_engine(self.settings, retiring=None, first=True)
         if self.initial_story_id is not None:
             try:
                 self.store.get_story(self.initial_story_id)
@@ -109,11 +116,20 @@ class LongyarnApp(App[None]):
     # ---- shared by the screens ----
 
     def model_summary(self) -> str:
+        if self.model_loading:
+            return f"Loading the model… {self.settings.describe_model()}"
         if self.engine_problem:
             return f"{self.engine_problem}  (F5: settings)"
         return self.settings.describe_model()
 
     def explain_no_model(self) -> None:
+        if self.model_loading:
+            self.notify(
+                "The model is still loading; you can write as soon as it is ready.",
+                title="Loading the model…",
+                timeout=6,
+            )
+            return
         self.notify(
             self.engine_problem or "No model is configured.",
             title="No model to write with (F5 opens the settings)",
@@ -125,17 +141,60 @@ class LongyarnApp(App[None]):
         self.push_screen(WritingScreen(story_id, write_first=write_first))
 
     def apply_settings(self, settings: Settings) -> None:
-        """Use new settings from now on: a new engine when the app can build one."""
-        old_engine = self.engine
+        """Use new settings from now on: a new engine when the app can build one.
+
+        The engine is then built in a worker; `model_loading` holds until it lands, and
+        `model_changed_signal` tells the screens when it has (or why it could not).
+        """
         self.settings = settings
         if self.engine_factory is not None:
-            self._build_engine(settings)
-            if old_engine is not None and old_engine is not self.engine:
-                self.run_worker(old_engine.backend.aclose(), group="close-backend")
+            retiring = self.engine
+            self.engine, self.engine_problem, self.model_loading = None, None, True
+            self.load_engine(settings, retiring=retiring, first=False)
+            self.model_changed_signal.publish(None)
         elif self.engine is not None:
             self.engine.config = settings.engine_config()
             self.engine_problem = None
         self.refresh_bindings()
+
+    @work(group="load-model", exit_on_error=False)
+    async def load_engine(self, settings: Settings, *, retiring: Engine | None, first: bool) -> None:
+        """Build the engine for `settings` in a thread, then use it (and close `retiring`'s backend).
+
+        A failure becomes one sentence: on the welcome screen at start-up (`first`), else a notice.
+        """
+        assert self.engine_factory is not None
+        engine: Engine | None = None
+        problem: str | None = None
+        try:
+            engine = await asyncio.to_thread(self.engine_factory, settings)
+        except LongyarnError as error:
+            problem = str(error)
+        except Exception as error:  # a bug in a backend must not leave the app loading forever
+            log.exception("building the engine failed")
+            problem = (
+                f"The model could not be loaded ({type(error).__name__}: {error}); the settings "
+                "were kept; check them (F5) and try again."
+            )
+        if settings is not self.settings:
+            # Newer settings were saved while this loaded: their engine is the one to use.
+            for unused in (engine, retiring):
+                if unused is not None:
+                    await unused.backend.aclose()
+            return
+        self.engine, self.engine_problem, self.model_loading = engine, problem, False
+        self.refresh_bindings()
+        self.model_changed_signal.publish(None)
+        if retiring is not None:
+            await retiring.backend.aclose()
+        if problem is None:
+            return
+        if not first:
+            self.notify(problem, title="No model is usable (F5 opens the settings)", severity="warning", timeout=15)
+        elif isinstance(self.screen, WelcomeScreen):
+            self.screen.show_problem(problem)
+        else:
+            self.push_screen(WelcomeScreen(settings.describe_model(), problem), self._welcomed)
 
     def action_settings(self) -> None:
         if not isinstance(self.screen, SettingsScreen):
@@ -153,20 +212,25 @@ class LongyarnApp(App[None]):
 
     @work(group="export", exit_on_error=False)
     async def write_export(self, story_id: str, request: ExportRequest) -> None:
-        story = self.store.get_story(story_id)
+        """Read the branch, render it and write the file in a thread; say how it went."""
         try:
-            text = render_story(story, self.store.branch(story_id), request.fmt)  # type: ignore[arg-type]
-            write_atomically(request.path, text)
+            await asyncio.to_thread(self._export, story_id, request)
         except OSError as error:
-            self.notify(
+            problem = (
                 f"Could not write {request.path} ({error.strerror or error}); the story is unchanged; "
-                "choose another path.",
-                title="Not exported",
-                severity="error",
-                timeout=12,
+                "choose another path."
             )
+        except Exception as error:
+            problem = store_failure(error, f"read the story to export it to {request.path}")
+        else:
+            self.notify(f"Wrote {request.path}.", title="Exported")
             return
-        self.notify(f"Wrote {request.path}.", title="Exported")
+        self.notify(problem, title="Not exported", severity="error", timeout=12)
+
+    def _export(self, story_id: str, request: ExportRequest) -> None:
+        story = self.store.get_story(story_id)
+        text = render_story(story, self.store.branch(story_id), request.fmt)  # type: ignore[arg-type]
+        write_atomically(request.path, text)
 
 
 def slug(title: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from recurrent_core.errors import LongyarnError
+
 
 def mask_key(key: str | None) -> str:
     """An API key as it may be shown again: its prefix and last four characters only."""
@@ -40,3 +42,16 @@ def _as_local(moment: datetime) -> datetime:
     if moment.tzinfo is None:  # storage keeps UTC
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone()
+
+
+def store_failure(error: Exception, what: str) -> str:
+    """One sentence for a store call that failed: what could not be done, that nothing
+    changed, and what to do. `what` completes "Could not …", e.g. "move to that version"."""
+    if isinstance(error, LongyarnError):
+        return str(error)
+    # A database driver's own error (e.g. "database is locked"), without SQLAlchemy's SQL dump.
+    cause = getattr(error, "orig", None) or error
+    return (
+        f"Could not {what} ({cause}), so nothing was changed; try again "
+        "in a moment (another longyarn may be writing to the same database)."
+    )

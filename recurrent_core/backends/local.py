@@ -74,6 +74,7 @@ CHECKPOINT_SPACING = 64
 MAX_SPACED_CHECKPOINTS = 16
 
 CHAT_TURN_END = "\n\nUser:"
+BASE_WRITER_MIN_CHARS = 400
 _BASE_MODEL_REPLY_ENDS: dict[str, tuple[str, ...]] = {
     "writer": ("\n\n",),
     "memory": ("\n\n",),
@@ -125,9 +126,11 @@ class ReplyBoundary:
     it is one, so a marker split across tokens is still found; the marker is never emitted.
     """
 
-    def __init__(self, markers: Sequence[str]):
+    def __init__(self, markers: Sequence[str], min_chars: int = 0):
         self._markers = tuple(m for m in markers if m)
         self._longest = max((len(m) for m in self._markers), default=0)
+        self._min_chars = min_chars  # a marker before this much text is kept as text
+        self._emitted = 0
         self._begun = False
         self._held = ""
 
@@ -143,17 +146,28 @@ class ReplyBoundary:
             self._begun = True
             leading, text = text[: len(text) - len(content)], content
         held = self._held + text
-        found = [i for i in (held.find(marker) for marker in self._markers) if i >= 0]
-        if found:
-            self._held = ""
-            return leading + held[: min(found)], True
+        passed = ""
+        while True:
+            found = [(i, m) for m, i in ((m, held.find(m)) for m in self._markers) if i >= 0]
+            if not found:
+                break
+            index, marker = min(found)
+            if self._emitted + len(passed) + index >= self._min_chars:
+                self._held = ""
+                return self._emit(leading + passed + held[:index]), True
+            # Too early to end (a heading, a one-line paragraph): keep it and read on.
+            passed, held = passed + held[: index + len(marker)], held[index + len(marker) :]
         keep = 0
         for length in range(min(len(held), self._longest - 1), 0, -1):
             if any(marker.startswith(held[-length:]) for marker in self._markers):
                 keep = length
                 break
         self._held = held[len(held) - keep :]
-        return leading + held[: len(held) - keep], False
+        return self._emit(leading + passed + held[: len(held) - keep]), False
+
+    def _emit(self, text: str) -> str:
+        self._emitted += len(text)
+        return text
 
     def flush(self) -> str:
         held, self._held = self._held, ""
@@ -179,8 +193,10 @@ class LocalGeneration:
         config: SamplerConfig,
         reply_end_markers: Sequence[str],
         stable_head: str | None,
+        reply_min_chars: int = 0,
     ) -> None:
         self.config = config
+        self._reply_min_chars = reply_min_chars
         self.usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
         self.seed: int | None = config.seed
@@ -268,7 +284,7 @@ class LocalGeneration:
 
             generation = generate(step, logits, backend.tokenizer, self.config, should_stop=cancelled.is_set)
             self.seed = generation.seed
-            boundary = ReplyBoundary(self._reply_end_markers)
+            boundary = ReplyBoundary(self._reply_end_markers, self._reply_min_chars)
             ended_at_marker = False
             for piece in generation:
                 text, ended_at_marker = boundary.feed(piece)
@@ -420,6 +436,9 @@ class LocalBackend(ModelBackend):
             config,
             reply_end_markers=reply_ends(prompt.role, self.chat),
             stable_head=self._stable_head(prompt, text),
+            # A base model often opens with a heading or a one-line paragraph; a story
+            # paragraph is longer than that.
+            reply_min_chars=BASE_WRITER_MIN_CHARS if prompt.role == "writer" and not self.chat else 0,
         )
         try:
             async for piece in generation:
@@ -435,13 +454,15 @@ class LocalBackend(ModelBackend):
         *,
         reply_end_markers: Sequence[str] = (),
         stable_head: str | None = None,
+        reply_min_chars: int = 0,
     ) -> LocalGeneration:
         """Start generating after `prompt` (text, or token ids); iterate the result for text.
 
         `reply_end_markers` end the reply once it has begun (module docstring); `stable_head`
-        is text the prompt starts with that later prompts will share (its state is kept).
+        is text the prompt starts with that later prompts will share (its state is kept);
+        an end marker within the first `reply_min_chars` characters does not end the reply.
         """
-        return LocalGeneration(self, prompt, config, reply_end_markers, stable_head)
+        return LocalGeneration(self, prompt, config, reply_end_markers, stable_head, reply_min_chars)
 
     def layout(self, prompt: Prompt) -> str:
         """The prompt text this model reads for `prompt` (chat turn or completion, JRT or not)."""

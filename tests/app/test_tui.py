@@ -3,13 +3,15 @@ engine against the scripted OpenAI-compatible server, with a real SQLite file an
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from app.settings import Settings
 from app.tui import make_app
 from app.tui.app import LongyarnApp
-from app.tui.screens.dialogs import ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor
+from app.tui.screens.dialogs import ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog
 from app.tui.screens.library import LibraryScreen
 from app.tui.screens.settings import SettingsScreen
 from app.tui.screens.welcome import WelcomeScreen
@@ -56,6 +58,25 @@ async def wait_for_step(pilot, screen: WritingScreen) -> None:
     """Wait until the running step is over and the screen shows its outcome."""
     await wait_until(pilot, lambda: not screen.generating, what="the step to end")
     await pilot.pause()
+
+
+async def history_move(pilot, screen: WritingScreen, *keys: str) -> None:
+    """Press `keys` (undo, redo, a version switch) and wait until the move is stored and shown."""
+    await pilot.press(*keys)
+    await wait_until(pilot, lambda: not screen.moving, what="the move to be stored")
+    await pilot.pause()
+
+
+@contextmanager
+def database_held_by_another_process(db_path):
+    """Hold SQLite's write lock from another connection, as a running `longyarn batch` does."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def shown_paragraphs(screen: WritingScreen) -> list[str]:
@@ -157,7 +178,7 @@ async def test_the_library_lists_stories_and_renames_and_deletes_only_after_conf
         rename = pilot.app.screen
         rename.query_one("#text").value = "Renamed"
         await pilot.press("enter")
-        await pilot.pause()
+        await wait_until(pilot, lambda: table.get_row(doomed.id)[0] == "Renamed", what="the new title")
         assert store.get_story(doomed.id).title == "Renamed"
 
         table.move_cursor(row=table.get_row_index(doomed.id))
@@ -171,8 +192,39 @@ async def test_the_library_lists_stories_and_renames_and_deletes_only_after_conf
         await wait_for_screen(pilot, ConfirmDialog)
         await pilot.click("#confirm")
         await pilot.pause()
+        await wait_until(pilot, lambda: table.row_count == 1, what="the delete")
         assert [s.id for s in store.list_stories()] == [kept.id]
-        assert table.row_count == 1
+
+
+async def test_the_author_publishes_a_story_to_readers_and_stops_publishing_it(store, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("escape")  # the "no model" notice
+        library = await wait_for_screen(pilot, LibraryScreen)
+        table = library.query_one("#stories")
+        assert table.get_row(story.id)[4] == ""
+        await pilot.press("p")
+        dialog = await wait_for_screen(pilot, PublishDialog)
+        assert not dialog.query("#unpublish"), "nothing to stop yet"
+        await pilot.press("space")  # the focused switch: readers may continue past the last paragraph
+        await pilot.click("#publish")
+        await wait_until(pilot, lambda: table.get_row(story.id)[4] == "published, extends", what="the marker")
+        published = store.get_story(story.id)
+        assert published.readable and published.reader_may_extend
+
+        # The command palette offers it too; a published story can be taken back.
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"publish")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        dialog = await wait_for_screen(pilot, PublishDialog)
+        assert dialog.query_one("#readers-may-extend").value is True
+        await pilot.click("#unpublish")
+        await wait_until(pilot, lambda: table.get_row(story.id)[4] == "", what="the marker to go")
+        assert not store.get_story(story.id).readable
+        assert [step.paragraph for step in store.branch(story.id)] == PARAGRAPHS
 
 
 # ---- the step -------------------------------------------------------------------------
@@ -198,14 +250,22 @@ async def test_the_writer_picks_a_candidate_edits_it_and_the_next_step_follows_i
         assert "Saved" in str(screen.query_one("#status").render())
 
 
-async def test_an_edited_short_term_memory_is_what_the_next_step_reads(store, server, embedder):
+async def test_an_edited_short_term_memory_is_what_the_next_step_reads_even_if_the_database_is_busy(
+    store, server, embedder, db_path
+):
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
         edited = "Mara knows her brother burned the mill; she has not told anyone yet."
-        screen.memory_editor.load_text(edited)
-        await run_step(pilot, screen, "ctrl+g")
+        with database_held_by_another_process(db_path):
+            screen.memory_editor.load_text(edited)
+            await pilot.press("ctrl+g")
+            # The edit waits for the lock, and the step waits for the edit; typing does not wait.
+            await pilot.press(*"the mill")
+            assert screen.instruction_input.value == "the mill"
+            assert screen.generating and not [r for r in server.requests if r["_role"] == "writer"]
+        await wait_for_step(pilot, screen)
 
         branch = store.branch(story.id)
         assert branch[2].short_term_memory == edited, "the edit is stored on the step it belongs to"
@@ -267,12 +327,10 @@ async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server
         screen = await wait_for_screen(pilot, WritingScreen)
         third = store.branch(story.id)[-1]
 
-        await pilot.press("ctrl+z")
-        await pilot.pause()
+        await history_move(pilot, screen, "ctrl+z")
         assert shown_paragraphs(screen) == PARAGRAPHS[:2]
         assert store.get_story(story.id).head_step_id == third.parent_id
-        await pilot.press("ctrl+y")
-        await pilot.pause()
+        await history_move(pilot, screen, "ctrl+y")
         assert shown_paragraphs(screen) == PARAGRAPHS
 
         await run_step(pilot, screen, "ctrl+r")
@@ -282,21 +340,73 @@ async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server
         assert screen.position.version == (2, 2)
         assert "version 2 of 2" in str(screen.query_one("#story-header").render())
 
-        await pilot.press("alt+left")
-        await pilot.pause()
+        await history_move(pilot, screen, "alt+left")
         assert shown_paragraphs(screen) == PARAGRAPHS
-        await pilot.press("alt+right")
-        await pilot.pause()
+        await history_move(pilot, screen, "alt+right")
         assert shown_paragraphs(screen)[-1] == retried.paragraph
 
         # Undo then redo goes to the newest version; the old one is still a sibling.
-        await pilot.press("ctrl+z")
-        await pilot.pause()
+        await history_move(pilot, screen, "ctrl+z")
         assert [s.id for s in screen.position.children] == [third.id, retried.id]
-        await pilot.press("ctrl+y")
-        await pilot.pause()
+        await history_move(pilot, screen, "ctrl+y")
         assert store.get_story(story.id).head_step_id == retried.id
         assert {s.id for s in store.children(story.id, third.parent_id)} == {third.id, retried.id}
+
+
+async def test_undo_waits_for_a_busy_database_while_the_writer_keeps_typing(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    third = store.branch(story.id)[-1]
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        edited = "Mara suspects the ferryman; she keeps the key in her boot."
+        with database_held_by_another_process(db_path):
+            screen.memory_editor.load_text(edited)
+            await pilot.press("ctrl+z")
+            await pilot.press(*"the mill at night")
+            assert screen.instruction_input.value == "the mill at night"
+            assert screen.moving and screen.check_action("undo", ()) is None, "no second move meanwhile"
+            assert store.get_story(story.id).head_step_id == third.id
+        await wait_until(pilot, lambda: not screen.moving, what="the undo to be stored")
+        await pilot.pause()
+        # The memory edit was stored on the paragraph it was made on, before the head left it.
+        assert store.get_step(third.id).short_term_memory == edited
+        assert store.get_story(story.id).head_step_id == third.parent_id
+        assert shown_paragraphs(screen) == PARAGRAPHS[:2]
+        assert screen.instruction_input.value == "the mill at night"
+
+
+async def test_readers_paragraphs_are_never_offered_as_the_authors_versions(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    second, third = store.branch(story.id)[1:]
+    [vector] = embedder.embed(["A reader takes the key to the harbour."])
+    for parent in (third.id, second.id):  # one after the author's head, one beside it
+        store.commit_step(
+            NewStep(
+                story_id=story.id, parent_id=parent, instruction="Take the key to the harbour.",
+                paragraph="A reader takes the key to the harbour.", short_term_memory="A reader's path.",
+                memory_reason="", next_instructions=("a", "b", "c"), backend="openai",
+                model="scripted-model", branch_owner="r1",
+            ),
+            embedding=vector, embedding_model=embedder.name, move_head=False,
+        )
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        assert screen.check_action("redo", ()) is False
+        assert screen.check_action("next_branch", ()) is False
+        assert "version" not in str(screen.query_one("#story-header").render())
+        await pilot.press("ctrl+y", "alt+right")
+        await pilot.pause()
+        assert store.get_story(story.id).head_step_id == third.id
+        assert shown_paragraphs(screen) == PARAGRAPHS
+
+        # After an undo, redo brings back the author's paragraph, not the reader's newer one.
+        await history_move(pilot, screen, "ctrl+z")
+        assert [step.id for step in screen.position.children] == [third.id]
+        await history_move(pilot, screen, "ctrl+y")
+        assert store.get_story(story.id).head_step_id == third.id
+        assert shown_paragraphs(screen) == PARAGRAPHS
 
 
 # ---- paragraphs and long-term memory --------------------------------------------------
@@ -327,7 +437,7 @@ async def test_editing_a_paragraph_re_embeds_it_and_deleting_one_removes_it_from
         await pilot.press("delete")
         await wait_for_screen(pilot, ConfirmDialog)
         await pilot.click("#confirm")
-        await pilot.pause()
+        await wait_until(pilot, lambda: len(shown_paragraphs(screen)) == 2, what="the delete")
         assert [s.paragraph for s in store.branch(story.id)] == [new_text, PARAGRAPHS[2]]
         assert shown_paragraphs(screen) == [new_text, PARAGRAPHS[2]]
         assert store.search_memories(story.id, "last ferry") == []

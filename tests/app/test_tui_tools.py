@@ -3,12 +3,15 @@ bindings, the command palette and long stories."""
 
 from __future__ import annotations
 
+import threading
 import tomllib
 
 from app.settings import Settings, config_path
 from app.tui import load_keymap, make_app
 from app.tui.formatting import mask_key
 from app.tui.screens.context import ContextScreen
+from app.tui.screens.dialogs import ExportDialog
+from app.tui.screens.library import LibraryScreen
 from app.tui.screens.memory import MemoryScreen
 from app.tui.screens.settings import SettingsScreen
 from app.tui.screens.writing import WritingScreen
@@ -16,12 +19,14 @@ from app.tui.widgets import PAGE_SIZE
 from tests.app.test_tui import (
     PARAGRAPHS,
     build_app,
+    history_move,
     run_step,
     seed_story,
     shown_paragraphs,
     wait_for_screen,
     wait_until,
 )
+from recurrent_core.errors import LongyarnError
 from tests.conftest import make_engine
 
 MEMORIES = [
@@ -190,6 +195,16 @@ async def test_export_writes_markdown_or_plain_text_to_the_chosen_path(store, em
         assert text.startswith("THE SALT MARSH KEY\n")
         assert "brass key wrapped in a page torn" in text
 
+        # A path that cannot be written: a notice, and nothing is left behind.
+        await pilot.press("f6")
+        dialog = await wait_for_screen(pilot, ExportDialog)
+        dialog.query_one("#path").value = str(target / "inside-a-file.txt")
+        dialog.query_one("#path").focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(n.title == "Not exported" for n in pilot.app._notifications),
+                         what="the notice")
+        assert target.read_text() == text
+
 
 async def test_key_bindings_follow_the_keymap_and_the_footer_shows_them(store, server, embedder, tmp_path):
     # The [keymap] table of a config file (read on its own: see load_keymap).
@@ -203,8 +218,7 @@ async def test_key_bindings_follow_the_keymap_and_the_footer_shows_them(store, s
         screen = await wait_for_screen(pilot, WritingScreen)
         footer_keys = {b.binding.id: b.binding.key for b in screen.active_bindings.values() if b.binding.id}
         assert footer_keys["undo"] == "ctrl+b" and footer_keys["memories"] == "f9"
-        await pilot.press("ctrl+b")
-        await pilot.pause()
+        await history_move(pilot, screen, "ctrl+b")
         assert shown_paragraphs(screen) == PARAGRAPHS[:2]
         await pilot.press("f9")
         await wait_for_screen(pilot, MemoryScreen)
@@ -259,8 +273,11 @@ async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_m
     from recurrent_core.engine import Engine
 
     story = seed_story(store, embedder, PARAGRAPHS)
+    sentence = "No model named 'missing-model' on the server; nothing was written; pick another model."
 
     def build_engine(settings: Settings) -> Engine:
+        if settings.model == "missing-model":
+            raise LongyarnError(sentence)
         return Engine(store, make_backend(settings), embedder, settings.engine_config())
 
     settings = Settings(base_url=server.base_url, model="first-model")
@@ -268,13 +285,56 @@ async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_m
                    keymap={}, first_run=False)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: pilot.app.engine is not None, what="the first model")
         first_engine = pilot.app.engine
         await pilot.press("f5")
         form = await wait_for_screen(pilot, SettingsScreen)
         form.query_one("#model").value = "second-model"
         await pilot.press("ctrl+s")
         screen = await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: screen.check_action("write_next", ()), what="the new model")
         assert pilot.app.engine is not first_engine
         await run_step(pilot, screen, "ctrl+g")
         assert server.requests[-1]["model"] == "second-model"
         assert store.branch(story.id)[-1].model == "second-model"
+
+        # A model that cannot be used: one clear notice, and the settings stay open to fix it.
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#model").value = "missing-model"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: form.query("#settings-problem"), what="the problem")
+        assert str(form.query_one("#settings-problem").render()) == sentence
+        assert any(n.message == sentence and "F5" in (n.title or "") for n in pilot.app._notifications)
+        assert pilot.app.screen is form and pilot.app.engine is None
+
+
+async def test_the_model_loads_in_the_background_while_the_stories_stay_usable(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    weights_read = threading.Event()
+
+    def slow_engine(settings: Settings):
+        weights_read.wait(10)  # as when a local checkpoint is read from a slow disk
+        return make_engine(store, server, embedder)
+
+    app = make_app(store=store, settings=Settings(), engine_factory=slow_engine, keymap={}, first_run=False)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            library = await wait_for_screen(pilot, LibraryScreen)
+            assert str(library.query_one("#library-model").render()).startswith("Loading the model…")
+            await pilot.press("n")  # too early to write: said so, nothing breaks
+            assert any(n.title == "Loading the model…" for n in pilot.app._notifications)
+            await pilot.press("enter")
+            screen = await wait_for_screen(pilot, WritingScreen)
+            assert shown_paragraphs(screen) == PARAGRAPHS
+            assert not screen.check_action("write_next", ())
+
+            weights_read.set()
+            await wait_until(pilot, lambda: screen.check_action("write_next", ()), what="the model")
+            await run_step(pilot, screen, "ctrl+g")
+            assert len(store.branch(story.id)) == 4
+            await pilot.press("ctrl+l")
+            library = await wait_for_screen(pilot, LibraryScreen)
+            assert str(library.query_one("#library-model").render()) == Settings().describe_model()
+    finally:
+        weights_read.set()

@@ -1,4 +1,5 @@
-"""Small modal dialogs: confirm, one line of text, a paragraph, a new story, an outline, export."""
+"""Small modal dialogs: confirm, one line of text, a paragraph, a new story, an outline, export,
+publishing to readers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, TextArea
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, Switch, TextArea
 
 
 class Dialog(ModalScreen):
@@ -225,3 +226,56 @@ class ExportDialog(Dialog):
             self.notify("Give a file path to write to.", severity="warning")
             return
         self.dismiss(ExportRequest(Path(raw).expanduser(), self._format()))
+
+
+@dataclass(frozen=True)
+class PublishChoice:
+    """What the author chose in the publish dialog."""
+
+    published: bool
+    readers_may_extend: bool
+
+
+class PublishDialog(Dialog):
+    """Open a story to readers, change how far they may go, or stop publishing it.
+
+    Dismisses with a `PublishChoice`, or None when nothing should change.
+    """
+
+    def __init__(self, title: str, *, published: bool, readers_may_extend: bool) -> None:
+        super().__init__()
+        self.story_title = title
+        self.published = published
+        self.readers_may_extend = readers_may_extend
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            if self.published:
+                yield Label(f"“{self.story_title}” is open to readers", classes="dialog-title", markup=False)
+            else:
+                yield Label(f"Publish “{self.story_title}” to readers", classes="dialog-title", markup=False)
+            yield Static(
+                "Readers find it in the reading room (`longyarn read`) and choose where it goes; "
+                "their choices never change your story.",
+                classes="dialog-text",
+                markup=False,
+            )
+            with Horizontal(classes="switch-row"):
+                yield Switch(value=self.readers_may_extend, id="readers-may-extend")
+                yield Label("Readers may continue past your last paragraph (new paragraphs are written for them)")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                if self.published:
+                    yield Button("Stop publishing", id="unpublish", variant="error")
+                yield Button("Save" if self.published else "Publish", id="publish", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#readers-may-extend").focus()
+
+    @on(Button.Pressed, "#publish")
+    def _publish(self) -> None:
+        self.dismiss(PublishChoice(True, self.query_one("#readers-may-extend", Switch).value))
+
+    @on(Button.Pressed, "#unpublish")
+    def _unpublish(self) -> None:
+        self.dismiss(PublishChoice(False, self.readers_may_extend))

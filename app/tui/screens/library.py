@@ -1,8 +1,9 @@
-"""The library: every story with its length and when it was last edited."""
+"""The library: every story with its length, when it was last edited, and whether readers see it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -11,18 +12,37 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from app.reader.authoring import close_to_readers, open_to_readers
 from recurrent_core.errors import LongyarnError
+from recurrent_core.store import StoryStore
 from recurrent_core.types import Story
 
-from ..formatting import format_edited, one_line
-from .dialogs import ConfirmDialog, NewStoryDialog, NewStoryRequest, OutlineDialog, OutlineEdit, TextPromptDialog
+from ..formatting import format_edited, store_failure
+from ..story_table import StoryTable
+from .dialogs import (
+    ConfirmDialog,
+    NewStoryDialog,
+    NewStoryRequest,
+    OutlineDialog,
+    OutlineEdit,
+    PublishChoice,
+    PublishDialog,
+    TextPromptDialog,
+)
 
 if TYPE_CHECKING:
     from ..app import LongyarnApp
 
 
+def readers_label(story: Story) -> str:
+    """The library's marker of a story open to readers, and whether they may write on."""
+    if not story.readable:
+        return ""
+    return "published, extends" if story.reader_may_extend else "published"
+
+
 class LibraryScreen(Screen):
-    """The first screen: open, start, rename, delete and export stories."""
+    """The first screen: open, start, rename, delete, export and publish stories."""
 
     app: "LongyarnApp"
 
@@ -32,64 +52,67 @@ class LibraryScreen(Screen):
         Binding("r", "rename_story", "Rename", id="rename-story"),
         Binding("delete,d", "delete_story", "Delete", id="delete-story"),
         Binding("x", "export_story", "Export", id="export-story"),
+        Binding(
+            "p", "publish_story", "Publish", id="publish-story",
+            tooltip="Publish to readers, or stop publishing",
+        ),
     ]
 
     def __init__(self) -> None:
         super().__init__(id="library")
-        self.stories: list[Story] = []
 
     def compose(self) -> ComposeResult:
         yield Static("longyarn · your stories", id="library-title", classes="screen-title")
-        yield DataTable(id="stories", cursor_type="row", zebra_stripes=True)
+        yield StoryTable(
+            id="stories",
+            own_columns=[("Last edited", "edited"), ("Readers", "readers")],
+            length_label=lambda count: f"{count:,} ¶",
+        )
         yield Static("", id="library-empty", classes="hint")
         yield Static("", id="library-model", classes="hint", markup=False)
         yield Footer(compact=True)
 
+    @property
+    def table(self) -> StoryTable:
+        return self.query_one("#stories", StoryTable)
+
+    @property
+    def stories(self) -> list[Story]:
+        return self.table.stories
+
     def on_mount(self) -> None:
-        table = self.query_one("#stories", DataTable)
-        table.add_column("Title", key="title")
-        table.add_column("Genre", key="genre")
-        table.add_column("Length", key="length")
-        table.add_column("Last edited", key="edited")
+        self.app.model_changed_signal.subscribe(self, self._model_changed)
         self.refresh_stories()
 
     def on_screen_resume(self) -> None:
         self.refresh_stories()
 
-    def refresh_stories(self) -> None:
-        """Reload the list from the store, keeping the cursor on the same story."""
-        table = self.query_one("#stories", DataTable)
-        selected = self.selected_story()
-        store = self.app.store
-        self.stories = store.list_stories()
-        now = self.app.now()
-        table.clear()
-        for story in self.stories:
-            count = store.count_steps(story.id)
-            table.add_row(
-                one_line(story.title, 40),
-                one_line(story.genre or "—", 20),
-                f"{count:,} ¶",
-                format_edited(story.updated_at, now),
-                key=story.id,
-            )
-        if selected is not None and any(s.id == selected.id for s in self.stories):
-            table.move_cursor(row=table.get_row_index(selected.id))
-        empty = self.query_one("#library-empty", Static)
-        empty.display = not self.stories
-        empty.update("No stories yet. Press n to start one from a genre and a premise.")
+    def _model_changed(self, _: object = None) -> None:
         self.query_one("#library-model", Static).update(self.app.model_summary())
+
+    def refresh_stories(self) -> None:
+        """Reload the list from the store, keeping the cursor on the same story.
+
+        Two reads however many stories there are: the list, and every length in one query.
+        """
+        store = self.app.store
+        stories = store.list_stories()
+        lengths = store.paragraph_counts([story.id for story in stories])
+        now = self.app.now()
+        self.table.show_stories(
+            stories, lengths, lambda story: (format_edited(story.updated_at, now), readers_label(story))
+        )
+        empty = self.query_one("#library-empty", Static)
+        empty.display = not stories
+        empty.update("No stories yet. Press n to start one from a genre and a premise.")
+        self._model_changed()
         self.refresh_bindings()
 
     def selected_story(self) -> Story | None:
-        table = self.query_one("#stories", DataTable)
-        if not self.stories or table.cursor_row is None or table.row_count == 0:
-            return None
-        row_key, _ = table.coordinate_to_cell_key((table.cursor_row, 0))
-        return next((s for s in self.stories if s.id == row_key.value), None)
+        return self.table.selected_story
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("open_story", "rename_story", "delete_story", "export_story"):
+        if action in ("open_story", "rename_story", "delete_story", "export_story", "publish_story"):
             return self.selected_story() is not None
         return True
 
@@ -149,8 +172,9 @@ class LibraryScreen(Screen):
 
         def rename(title: str | None) -> None:
             if title and title != story.title:
-                self.app.store.update_story(story.id, title=title)
-                self.refresh_stories()
+                self.change_story(
+                    lambda store: store.update_story(story.id, title=title), f"Renamed it “{title}”."
+                )
 
         self.app.push_screen(TextPromptDialog("Rename the story", story.title, action="Rename"), rename)
 
@@ -158,13 +182,11 @@ class LibraryScreen(Screen):
         story = self.selected_story()
         if story is None:
             return
-        count = self.app.store.count_steps(story.id)
+        count = self.table.lengths.get(story.id, 0)
 
         def delete(confirmed: bool | None) -> None:
             if confirmed:
-                self.app.store.delete_story(story.id)
-                self.notify(f"Deleted “{story.title}”.")
-                self.refresh_stories()
+                self.change_story(lambda store: store.delete_story(story.id), f"Deleted “{story.title}”.")
 
         self.app.push_screen(
             ConfirmDialog(
@@ -178,3 +200,49 @@ class LibraryScreen(Screen):
         story = self.selected_story()
         if story is not None:
             self.app.export_story(story.id)
+
+    def action_publish_story(self) -> None:
+        """Open the selected story to readers, change how far they may go, or stop publishing."""
+        story = self.selected_story()
+        if story is None:
+            return
+
+        def publish(choice: PublishChoice | None) -> None:
+            if choice is None:
+                return
+            if choice.published:
+                extend = choice.readers_may_extend
+                self.change_story(
+                    lambda store: open_to_readers(store, story.id, readers_may_extend=extend),
+                    f"“{story.title}” is open to readers"
+                    + (", who may continue it past your last paragraph." if extend else "."),
+                )
+            else:
+                self.change_story(
+                    lambda store: close_to_readers(store, story.id),
+                    f"“{story.title}” is no longer open to readers; their places are kept.",
+                )
+
+        self.app.push_screen(
+            PublishDialog(
+                story.title,
+                published=story.readable,
+                # A first publication starts with the author's paragraphs only.
+                readers_may_extend=story.reader_may_extend if story.readable else False,
+            ),
+            publish,
+        )
+
+    @work(group="library-change", exit_on_error=False)
+    async def change_story(self, change: Callable[[StoryStore], object], done: str) -> None:
+        """Run `change(store)` off the event loop (another process may hold the database's
+        write lock for seconds), then say `done` and show the library as it now is."""
+        try:
+            await asyncio.to_thread(change, self.app.store)
+        except Exception as error:  # a locked or failing database is a notice, never a crash
+            self.notify(store_failure(error, "change the story"), title="Nothing was changed",
+                        severity="error", timeout=12)
+        else:
+            self.notify(done)
+        if self.is_attached:
+            self.refresh_stories()

@@ -7,6 +7,7 @@ The API key can be entered here. It is written to the config file only when the 
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -51,6 +52,13 @@ class SettingsScreen(Screen):
         Binding("escape", "app.pop_screen", "Back", id="settings-back"),
         Binding("ctrl+s", "save", "Save", id="settings-save", priority=True),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_in: Path | None = None  # set from saving until the new model is ready
+
+    def on_mount(self) -> None:
+        self.app.model_changed_signal.subscribe(self, self._model_changed)
 
     def compose(self) -> ComposeResult:
         settings = self.app.settings
@@ -147,9 +155,34 @@ class SettingsScreen(Screen):
             self.notify(str(error), title="Settings not saved", severity="error", timeout=12)
             return
         self.app.apply_settings(settings)
-        if self.app.engine_problem:
-            self.notify(self.app.engine_problem, title=f"Saved in {path}, but no model is usable", severity="warning", timeout=15)
-            self.query_one("#settings-model", Static).update(settings.describe_model())
+        self.saved_in = path
+        if self.app.model_loading:
+            # The model loads in the background; this screen stays usable and hears back.
+            self.query_one("#settings-model", Static).update(self.app.model_summary())
             return
-        self.notify(f"Saved in {path}. {settings.describe_model()}", title="Settings saved", timeout=6)
-        self.app.pop_screen()
+        self._saved()
+
+    def _model_changed(self, _: object = None) -> None:
+        if self.saved_in is not None and not self.app.model_loading:
+            self._saved()
+
+    def _saved(self) -> None:
+        """Leave once the saved settings work; stay, showing why, when no model is usable."""
+        path, self.saved_in = self.saved_in, None
+        settings = self.app.settings
+        problem = self.app.engine_problem
+        if problem is None:
+            self.notify(f"Saved in {path}. {settings.describe_model()}", title="Settings saved", timeout=6)
+            if self.is_current:
+                self.app.pop_screen()
+            return
+        self.query_one("#settings-model", Static).update(settings.describe_model())
+        if self.query("#settings-problem"):
+            self.query_one("#settings-problem", Static).update(problem)
+        else:
+            self.query_one("#settings-form").mount(
+                Static(problem, id="settings-problem", classes="problem", markup=False),
+                after="#settings-model",
+            )
+        if self.app.engine_factory is None:  # the app tells of a failed load itself
+            self.notify(problem, title=f"Saved in {path}, but no model is usable", severity="warning", timeout=15)

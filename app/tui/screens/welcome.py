@@ -30,18 +30,35 @@ class WelcomeScreen(ModalScreen[str]):
             )
             yield Static(self.model_description, id="welcome-model", classes="dialog-text", markup=False)
             if self.problem:
-                yield Static(self.problem, id="welcome-problem", classes="problem", markup=False)
-                yield Static(
-                    "You can still read, browse and export your stories. Open the settings to "
-                    "choose a model (F5 opens them at any time).",
-                    classes="dialog-text",
-                )
+                yield from self._problem_lines(self.problem)
             with Horizontal(classes="buttons"):
                 yield Button("Continue", id="continue")
                 yield Button("Open settings", id="settings", variant="primary" if self.problem else "default")
 
+    @staticmethod
+    def _problem_lines(problem: str) -> list[Static]:
+        return [
+            Static(problem, id="welcome-problem", classes="problem", markup=False),
+            Static(
+                "You can still read, browse and export your stories. Open the settings to "
+                "choose a model (F5 opens them at any time).",
+                classes="dialog-text",
+            ),
+        ]
+
     def on_mount(self) -> None:
         self.query_one("#settings" if self.problem else "#continue").focus()
+
+    def show_problem(self, problem: str) -> None:
+        """The model turned out unusable while this screen was open (it loads in the background)."""
+        if self.problem is None:
+            self.query_one(".dialog").mount_all(self._problem_lines(problem), before=".buttons")
+        else:
+            self.query_one("#welcome-problem", Static).update(problem)
+        self.problem = problem
+        settings = self.query_one("#settings", Button)
+        settings.variant = "primary"
+        settings.focus()
 
     @on(Button.Pressed, "#settings")
     def _settings(self) -> None:

@@ -3,13 +3,17 @@
 The step runs in a worker (`Engine.step` is an async generator); its events are rendered as
 they come, so typing and scrolling never wait for the model. Escape cancels the worker; the
 engine commits only at the very end, so a cancelled step leaves the story as it was.
+
+Every write to the store (a short-term memory edit, undo, redo, a version switch, a delete)
+runs in a thread too: `longyarn batch` may hold the database's write lock for seconds, and the
+writer must be able to keep typing meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from textual import on, work
@@ -32,7 +36,7 @@ from recurrent_core.types import (
     Story,
 )
 
-from ..formatting import paragraphs_label
+from ..formatting import paragraphs_label, store_failure
 from ..widgets import InstructionList, ParagraphView, StoryView
 from .context import ContextScreen
 from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit, ParagraphEditor
@@ -97,6 +101,7 @@ class WritingScreen(Screen):
     ]
 
     generating: reactive[bool] = reactive(False, init=False)
+    moving: reactive[bool] = reactive(False, init=False)  # a history move or delete is being stored
 
     def __init__(self, story_id: str, *, write_first: bool = False) -> None:
         super().__init__(id="writing")
@@ -106,6 +111,8 @@ class WritingScreen(Screen):
         self.position = Position(None, (), ())
         self.last_started: StepStarted | None = None  # what the last step sent (context viewer)
         self.step_worker: Worker | None = None
+        # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
+        self._memory_write: asyncio.Task[bool] | None = None
 
     # ---- layout ----
 
@@ -161,24 +168,29 @@ class WritingScreen(Screen):
     async def reload(self) -> None:
         """Read the story and the branch at its head from the store, and show them."""
         store = self.app.store
-        self.story = store.get_story(self.story_id)
-        branch = await asyncio.to_thread(store.branch, self.story_id)
+
+        def read() -> tuple[Story, list[Step]]:
+            return store.get_story(self.story_id), store.branch(self.story_id)
+
+        self.story, branch = await asyncio.to_thread(read)
         if not self.is_attached:  # the writer left while the story was loading
             return
         await self.story_view.show_branch(branch)
-        self._load_position(branch[-1] if branch else None)
+        await self._load_position(branch[-1] if branch else None)
 
-    def _load_position(self, head: Step | None) -> None:
+    def _read_position(self, head: Step | None) -> Position:
+        """Where `head` sits among the author's steps (readers' branches are not offered)."""
         store = self.app.store
         if head is None:
-            position = Position(None, (), tuple(store.children(self.story_id, None)))
-        else:
-            position = Position(
-                head,
-                tuple(store.children(self.story_id, head.parent_id)),
-                tuple(store.children(self.story_id, head.id)),
-            )
-        self.position = position
+            return Position(None, (), tuple(store.children(self.story_id, None)))
+        return Position(
+            head,
+            tuple(store.children(self.story_id, head.parent_id)),
+            tuple(store.children(self.story_id, head.id)),
+        )
+
+    async def _load_position(self, head: Step | None) -> None:
+        self.position = await asyncio.to_thread(self._read_position, head)
         self.memory_editor.load_text(head.short_term_memory if head else "")
         self.memory_editor.read_only = head is None
         instructions = self.query_one("#instructions", InstructionList)
@@ -214,23 +226,56 @@ class WritingScreen(Screen):
         """Store the writer's edit of the short-term memory on the head step, if any.
 
         The next step reads the head's short-term memory, so this is how an edit takes effect.
+        The write runs in a thread; `memory_edit_stored()` waits for it, and every step and
+        history move waits for that before it starts.
         """
         head = self.position.head
         if head is None or not self.is_mounted:
             return
         text = self.memory_editor.text.strip()
-        if text != head.short_term_memory.strip():
-            updated = self.app.store.update_short_term_memory(head.id, text)
-            self.position = Position(updated, self.position.siblings, self.position.children)
-            self.story_view.replace_step(updated)
+        if text == head.short_term_memory.strip():
+            return
+        # The screen holds the edit at once, so saving again before the write lands is a no-op.
+        edited = replace(head, short_term_memory=text)
+        self.position = Position(edited, self.position.siblings, self.position.children)
+        self.story_view.replace_step(edited)
+        self._memory_write = asyncio.create_task(self._write_memory_edit(self._memory_write, head, text))
+
+    async def _write_memory_edit(self, earlier: asyncio.Task[bool] | None, stored: Step, text: str) -> bool:
+        if earlier is not None:
+            await asyncio.shield(earlier)  # edits land in the order they were made
+        try:
+            await asyncio.to_thread(self.app.store.update_short_term_memory, stored.id, text)
+        except Exception as error:  # e.g. the database stayed locked: say so, keep the words
+            head = self.position.head
+            if head is not None and head.id == stored.id:
+                # Back to what the store holds, so the next save (or step) writes the edit again.
+                self.position = Position(stored, self.position.siblings, self.position.children)
+                if self.is_attached:
+                    self.story_view.replace_step(stored)
+            self.app.notify(
+                store_failure(error, "save your edit of the short-term memory"),
+                title="Your edit is still in the memory panel",
+                severity="error",
+                timeout=15,
+            )
+            return False
+        return True
+
+    async def memory_edit_stored(self) -> bool:
+        """Wait until the writer's short-term memory edits are stored; False if the last failed."""
+        if self._memory_write is None:
+            return True
+        # Shielded: cancelling a step must not cancel the write it was waiting for.
+        return await asyncio.shield(self._memory_write)
 
     # ---- what can be done now ----
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_step":
             return self.generating
-        if action in STORY_CHANGING_ACTIONS and self.generating:
-            return None  # shown greyed out: it will come back when the step is done
+        if action in STORY_CHANGING_ACTIONS and (self.generating or self.moving):
+            return None  # shown greyed out: it will come back when the step or move is done
         position = self.position
         if action == "write_next":
             return self.app.engine is not None
@@ -249,6 +294,9 @@ class WritingScreen(Screen):
 
     def watch_generating(self, generating: bool) -> None:
         self.set_class(generating, "-generating")
+        self.refresh_bindings()
+
+    def watch_moving(self) -> None:
         self.refresh_bindings()
 
     # ---- the step ----
@@ -285,7 +333,7 @@ class WritingScreen(Screen):
         if self.app.engine is None:
             self.app.explain_no_model()
             return
-        if self.generating:
+        if self.generating or self.moving:
             return
         self.save_memory_edit()
         self.start_step(self.chosen_instruction(), "head")
@@ -293,7 +341,7 @@ class WritingScreen(Screen):
     def action_retry(self) -> None:
         """Write the last paragraph again, as a new version beside it; the old one is kept."""
         head = self.position.head
-        if head is None or self.generating:
+        if head is None or self.generating or self.moving:
             return
         if self.app.engine is None:
             self.app.explain_no_model()
@@ -314,6 +362,9 @@ class WritingScreen(Screen):
         head_before = self.position.head.id if self.position.head else None
         completed = committing = False
         try:
+            if not await self.memory_edit_stored():
+                self._show_status("The step did not run: your memory edit is not saved yet; the story is as it was.")
+                return
             async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
                 await self.show_event(event)
                 completed = completed or isinstance(event, StepCompleted)
@@ -367,22 +418,23 @@ class WritingScreen(Screen):
             # A retry: the new version replaces the old one on screen; the old one is kept.
             await self.story_view.remove_step(self.position.head.id)
         await self.story_view.append_step(step)
-        self.story = self.app.store.get_story(self.story_id)
+        self.story = await asyncio.to_thread(self.app.store.get_story, self.story_id)
         self.instruction_input.value = ""
-        self._load_position(step)
+        await self._load_position(step)
         for sentence in event.fallbacks:
             self.notify(sentence, severity="warning", timeout=8)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
     async def _after_cancel(self, head_before: str | None, committing: bool) -> None:
         self.story_view.streaming.end()
-        story = self.app.store.get_story(self.story_id)
+        store = self.app.store
+        story = await asyncio.to_thread(store.get_story, self.story_id)
         # A commit, once started, always finishes (the engine shields it): wait to see it land.
         for _ in range(100 if committing else 0):
             if story.head_step_id != head_before:
                 break
             await asyncio.sleep(0.05)
-            story = self.app.store.get_story(self.story_id)
+            story = await asyncio.to_thread(store.get_story, self.story_id)
         if story.head_step_id != head_before:
             # The cancel came while committing, which always finishes: show what landed.
             await self.reload()
@@ -397,35 +449,57 @@ class WritingScreen(Screen):
 
     # ---- history: every move is a move of the head; nothing is ever deleted ----
 
-    async def move_head(self, step_id: str | None) -> None:
-        self.save_memory_edit()
-        self.app.store.set_head(self.story_id, step_id)
-        await self.reload()
+    def move_head(self, step_id: str | None, done: str = "") -> None:
+        """Move where writing continues to `step_id`, then show the branch there and `done`.
 
-    async def action_undo(self) -> None:
+        The memory edit is stored first (it belongs to the step it was made on). The story's
+        actions wait, greyed out, until the move is stored and shown.
+        """
+        if self.moving or self.generating:
+            return
+        self.moving = True
+        self.save_memory_edit()
+        self._store_move(step_id, done)
+
+    @work(group="history", exit_on_error=False)
+    async def _store_move(self, step_id: str | None, done: str) -> None:
+        try:
+            if not await self.memory_edit_stored():
+                return  # the notice says why; the writer's words stay on this paragraph
+            await asyncio.to_thread(self.app.store.set_head, self.story_id, step_id)
+            await self.reload()
+        except Exception as error:
+            self.notify(store_failure(error, "move to that paragraph"), title="The story is as it was",
+                        severity="error", timeout=12)
+        else:
+            if done:
+                self._show_status(done)
+        finally:
+            self.moving = False
+
+    def action_undo(self) -> None:
         head = self.position.head
         if head is None:
             return
         steps = self.story_view.steps
         target = steps[-2].id if len(steps) >= 2 and steps[-1].id == head.id else head.parent_id
-        await self.move_head(target)
-        self._show_status("Undone; the paragraph is kept: Ctrl+Y brings it back.")
+        self.move_head(target, "Undone; the paragraph is kept: Ctrl+Y brings it back.")
 
-    async def action_redo(self) -> None:
+    def action_redo(self) -> None:
         if self.position.children:
-            await self.move_head(self.position.children[-1].id)
+            self.move_head(self.position.children[-1].id)
 
-    async def action_previous_branch(self) -> None:
-        await self._switch_version(-1)
+    def action_previous_branch(self) -> None:
+        self._switch_version(-1)
 
-    async def action_next_branch(self) -> None:
-        await self._switch_version(+1)
+    def action_next_branch(self) -> None:
+        self._switch_version(+1)
 
-    async def _switch_version(self, offset: int) -> None:
+    def _switch_version(self, offset: int) -> None:
         number, total = self.position.version
         index = number - 1 + offset
         if 0 <= index < total:
-            await self.move_head(self.position.siblings[index].id)
+            self.move_head(self.position.siblings[index].id)
 
     # ---- paragraphs ----
 
@@ -468,13 +542,14 @@ class WritingScreen(Screen):
 
     def action_delete_paragraph(self) -> None:
         view = self.selected_paragraph()
-        if view is None or self.generating:
+        if view is None or self.generating or self.moving:
             return
         step = view.step
 
-        async def delete(confirmed: bool | None) -> None:
-            if confirmed:
-                await self.delete_paragraph(step)
+        def delete(confirmed: bool | None) -> None:
+            if confirmed and not (self.generating or self.moving):
+                self.moving = True
+                self.delete_paragraph(step)
 
         self.app.push_screen(
             ConfirmDialog(
@@ -484,18 +559,33 @@ class WritingScreen(Screen):
             delete,
         )
 
+    @work(group="history", exit_on_error=False)
     async def delete_paragraph(self, step: Step) -> None:
+        """Delete the paragraph (and its memory) in a thread; writing continues from the one
+        before it when it was the newest, as after an undo."""
         store = self.app.store
-        store.delete_paragraph(step.id)
-        if self.position.head is not None and step.id == self.position.head.id:
-            # Writing continues from the paragraph before it, as after an undo.
-            steps = self.story_view.steps
-            earlier = steps[-2].id if len(steps) >= 2 else None
-            store.set_head(self.story_id, earlier)
-            await self.reload()
-        else:
-            await self.story_view.remove_step(step.id)
-            self._show_header()
+        at_head = self.position.head is not None and step.id == self.position.head.id
+        steps = self.story_view.steps
+        earlier = steps[-2].id if len(steps) >= 2 else None
+
+        def delete() -> None:
+            store.delete_paragraph(step.id)
+            if at_head:
+                store.set_head(self.story_id, earlier)
+
+        try:
+            await asyncio.to_thread(delete)
+            if at_head:
+                await self.reload()
+            else:
+                await self.story_view.remove_step(step.id)
+                self._show_header()
+        except Exception as error:
+            self.notify(store_failure(error, "delete the paragraph"), title="The paragraph is still there",
+                        severity="error", timeout=12)
+            return
+        finally:
+            self.moving = False
         self._show_status("Deleted the paragraph; it is no longer recalled.")
 
     # ---- other screens ----
@@ -509,14 +599,28 @@ class WritingScreen(Screen):
         self.app.push_screen(ContextScreen(self.last_started))
 
     def action_edit_outline(self) -> None:
-        story = self.app.store.get_story(self.story_id)
+        story = self.story
+        if story is None:
+            return
 
         def save(edit: OutlineEdit | None) -> None:
             if edit is not None:
-                self.story = self.app.store.update_story(self.story_id, title=edit.title, outline=edit.outline)
-                self._show_header()
+                self.save_outline(edit)
 
         self.app.push_screen(OutlineDialog(story.title, story.outline), save)
+
+    @work(group="outline", exit_on_error=False)
+    async def save_outline(self, edit: OutlineEdit) -> None:
+        try:
+            self.story = await asyncio.to_thread(
+                self.app.store.update_story, self.story_id, title=edit.title, outline=edit.outline
+            )
+        except Exception as error:
+            self.notify(store_failure(error, "save the outline"), title="The outline is as it was",
+                        severity="error", timeout=12)
+            return
+        self._show_header()
+        self._show_status("Saved the outline; the next paragraph is written with it.")
 
     def action_export(self) -> None:
         self.app.export_story(self.story_id)
