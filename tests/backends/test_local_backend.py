@@ -256,3 +256,18 @@ async def test_the_engine_writes_and_stores_two_steps_with_the_local_model(backe
     # Random weights write no readable memory update: the engine's fallbacks stood in.
     assert any(step.fallbacks for step in steps)
     assert backend.stats.prompt_tokens_read < backend.stats.prompt_tokens  # the cache helped
+
+
+def test_a_base_model_paragraph_is_not_cut_at_an_early_heading():
+    from recurrent_core.backends.local import ReplyBoundary
+
+    boundary = ReplyBoundary(["\n\n"], min_chars=30)
+    pieces = ["CHAPTER ONE", "\n\n", "The keeper climbed the stairs and ", "lit the lamp.\n", "\nNext day"]
+    emitted, ended = "", False
+    for piece in pieces:
+        text, ended = boundary.feed(piece)
+        emitted += text
+        if ended:
+            break
+    assert ended
+    assert emitted == "CHAPTER ONE\n\nThe keeper climbed the stairs and lit the lamp."
