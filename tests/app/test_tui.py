@@ -499,6 +499,21 @@ async def test_with_no_usable_model_the_app_explains_and_still_reads_and_exports
         assert PARAGRAPHS[2] in out.read_text()
 
 
+async def test_a_first_run_welcome_tells_when_the_model_it_names_turns_out_unusable(store):
+    sentence = "The checkpoint /models/rwkv.pth does not exist, so no model was loaded; fix the path in the settings."
+
+    def missing_checkpoint(settings):
+        raise LongyarnError(sentence)
+
+    app = make_app(store=store, settings=Settings(), engine_factory=missing_checkpoint, keymap={}, first_run=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        welcome = await wait_for_screen(pilot, WelcomeScreen)
+        await wait_until(pilot, lambda: welcome.query("#welcome-problem"), what="the problem")
+        assert str(welcome.query_one("#welcome-problem").render()) == sentence
+        assert [type(screen) for screen in pilot.app.screen_stack].count(WelcomeScreen) == 1
+        assert welcome.focused is welcome.query_one("#settings")
+
+
 async def test_a_first_run_with_a_model_says_which_model_it_will_use(store, server, embedder):
     app = build_app(store, make_engine(store, server, embedder), first_run=True)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -227,8 +227,7 @@ class LibraryScreen(Screen):
             PublishDialog(
                 story.title,
                 published=story.readable,
-                # A first publication starts with the author's paragraphs only.
-                readers_may_extend=story.reader_may_extend if story.readable else False,
+                readers_may_extend=story.reader_may_extend,  # the author's last choice
             ),
             publish,
         )
