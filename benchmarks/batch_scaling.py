@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import resource
 import sys
 import tempfile
 import time
@@ -69,7 +70,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     default_embedder().embed(["warm up"])
-    results = {}
+    results: dict[int, float] = {}
+    client_cpu: dict[int, float] = {}  # CPU seconds of this process per paragraph
     context = multiprocessing.get_context("spawn")
     urls, stop = context.Queue(), context.Event()
     server = context.Process(target=_serve, args=(args.latency, urls, stop), daemon=True)
@@ -78,16 +80,20 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for k in sorted(set([1] + args.ks)):
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 results[k] = asyncio.run(
                     paragraphs_per_second(base_url, k, args.paragraphs, Path(tmp) / f"k{k}.db")
                 )
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                client_cpu[k] = used / (k * args.paragraphs)
     finally:
         stop.set()
         server.join(timeout=10)
     print(f"server latency {args.latency * 1000:.0f} ms per request; {args.paragraphs} paragraphs per novel")
-    print(f"{'K':>3} {'paragraphs/s':>13} {'vs K=1':>7}")
+    print(f"{'K':>3} {'paragraphs/s':>13} {'vs K=1':>7} {'client CPU ms/paragraph':>24}")
     for k, rate in results.items():
-        print(f"{k:>3} {rate:13.2f} {rate / results[1]:6.2f}x")
+        print(f"{k:>3} {rate:13.2f} {rate / results[1]:6.2f}x {client_cpu[k] * 1000:24.0f}")
     if 8 in results:
         print(f"target: K=8 >= 6x K=1 -> {'met' if results[8] / results[1] >= 6 else 'NOT met'}")
 

@@ -52,7 +52,8 @@ class InstantBackend(ModelBackend):
         elif role == "memory":
             text = json.dumps({"short_term_memory": "The hero walks on. " * 8, "reason": "Kept the journey."})
         else:
-            text = json.dumps({"instructions": ["Go north.", "Go south.", "Stay and listen."]})
+            places = self.rng.sample(WORDS, 3)
+            text = json.dumps({"instructions": [f"The hero follows the {place}." for place in places]})
         for start in range(0, len(text), 40):
             yield Chunk(text[start : start + 40])
 
@@ -92,8 +93,10 @@ async def step_times(sizes: list[int], steps: int) -> None:
             have += 1
             times = []
             for i in range(steps):
+                # As batch mode and most writers do: follow one of the three candidates.
+                head = store.get_step(store.get_story(story.id).head_step_id)
                 start = time.perf_counter()
-                await engine.run_step(story.id, f"The hero remembers the {WORDS[i % len(WORDS)]}.")
+                await engine.run_step(story.id, head.next_instructions[i % 3])
                 times.append((time.perf_counter() - start) * 1000)
                 have += 1
             print(f"{size:>9,} {statistics.median(times):8.1f} {percentile(times, 95):8.1f}")

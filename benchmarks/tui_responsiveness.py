@@ -169,7 +169,8 @@ async def times_to_first_paint(store, story_ids: list[str], repeats: int = 3) ->
                 started = time.perf_counter()
                 app.call_later(app.open_story, story_id)
                 while not (isinstance(app.screen, WritingScreen) and app.screen.query("#story ParagraphView")):
-                    await asyncio.sleep(0)
+                    # Not sleep(0): a loop that never yields the GIL starves the screen's loader thread.
+                    await asyncio.sleep(0.001)
                 painted = asyncio.Event()
                 app.screen.call_after_refresh(painted.set)
                 await painted.wait()

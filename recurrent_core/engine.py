@@ -197,7 +197,9 @@ class Engine:
         yield PhaseChanged("remembering")
         # A finished paragraph is worth keeping even if these calls fail for good: the
         # resolver then keeps the old memory or derives instructions, and says so.
-        memory_reply, planner_reply = await asyncio.gather(
+        # The paragraph's embedding is computed while the model works on memory and plans.
+        paragraph_vector, memory_reply, planner_reply = await asyncio.gather(
+            asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
             self._ask_structured(
                 "memory",
                 self._memory_prompt(story, instruction, short_term_memory, paragraph),
@@ -234,7 +236,7 @@ class Engine:
         )
         # Once committing starts it finishes, even if the caller is cancelled meanwhile:
         # a half-known outcome would be worse than a step that landed.
-        step = await asyncio.shield(asyncio.to_thread(self._commit, new_step, move_head))
+        step = await asyncio.shield(asyncio.to_thread(self._commit, new_step, paragraph_vector, move_head))
         yield StepCompleted(step, usage, outputs.fallbacks)
 
     async def run_step(self, story_id: str, instruction: str | None = None, **kwargs) -> StepCompleted:
@@ -325,8 +327,8 @@ class Engine:
             exclude_step_ids={parent_id},  # the previous paragraph is in the prompt already
         )
 
-    def _commit(self, new_step: NewStep, move_head: bool) -> Step:
-        vector = self.embedder.embed([new_step.paragraph])[0]
+    def _commit(self, new_step: NewStep, vector: np.ndarray, move_head: bool) -> Step:
+
         step = self.store.commit_step(
             new_step, embedding=vector, embedding_model=self.embedder.name, move_head=move_head
         )
