@@ -256,23 +256,20 @@ class SqlStore:
         are deleted paragraphs, as everywhere a reader or writer looks.
         """
         with self._read() as session:
-            self._story_row(session, story_id)
             if parent_id is not None:
                 self._step_row(session, parent_id, story_id=story_id)
-            parent_matches = (
-                StepRow.parent_id.is_(None) if parent_id is None else StepRow.parent_id == parent_id
-            )
-            rows = session.scalars(
-                select(StepRow)
-                .where(
-                    StepRow.story_id == story_id,
-                    parent_matches,
-                    StepRow.deleted.is_(False),
-                    StepRow.branch_owner.is_(None),
-                )
-                .order_by(StepRow.created_at, StepRow.id)
-            )
-            return [_step(row) for row in rows]
+            return self._children(session, story_id, parent_id, StepRow.branch_owner.is_(None))
+
+    def _children(self, session: Session, story_id: str, parent_id: str | None, owned_by) -> list[Step]:
+        """A step's children (roots for None) that `owned_by` admits, oldest first, none deleted."""
+        self._story_row(session, story_id)
+        parent_matches = StepRow.parent_id.is_(None) if parent_id is None else StepRow.parent_id == parent_id
+        rows = session.scalars(
+            select(StepRow)
+            .where(StepRow.story_id == story_id, parent_matches, StepRow.deleted.is_(False), owned_by)
+            .order_by(StepRow.created_at, StepRow.id)
+        )
+        return [_step(row) for row in rows]
 
     def set_head(self, story_id: str, step_id: str | None) -> Story:
         """Move where writing continues: undo, redo and switching branches are all this."""
@@ -648,21 +645,12 @@ class SqlStore:
         Oldest first; deleted paragraphs and other readers' steps are left out.
         """
         with self._read() as session:
-            self._story_row(session, story_id)
-            parent_matches = (
-                StepRow.parent_id.is_(None) if parent_id is None else StepRow.parent_id == parent_id
+            return self._children(
+                session,
+                story_id,
+                parent_id,
+                or_(StepRow.branch_owner.is_(None), StepRow.branch_owner == reader_id),
             )
-            rows = session.scalars(
-                select(StepRow)
-                .where(
-                    StepRow.story_id == story_id,
-                    parent_matches,
-                    StepRow.deleted.is_(False),
-                    or_(StepRow.branch_owner.is_(None), StepRow.branch_owner == reader_id),
-                )
-                .order_by(StepRow.created_at, StepRow.id)
-            )
-            return [_step(row) for row in rows]
 
     def reader_position(self, reader_id: str, story_id: str) -> ReaderPosition | None:
         """Where the reader last was in the story; None if they never opened it."""
