@@ -337,6 +337,9 @@ class HFTokenizer:
                     "tokenizer was loaded, so check the file or save the tokenizer again."
                 ) from error
             name = name or (f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
+        # Text that merely spells a special token is text: a story quoting "<|endoftext|>" must
+        # not end its own document. (This setting lives on the tokenizers object passed in.)
+        tokenizer.encode_special_tokens = True
         self._tokenizer = tokenizer
         self._name = name or "tokenizer.json"
         self._vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)

@@ -294,3 +294,10 @@ def test_an_unfinished_character_is_held_back_then_replaced_at_the_end(world):
     assert [detokenizer.push(i) for i in first_two] == ["", ""]
     assert detokenizer.holding
     assert detokenizer.flush() == "\ufffd"
+
+
+def test_text_that_spells_a_special_token_stays_text(own):
+    text = "She wrote <|endoftext|> on the last page."
+    ids = own.encode(text)
+    assert own.eos_id not in ids
+    assert "".join(_streamed(own, ids)) == text
