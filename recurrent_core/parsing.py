@@ -284,30 +284,13 @@ def _loads(text: str) -> object | None:
 _COMMA_BEFORE_CLOSER = re.compile(r",\s*(?=[}\]])")
 
 
+# A JSON string (possibly cut off at the end of the text), or a comma right before a closer.
+_STRING_OR_TRAILING_COMMA = re.compile(r'"(?:\\.|[^"\\])*(?:"|\\?\Z)|,\s*(?=[}\]])', re.DOTALL)
+
+
 def _without_trailing_commas(text: str) -> str:
     """Drop commas that directly precede a closing bracket, outside strings."""
-    out: list[str] = []
-    in_string = escaped = False
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == ",":
-            trailing = _COMMA_BEFORE_CLOSER.match(text, index)
-            if trailing:
-                index = trailing.end()
-                continue
-        out.append(char)
-        index += 1
-    return "".join(out)
+    return _STRING_OR_TRAILING_COMMA.sub(lambda m: m.group(0) if m.group(0)[0] == '"' else "", text)
 
 
 _MAX_REPAIR_TRIES = 40
