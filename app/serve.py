@@ -347,7 +347,7 @@ def _model_card(backend: LocalBackend, created: int) -> dict:
 def _check_model(backend: LocalBackend, model: str) -> None:
     if model != backend.info.model:
         raise OpenAIError(
-            400,
+            404,  # as OpenAI answers for a model it does not have
             f"The model '{model}' is not served here; this server runs '{backend.info.model}' "
             "only, so send that name (GET /v1/models lists it).",
             param="model",

@@ -42,6 +42,7 @@ import concurrent.futures
 import math
 import re
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
@@ -72,6 +73,9 @@ LOCAL_WRITER_SAMPLING = STORY_WRITING_SAMPLING.model_copy(update={"max_tokens": 
 # that one prompt keeps at most about MAX_SPACED_CHECKPOINTS states (each is 2.4 MB at 0.1B).
 CHECKPOINT_SPACING = 64
 MAX_SPACED_CHECKPOINTS = 16
+
+# Text reaches the event loop at most this often after the first piece (see _work).
+STREAM_INTERVAL_S = 1 / 60
 
 CHAT_TURN_END = "\n\nUser:"
 BASE_WRITER_MIN_CHARS = 400
@@ -286,17 +290,26 @@ class LocalGeneration:
             self.seed = generation.seed
             boundary = ReplyBoundary(self._reply_end_markers, self._reply_min_chars)
             ended_at_marker = False
+            unsent: list[str] = []
+            last_sent = -math.inf
             for piece in generation:
                 text, ended_at_marker = boundary.feed(piece)
                 if text:
-                    deliver(text)
+                    unsent.append(text)
+                # The first text goes at once; later text at most every STREAM_INTERVAL_S,
+                # which a reader cannot see but which spares the event loop (and an HTTP
+                # client) a wake-up per token, time the model thread would wait for.
+                if unsent and time.monotonic() - last_sent >= STREAM_INTERVAL_S:
+                    deliver("".join(unsent))
+                    unsent.clear()
+                    last_sent = time.monotonic()
                 if ended_at_marker:
                     generation.close()
                     break
             if not ended_at_marker:
-                rest = boundary.flush()
-                if rest:
-                    deliver(rest)
+                unsent.append(boundary.flush())
+            if any(unsent):
+                deliver("".join(unsent))
             self.finish_reason = "stop" if ended_at_marker else generation.finish_reason
             completion_tokens = len(generation.token_ids)
             backend._count(
