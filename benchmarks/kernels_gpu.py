@@ -6,13 +6,20 @@ Smoke test of the same code on a CPU, Triton kernels in the interpreter, tiny sh
     python benchmarks/kernels_gpu.py --device cpu --tiny
 
 Sections, each of which prints its own failure and lets the next one run:
-1. correctness: every wkv7 form against `wkv7_naive` in float32 on the same device;
+1. correctness: every wkv7 form against `wkv7_naive` in float32 on the same device, and the
+   fused decode step against the PyTorch one;
 2. memory bandwidth: a device-to-device copy, the yardstick for decoding;
-3. decoding: a whole RWKV-7 forward for one token at batch 1 in bf16 from random weights
-   (our Triton recurrence, PyTorch for the rest, replayed as a CUDA graph), as tokens/s and as
-   a fraction of the bound "bytes read per token / copy bandwidth";
+3. decoding: a whole RWKV-7 forward for one token at batch 1 in bf16 from random weights,
+   replayed as a CUDA graph, as tokens/s and as a fraction of the bound "bytes the model must
+   read per token / copy bandwidth", in two variants measured side by side:
+   - "PyTorch ops": our Triton recurrence, PyTorch for everything else;
+   - "fused kernels": `kernels.rwkv7_fused` around the recurrence (token shift, LoRA
+     activations, the whole time mix from the LoRAs to the output projection, relu^2) and
+     batched products (r/k/v in one bmm, the four LoRAs in two), 11 kernels a layer;
 4. prefill: the Triton chunk kernel against `wkv7_chunk_torch` and the naive loop;
-5. flash-linear-attention's rwkv7 kernels, if `fla` is importable.
+5. flash-linear-attention's rwkv7 kernels, if `fla` is importable;
+6. decoding again with torch.compile: on the PyTorch ops, and on the glue left between the
+   fused kernels (CUDA only; compiling takes a minute or two).
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes: a smoke test, not a measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile decoding variant")
+    parser.add_argument(
+        "--compile-mode", default="default",
+        help="torch.compile mode for section 6, e.g. max-autotune-no-cudagraphs (slower to compile)",
+    )
     parser.add_argument(
         "--sections", default="1,2,3,4,5,6", help="comma-separated section numbers to run (default: all)"
     )
@@ -215,11 +226,31 @@ def time_mix_output_and_channel_mix(x, o, r, k, v, gate, shift, layer, heads: in
     return x + torch.relu(key @ layer["ffn_key"]).square() @ layer["ffn_value"]
 
 
-class RandomRWKV7Decoder:
-    """A whole RWKV-7 for one token at batch 1, from random weights: what decoding costs."""
+def lora_products(mixed_vwag: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The four LoRAs (rows v, w, a, g) as two batched products, in PyTorch (for torch.compile)."""
+    lora_v, lora_w, lora_a, lora_g = torch.bmm(mixed_vwag, down).unbind(0)
+    return torch.bmm(torch.stack([lora_v, torch.tanh(lora_w), lora_a, torch.sigmoid(lora_g)]), up)
 
-    def __init__(self, shape: RWKV7Shape, device: torch.device, dtype: torch.dtype, compiled: bool):
+
+def channel_mix_products(shifted: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """relu(x @ key)^2 @ value in PyTorch (for torch.compile)."""
+    return torch.relu(shifted @ key).square() @ value
+
+
+class RandomRWKV7Decoder:
+    """A whole RWKV-7 for one token at batch 1, from random weights: what decoding costs.
+
+    `step` runs PyTorch ops around our recurrence; `step_fused` runs the fused kernels and
+    batched products on the same weights and state, so the two can be timed side by side.
+    """
+
+    def __init__(
+        self, shape: RWKV7Shape, device: torch.device, dtype: torch.dtype, compiled: bool, compile_mode: str = "default"
+    ):
+        from kernels.rwkv7_fused import stack_time_mix_vectors
+
         self.shape = shape
+        self.dtype = dtype
         self.heads = shape.d_model // shape.head_size
         d, rank = shape.d_model, max(shape.decay_lora, shape.iclr_lora, shape.value_lora, shape.gate_lora)
 
@@ -252,6 +283,12 @@ class RandomRWKV7Decoder:
             }
             for _ in range(shape.layers)
         ]
+        for layer in self.layers:  # the fused kernels read the per-channel vectors as one tensor
+            layer["time_mix_vectors"] = stack_time_mix_vectors(
+                w0=layer["decay_bias"], a0=layer["iclr_bias"], v0=layer["value_bias"], k_k=layer["key_norm_scale"],
+                k_a=layer["key_iclr_mix"], r_k=layer["bonus"], ln_x_weight=layer["group_norm_weight"],
+                ln_x_bias=layer["group_norm_bias"],
+            )
         self.ln_out = (ones, zeros)
         self.head = weight(d, shape.vocab, scale=d**-0.5)
         self.time_shift = torch.zeros(shape.layers, 1, d, device=device, dtype=dtype)
@@ -259,20 +296,32 @@ class RandomRWKV7Decoder:
         self.wkv_state = torch.zeros(shape.layers, 1, self.heads, shape.head_size, shape.head_size, device=device)
         self.before_recurrence = time_mix_inputs
         self.after_recurrence = time_mix_output_and_channel_mix
+        self.lora_products = self.channel_mix_products = None  # None: the fused Triton activations
         if compiled:
-            self.before_recurrence = torch.compile(time_mix_inputs, dynamic=False)
-            self.after_recurrence = torch.compile(time_mix_output_and_channel_mix, dynamic=False)
+            def compile_(function):
+                return torch.compile(function, dynamic=False, mode=compile_mode)
+
+            self.before_recurrence = compile_(time_mix_inputs)
+            self.after_recurrence = compile_(time_mix_output_and_channel_mix)
+            self.lora_products = compile_(lora_products)
+            self.channel_mix_products = compile_(channel_mix_products)
 
     def bytes_read_per_token(self) -> int:
-        """Every weight except the embedding table (one row of it), plus the recurrent state."""
-        weights = [self.head, *self.ln_out] + [t for layer in self.layers for t in layer.values()]
-        seen, total = set(), 0
-        for tensor in weights:
-            if tensor.data_ptr() not in seen:  # ones/zeros are shared between layers
-                seen.add(tensor.data_ptr())
-                total += tensor.numel() * tensor.element_size()
-        state = self.wkv_state.numel() * 4 * 2 + (self.time_shift.numel() + self.channel_shift.numel()) * 2 * 2
-        return total + self.shape.d_model * self.embedding.element_size() + state
+        """Bytes one token must move: each weight of the model once, the state read and written.
+
+        Counted from the model's shape, not from the tensors here: the zero padding of the
+        batched LoRAs is an implementation's choice, not bytes the model needs. The embedding
+        table counts one row; layer 0 has no value LoRA.
+        """
+        s, element = self.shape, torch.finfo(self.dtype).bits // 8
+        d = s.d_model
+        # ln1, ln2 (4), the token-shift mixes (6 + 1), w0, a0, k_k, k_a, r_k, ln_x (7)
+        vectors_per_layer = 18
+        weights = s.layers * (4 * d * d + 2 * d * s.ffn + 2 * d * (s.decay_lora + s.iclr_lora + s.gate_lora))
+        weights += s.layers * vectors_per_layer * d + (s.layers - 1) * (2 * d * s.value_lora + d)
+        weights += d * s.vocab + 2 * d + d
+        state = self.wkv_state.numel() * 4 * 2 + (self.time_shift.numel() + self.channel_shift.numel()) * element * 2
+        return weights * element + state
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Logits (1, vocab) for one token id (a (1,) long tensor), advancing the state in place."""
@@ -291,49 +340,151 @@ class RandomRWKV7Decoder:
             x = self.after_recurrence(x, o, r, k, v, gate, self.channel_shift[index], layer, heads, head_size)
         return F.layer_norm(x, x.shape[-1:], *self.ln_out) @ self.head
 
+    def step_fused(self, token: torch.Tensor) -> torch.Tensor:
+        """`step` in 11 kernels a layer: fused Triton kernels between batched products."""
+        from kernels.rwkv7_fused import lora_activation, relu_square, time_mix_decode, token_shift_mix
 
-def decode_tokens_per_second(model: RandomRWKV7Decoder, device: torch.device, use_graph: bool, tokens: int) -> float:
+        x = self.embedding[token]
+        value_first = channel_mix_out = None
+        for index, layer in enumerate(self.layers):
+            time_shift, channel_shift, wkv_state = (
+                self.time_shift[index], self.channel_shift[index], self.wkv_state[index]
+            )
+            # The previous layer's residual add happens here, with the layer norm and token shift.
+            mixed, x, _ = token_shift_mix(
+                x, time_shift, layer["shift_mix"].view(6, -1), layer["ln1_weight"], layer["ln1_bias"],
+                residual=channel_mix_out, shift_out=time_shift, use_triton=True,
+            )
+            rkv = torch.bmm(mixed[:3], layer["rkv_weight"])
+            if self.lora_products is None:
+                hidden = lora_activation(torch.bmm(mixed[2:], layer["lora_down"]), use_triton=True)
+                lora = torch.bmm(hidden, layer["lora_up"])
+            else:
+                lora = self.lora_products(mixed[2:], layer["lora_down"], layer["lora_up"])
+            o, _ = time_mix_decode(
+                rkv, lora, value_first, layer["time_mix_vectors"], wkv_state, self.heads,
+                state_out=wkv_state, use_triton=True,
+            )
+            if value_first is None:
+                value_first = rkv[2]
+            shifted, x, _ = token_shift_mix(
+                x, channel_shift, layer["ffn_shift_mix"].view(1, -1), layer["ln2_weight"], layer["ln2_bias"],
+                residual=o @ layer["output_weight"], shift_out=channel_shift, use_triton=True,
+            )
+            if self.channel_mix_products is None:
+                channel_mix_out = relu_square(shifted[0] @ layer["ffn_key"], use_triton=True) @ layer["ffn_value"]
+            else:
+                channel_mix_out = self.channel_mix_products(shifted[0], layer["ffn_key"], layer["ffn_value"])
+        x = x + channel_mix_out
+        return F.layer_norm(x, x.shape[-1:], *self.ln_out) @ self.head
+
+    def reset_state(self) -> None:
+        for state in (self.time_shift, self.channel_shift, self.wkv_state):
+            state.zero_()
+
+
+def decode_tokens_per_second(
+    step: Callable[[torch.Tensor], torch.Tensor], device: torch.device, use_graph: bool, tokens: int
+) -> float:
     token = torch.zeros(1, dtype=torch.long, device=device)
     if not use_graph:
-        return 1.0 / seconds_per_call(lambda: model.step(token), device, repeats=tokens, warmup=1)
+        return 1.0 / seconds_per_call(lambda: step(token), device, repeats=tokens, warmup=1)
     side_stream = torch.cuda.Stream(device)
     side_stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side_stream):  # warm up (compile kernels) outside the capture
         for _ in range(3):
-            model.step(token)
+            step(token)
     torch.cuda.current_stream(device).wait_stream(side_stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        model.step(token)
+        step(token)
     return 1.0 / seconds_per_call(graph.replay, device, repeats=tokens, warmup=3)
 
 
-def report_decoding(device: torch.device, tiny: bool, compiled: bool, results: dict) -> None:
+def gpu_kernels_per_token(step: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> str:
+    """How many GPU kernels (and copies) one eager step launches, by the profiler; '' on a CPU."""
+    if device.type != "cuda":
+        return ""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        token = torch.zeros(1, dtype=torch.long, device=device)
+        step(token)  # compile first, outside the profile
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+            step(token)
+            torch.cuda.synchronize(device)
+        count = sum(1 for event in profiler.events() if event.device_type == torch.autograd.DeviceType.CUDA)
+        return f"{count} kernels/token"
+    except Exception as error:  # noqa: BLE001 - a count is a nicety; the timing still matters
+        return f"(kernel count failed: {type(error).__name__})"
+
+
+def compare_decode_steps(model: RandomRWKV7Decoder, tokens: int = 2) -> tuple[float, float]:
+    """(max |fused - PyTorch| over the logits of `tokens` steps from the zero state, their scale)."""
+    device = model.embedding.device
+    token_ids = [torch.tensor([t], device=device) for t in range(1, tokens + 1)]
+    model.reset_state()
+    expected = [model.step(token) for token in token_ids]
+    model.reset_state()
+    actual = [model.step_fused(token) for token in token_ids]
+    error = max(max_abs_error(a, e) for a, e in zip(actual, expected))
+    return error, max(e.float().abs().max().item() for e in expected)
+
+
+def check_fused_decode(device: torch.device, tiny: bool) -> None:
+    shape = RWKV7_TINY if tiny else RWKV7Shape("check (L3 D256)", 3, 256, 512, 1024, 64, 32, 32, 32, 64)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        error, scale = compare_decode_steps(RandomRWKV7Decoder(shape, device, torch.float32, compiled=False))
+    relative = error / max(scale, 1.0)
+    print(
+        f"\nfused decode step vs the PyTorch step, {shape.name}, 2 tokens, float32 logits: "
+        f"{error:9.2e} ({relative:7.1e} of scale) {verdict(relative < 1e-4)}"
+    )
+
+
+def report_decoding(
+    device: torch.device, tiny: bool, compiled: bool, results: dict, compile_mode: str = "default"
+) -> None:
     bandwidth = results.get("bandwidth") or measure_copy_bandwidth(device, tiny)
     use_graph = device.type == "cuda"
     shapes = [RWKV7_TINY] if tiny else [RWKV7_0_1B, RWKV7_1_5B]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    print("One token at batch 1 through a whole RWKV-7 (random weights, " f"{str(dtype).removeprefix('torch.')}):")
-    print("wkv7 by our Triton fused-recurrent kernel, everything else plain PyTorch;")
-    print(f"{'replayed as one CUDA graph' if use_graph else 'eager (no CUDA graphs on a CPU)'}.")
-    print("bound = copy bandwidth / (bytes of all weights but the embedding table + state read and written).")
+    print("One token at batch 1 through a whole RWKV-7 (random weights, " f"{str(dtype).removeprefix('torch.')}),")
+    replay = "replayed as one CUDA graph" if use_graph else "eager (no CUDA graphs on a CPU)"
+    print(f"{replay}; variants on the same weights:")
+    print("  PyTorch ops: our Triton wkv7 recurrence, PyTorch for everything else (r/k/v and LoRAs batched);")
+    print("  fused kernels: kernels.rwkv7_fused around the recurrence and batched products, 11 kernels a layer.")
+    print("bound = copy bandwidth / bytes the model must move per token (each weight once, without the")
+    print("LoRAs' zero padding and with one embedding row, plus the state read and written).")
     if compiled:
-        print("The PyTorch parts around the recurrence are fused by torch.compile (compiled once per shape).")
-    variant = "torch.compile" if compiled else "eager"
+        print(f"torch.compile (mode {compile_mode}) fuses the PyTorch ops around the recurrence, and the glue")
+        print("between the fused kernels (LoRA activations, relu^2); compiled once per shape.")
+    suffix = (", torch.compile" if compiled else "") + (" + CUDA graph" if use_graph else "")
     with torch.inference_mode():
         for shape in shapes:
             torch.manual_seed(0)
-            model = RandomRWKV7Decoder(shape, device, dtype, compiled)
+            model = RandomRWKV7Decoder(shape, device, dtype, compiled, compile_mode)
             bytes_per_token = model.bytes_read_per_token()
             bound = bandwidth / bytes_per_token
-            measured = decode_tokens_per_second(model, device, use_graph, tokens=2 if tiny else 100)
-            fraction = measured / bound
-            label = f"{shape.name}, {variant}{' + CUDA graph' if use_graph else ''}"
             target = f"target >= {DECODE_TARGET_FRACTION:.0%}" if shape is RWKV7_1_5B else ""
-            print(
-                f"  {label:<48} {measured:8.1f} tokens/s   bound {bound:8.1f} tokens/s "
-                f"({bytes_per_token / 1e9:.3f} GB/token)   {fraction:6.1%} of bound   {target}"
-            )
+            print(f"\n{shape.name}: bound {bound:8.1f} tokens/s ({bytes_per_token / 1e9:.3f} GB/token)  {target}")
+            measured = {}
+            for variant, step in (("PyTorch ops", model.step), ("fused kernels", model.step_fused)):
+                kernels = gpu_kernels_per_token(step, device)
+                measured[variant] = decode_tokens_per_second(step, device, use_graph, tokens=2 if tiny else 100)
+                print(
+                    f"  {variant + suffix:<44} {measured[variant]:8.1f} tokens/s   "
+                    f"{measured[variant] / bound:6.1%} of bound   {kernels}"
+                )
+            print(f"  fused / PyTorch ops: {measured['fused kernels'] / measured['PyTorch ops']:.2f}x")
+            if not compiled and not tiny:
+                error, scale = compare_decode_steps(model, tokens=1)
+                print(
+                    f"  fused vs PyTorch ops, {str(dtype).removeprefix('torch.')} logits after one token: "
+                    f"{error / scale:.1e} of scale (rounding differs; for information)"
+                )
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -475,7 +626,7 @@ def main() -> int:
     started = time.perf_counter()
     results: dict = {}
     sections = [
-        ("1. correctness", lambda: check_correctness(device, args.tiny)),
+        ("1. correctness", lambda: (check_correctness(device, args.tiny), check_fused_decode(device, args.tiny))),
         ("2. memory bandwidth", lambda: report_bandwidth(device, args.tiny, results)),
         ("3. decoding at batch 1", lambda: report_decoding(device, args.tiny, False, results)),
         ("4. chunked prefill", lambda: report_prefill(device, args.tiny)),
@@ -484,7 +635,10 @@ def main() -> int:
     if device.type == "cuda" and not args.no_compile:
         # Last, because compiling takes a minute or two.
         sections.append(
-            ("6. decoding at batch 1, torch.compile", lambda: report_decoding(device, args.tiny, True, results))
+            (
+                "6. decoding at batch 1, torch.compile",
+                lambda: report_decoding(device, args.tiny, True, results, args.compile_mode),
+            )
         )
     chosen = {int(number) for number in args.sections.split(",")}
     outcomes = [run_section(title, body) for title, body in sections if int(title.split(".")[0]) in chosen]

@@ -7,18 +7,33 @@ allow, see projection.py), the six token-shift lerps are one fused op, each LoRA
 does. A single token takes the decode path, with the one-token wkv step written out; longer
 inputs run as whole sequences through `kernels.wkv7` (chunked on a CPU, Triton on a GPU),
 split into segments to bound memory.
+
+On a GPU a single token takes the fused decode path instead (`_forward_token_fused`): at batch 1
+its time goes to launching kernels, not to reading weights, so the r/k/v projections are one
+batched product over stacked weights, the four LoRAs two (zero-padded to one width), and the
+elementwise work around them is `kernels.rwkv7_fused`: 11 kernels a layer instead of about 50.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from kernels.rwkv7_fused import (
+    LORA_ROWS,
+    lora_activation,
+    relu_square,
+    stack_time_mix_vectors,
+    time_mix_decode,
+    token_shift_mix,
+)
 from kernels.wkv7 import wkv7
 
 from ..errors import InvalidInput
@@ -35,6 +50,28 @@ _GROUP_NORM_EPS = 64e-5  # as in the reference (and RWKV-LM's training code)
 # Longer inputs run in segments of this many tokens: exact (the state carries over) and it
 # keeps the sequence intermediates to a few hundred MB at the 0.1B size.
 PREFILL_SEGMENT_TOKENS = 1024
+
+# Below this width a CPU decodes faster on one core: each of a token's ~20 small products
+# per layer is then shorter than waking a second core for it, and a second core that is
+# busy elsewhere (the embedder, another program) stalls every one of them.
+ONE_THREAD_DECODE_BELOW_WIDTH = 512
+
+@dataclass(frozen=True)
+class _DecodeWeights:
+    """One block's weights stacked for the fused single-token path (batched products)."""
+
+    rkv: torch.Tensor  # (3, C, C): receptance, key, value, each laid out for x @ W
+    lora_down: torch.Tensor  # (4, C, R): the LoRAs in LORA_ROWS order (v, w, a, g), zero-padded to R
+    lora_up: torch.Tensor  # (4, R, C)
+    lora_widths: tuple[int, ...]  # each LoRA's own width; 0 for layer 0's value LoRA
+    time_mix_vectors: torch.Tensor  # (8, C): see kernels.rwkv7_fused.stack_time_mix_vectors
+
+    def lora(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """LoRA `name`'s (down, up) matrices: views of the stacks, trimmed to its width."""
+        row = LORA_ROWS.index(name)
+        width = self.lora_widths[row]
+        return (self.lora_down[row, :, :width], self.lora_up[row, :width]) if width else None
+
 
 @dataclass(frozen=True)
 class _LayerWeights:
@@ -69,11 +106,51 @@ class _LayerWeights:
     channel_mix_x_k: torch.Tensor
     ffn_key: Projection
     ffn_value: Projection
+    decode: _DecodeWeights | None  # only where the fused decode path runs
+
+
+def _stack_decode_weights(
+    raw: Mapping[str, torch.Tensor], layer: int, device: torch.device, dtype: torch.dtype
+) -> _DecodeWeights:
+    att = f"blocks.{layer}.att."
+    has_value_residual = layer > 0  # layer 0's values are v_first: its value LoRA rows stay zero
+
+    def on_device(key: str) -> torch.Tensor:
+        return raw[key].to(device=device, dtype=dtype)
+
+    rkv = torch.stack([on_device(att + f"{name}.weight").t() for name in ("receptance", "key", "value")])
+    widths = tuple(
+        raw[att + f"{name}1"].shape[1] if name != "v" or has_value_residual else 0 for name in LORA_ROWS
+    )
+    channels = rkv.shape[-1]
+    lora_down = torch.zeros(len(LORA_ROWS), channels, max(widths), device=device, dtype=dtype)
+    lora_up = torch.zeros(len(LORA_ROWS), max(widths), channels, device=device, dtype=dtype)
+    for row, (name, width) in enumerate(zip(LORA_ROWS, widths)):
+        if width:
+            lora_down[row, :, :width] = on_device(att + f"{name}1")
+            lora_up[row, :width] = on_device(att + f"{name}2")
+    vectors = stack_time_mix_vectors(
+        **{name: on_device(att + name) for name in ("w0", "a0", "k_k", "k_a", "r_k")},
+        v0=on_device(att + "v0") if has_value_residual else None,
+        ln_x_weight=on_device(att + "ln_x.weight"),
+        ln_x_bias=on_device(att + "ln_x.bias"),
+    )
+    return _DecodeWeights(rkv.contiguous(), lora_down, lora_up, widths, vectors)
 
 
 def _prepare_layers(
-    raw: Mapping[str, torch.Tensor], config: RWKV7Config, device: torch.device, dtype: torch.dtype
+    raw: Mapping[str, torch.Tensor],
+    config: RWKV7Config,
+    device: torch.device,
+    dtype: torch.dtype,
+    stack_for_decode: bool = False,
 ) -> list[_LayerWeights]:
+    """Each block's weights; with `stack_for_decode` also stacked for the fused decode path.
+
+    The stacked tensors hold the r/k/v and LoRA matrices once: on a GPU the per-matrix weights
+    used by the sequence path are views of them.
+    """
+
     def vector(key: str) -> torch.Tensor:
         return raw[key].reshape(-1).to(device=device, dtype=dtype)
 
@@ -88,6 +165,18 @@ def _prepare_layers(
         att, ffn = f"blocks.{i}.att.", f"blocks.{i}.ffn."
         mix = [vector(att + f"x_{name}") for name in ("r", "k", "v", "w", "a", "g")]
         has_value_residual = i > 0
+        decode = _stack_decode_weights(raw, i, device, dtype) if stack_for_decode else None
+        if decode is None:
+            receptance, key, value = (projection(att + f"{name}.weight") for name in ("receptance", "key", "value"))
+            lora = {name: matrix(att + name) for name in ("w1", "w2", "a1", "a2", "g1", "g2")}
+            if has_value_residual:
+                lora.update(v1=matrix(att + "v1"), v2=matrix(att + "v2"))
+        else:
+            receptance, key, value = (Projection.of_weight_in_out(weight) for weight in decode.rkv)
+            lora = {}
+            for name in LORA_ROWS:
+                if (matrices := decode.lora(name)) is not None:
+                    lora[f"{name}1"], lora[f"{name}2"] = matrices
         layers.append(
             _LayerWeights(
                 ln1_weight=vector(f"blocks.{i}.ln1.weight"),
@@ -95,20 +184,20 @@ def _prepare_layers(
                 ln2_weight=vector(f"blocks.{i}.ln2.weight"),
                 ln2_bias=vector(f"blocks.{i}.ln2.bias"),
                 token_shift_mix=torch.stack(mix).unsqueeze(1),
-                receptance=projection(att + "receptance.weight"),
-                key=projection(att + "key.weight"),
-                value=projection(att + "value.weight"),
+                receptance=receptance,
+                key=key,
+                value=value,
                 w0=vector(att + "w0"),
-                w1=matrix(att + "w1"),
-                w2=matrix(att + "w2"),
+                w1=lora["w1"],
+                w2=lora["w2"],
                 a0=vector(att + "a0"),
-                a1=matrix(att + "a1"),
-                a2=matrix(att + "a2"),
+                a1=lora["a1"],
+                a2=lora["a2"],
                 v0=vector(att + "v0") if has_value_residual else None,
-                v1=matrix(att + "v1") if has_value_residual else None,
-                v2=matrix(att + "v2") if has_value_residual else None,
-                g1=matrix(att + "g1"),
-                g2=matrix(att + "g2"),
+                v1=lora.get("v1"),
+                v2=lora.get("v2"),
+                g1=lora["g1"],
+                g2=lora["g2"],
                 k_k=vector(att + "k_k"),
                 k_a=vector(att + "k_a"),
                 one_minus_k_a=1 - vector(att + "k_a"),
@@ -119,6 +208,7 @@ def _prepare_layers(
                 channel_mix_x_k=vector(ffn + "x_k"),
                 ffn_key=projection(ffn + "key.weight"),
                 ffn_value=projection(ffn + "value.weight"),
+                decode=decode,
             )
         )
     return layers
@@ -208,6 +298,20 @@ def _wkv7_one_token_cpu(
     return torch.bmm(new_state, r.view(heads, N, 1))
 
 
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for this thread, set for a block and then restored."""
+    previous = torch.get_num_threads()
+    if not threads or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class LocalLM:
     """An RWKV-7 model in memory: `forward(token_ids, state)` returns last-position logits.
 
@@ -223,8 +327,13 @@ class LocalLM:
         dtype: torch.dtype,
         tokenizer: Any | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        fused_decode: bool | None = None,
     ) -> None:
-        """Use `load` or `from_state_dict`; this expects an already validated state dict."""
+        """Use `load` or `from_state_dict`; this expects an already validated state dict.
+
+        fused_decode: run single tokens through `_forward_token_fused` (default: on CUDA). On a
+        CPU it runs the kernels' PyTorch references, which is how tests check that path.
+        """
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -233,6 +342,16 @@ class LocalLM:
         self._signature = StateSignature.of_config(config)
         # Inputs longer than this run in segments (same results, bounded memory).
         self.prefill_segment_tokens = PREFILL_SEGMENT_TOKENS
+        self._fused_decode = device.type == "cuda" if fused_decode is None else fused_decode
+        self._fused_decode_ran = False
+        # Why the fused decode path was given up, if it failed on its first call.
+        self.fused_decode_error: str | None = None
+        # None: Triton on CUDA, PyTorch elsewhere; tests set True to run Triton's interpreter.
+        self._fused_kernels_use_triton: bool | None = None
+        # Threads for one-token steps on a CPU (None: torch's current setting); see above.
+        self.decode_threads: int | None = (
+            1 if device.type == "cpu" and config.n_embd < ONE_THREAD_DECODE_BELOW_WIDTH else None
+        )
         with torch.no_grad():
             # The reference folds ln0 into the table: emb rows are only ever used normalised.
             self._embedding = F.layer_norm(
@@ -241,7 +360,7 @@ class LocalLM:
                 state_dict["blocks.0.ln0.weight"].float(),
                 state_dict["blocks.0.ln0.bias"].float(),
             ).to(device=device, dtype=dtype)
-            self._layers = _prepare_layers(state_dict, config, device, dtype)
+            self._layers = _prepare_layers(state_dict, config, device, dtype, stack_for_decode=self._fused_decode)
             self._ln_out_weight = state_dict["ln_out.weight"].to(device=device, dtype=dtype)
             self._ln_out_bias = state_dict["ln_out.bias"].to(device=device, dtype=dtype)
             self._head = Projection(state_dict["head.weight"], device, dtype)
@@ -327,7 +446,8 @@ class LocalLM:
         )
         with torch.no_grad():
             if seq_len == 1:
-                last = self._forward_token(tokens[:, 0], state, new_state)
+                with _intra_op_threads(self.decode_threads):
+                    last = self._forward_token(tokens[:, 0], state, new_state)
             else:
                 source = state
                 step = max(1, self.prefill_segment_tokens)
@@ -407,6 +527,25 @@ class LocalLM:
         self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
     ) -> torch.Tensor:
         """One token per sequence: x is (B, C). Writes `new_state`; returns the last hidden."""
+        if self._fused_decode:
+            try:
+                last = self._forward_token_fused(tokens, state, new_state)
+            except Exception as error:
+                if self._fused_decode_ran:
+                    raise
+                # The first call compiles the kernels; a GPU that Triton cannot build them
+                # for still decodes, by PyTorch ops (`state` is untouched, so run it again).
+                self.fused_decode_error = f"{type(error).__name__}: {str(error)[:200]}"
+                self._fused_decode = False
+                warnings.warn(
+                    f"The fused decoding kernels failed on {self.device} ({self.fused_decode_error}); "
+                    "decoding goes on with PyTorch ops, which is slower.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            else:
+                self._fused_decode_ran = True
+                return last
         C = self.config.n_embd
         x = self._embedding[tokens]
         v_first = None
@@ -422,6 +561,48 @@ class LocalLM:
             new_state.channel_mix_shift[i].copy_(normed)
             x = x + self._channel_mix(layer, shifted)
         return x
+
+    def _forward_token_fused(
+        self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+    ) -> torch.Tensor:
+        """`_forward_token` in 11 kernels a layer: the same arithmetic, regrouped for a GPU.
+
+        Per layer: the token shift (with the residual add and the layer norm), the r/k/v
+        product, the LoRA down product, its activations, the LoRA up product, the time mix
+        from there to the output projection's input (wkv step included), the output
+        projection, the channel mix's token shift, its two products and the activation
+        between them. Each layer's last residual add happens in the next one's first kernel.
+        """
+        C, H = self.config.n_embd, self.config.n_head
+        use_triton = self._fused_kernels_use_triton
+        x = self._embedding[tokens]
+        channel_mix_out = None
+        v_first = None
+        for i, layer in enumerate(self._layers):
+            stacked = layer.decode
+            mixed, x, _ = token_shift_mix(
+                x, state.time_mix_shift[i], layer.token_shift_mix.view(6, C), layer.ln1_weight,
+                layer.ln1_bias, residual=channel_mix_out, shift_out=new_state.time_mix_shift[i],
+                use_triton=use_triton,
+            )
+            rkv = torch.bmm(mixed[:3], stacked.rkv)
+            # Token-shift rows 2..5 (x_v, x_w, x_a, x_g) feed the LoRAs in LORA_ROWS order.
+            lora_hidden = lora_activation(torch.bmm(mixed[2:], stacked.lora_down), use_triton=use_triton)
+            lora = torch.bmm(lora_hidden, stacked.lora_up)
+            out, _ = time_mix_decode(
+                rkv, lora, v_first, stacked.time_mix_vectors, state.wkv[i], H,
+                state_out=new_state.wkv[i], use_triton=use_triton,
+            )
+            if v_first is None:
+                v_first = rkv[2]
+
+            shifted, x, _ = token_shift_mix(
+                x, state.channel_mix_shift[i], layer.channel_mix_x_k.view(1, C), layer.ln2_weight,
+                layer.ln2_bias, residual=layer.output(out), shift_out=new_state.channel_mix_shift[i],
+                use_triton=use_triton,
+            )
+            channel_mix_out = layer.ffn_value(relu_square(layer.ffn_key(shifted[0]), use_triton=use_triton))
+        return x + channel_mix_out
 
     def _forward_sequence(
         self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState

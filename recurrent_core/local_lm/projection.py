@@ -69,6 +69,19 @@ class Projection:
         if self._packed is None:
             self._weight_in_out = weight_out_in.to(device=device, dtype=dtype).t().contiguous()
 
+    @classmethod
+    def of_weight_in_out(cls, weight_in_out: torch.Tensor) -> Projection:
+        """y = x @ weight_in_out, sharing the tensor's memory unless it is packed for FBGEMM.
+
+        For weights that also live in a larger stacked tensor (the batched decode products), so
+        that a GPU holds them once.
+        """
+        if weight_in_out.device.type == "cpu" and weight_in_out.dtype == torch.float32 and fbgemm_fp16_available():
+            return cls(weight_in_out.t(), weight_in_out.device, weight_in_out.dtype)
+        projection = cls.__new__(cls)
+        projection._packed, projection._unscale, projection._weight_in_out = None, 1.0, weight_in_out
+        return projection
+
     @property
     def packed_fp16(self) -> bool:
         """Whether products read exact fp16 copies of the weights (FBGEMM) rather than fp32."""

@@ -11,6 +11,11 @@ import torch
 
 from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
 
+# Without a GPU the fused decode tests run the Triton kernels in the interpreter, which triton
+# reads when it is imported (as tests/kernels/conftest.py does).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @dataclass(frozen=True)
 class CheckpointFile:

@@ -41,6 +41,7 @@ def test_cuda_fp32_matches_cpu(name, request, exact_fp32_matmuls):
         logits, state = gpu.forward([token], state)
     assert float((logits.cpu() - expected).abs().max()) < 1e-3
     torch.testing.assert_close(state.wkv.cpu(), cpu_state.wkv, atol=1e-3, rtol=1e-3)
+    assert gpu.fused_decode_error is None  # the fused kernels decoded, not the fallback
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

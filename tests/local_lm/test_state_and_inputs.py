@@ -105,3 +105,19 @@ def test_a_device_that_is_not_there_is_refused(tiny_checkpoint):
         LocalLM.load(tiny_checkpoint.path, device="cuda")
     with pytest.raises(InvalidInput, match="not a device name"):
         LocalLM.load(tiny_checkpoint.path, device="gpu0")
+
+
+def test_decoding_on_one_core_gives_the_same_text_and_leaves_the_thread_setting_alone(tiny_lm):
+    # A small model decodes on one core (faster on a CPU); the caller's setting must survive,
+    # or whatever runs next (the embedder) would be left on one core.
+    assert tiny_lm.decode_threads == 1
+    _, state = tiny_lm.forward([5, 6, 7])
+    before = torch.get_num_threads()
+    one_core, _ = tiny_lm.forward([8], state)
+    assert torch.get_num_threads() == before
+    tiny_lm.decode_threads = None
+    try:
+        default, _ = tiny_lm.forward([8], state)
+    finally:
+        tiny_lm.decode_threads = 1
+    torch.testing.assert_close(one_core, default, atol=1e-5, rtol=0)
