@@ -19,6 +19,17 @@ import numpy as np
 
 from . import parsing, prompts
 from .backends.base import GenerationRequest, ModelBackend, Prompt, Sampling
+from .context import (
+    PREVIOUS_PARAGRAPH,
+    RECALLED_PASSAGES,
+    SHORT_TERM_MEMORY,
+    STORY_BIBLE,
+    TRIMMED_FROM_START,
+    record_step_context,
+    recalled_passages_text,
+    story_bible_text,
+    trim_text,
+)
 from .embeddings import Embedder
 from .errors import InvalidInput, ModelError, StreamInterrupted
 from .memory import RecallIndex
@@ -233,6 +244,8 @@ class Engine:
             model=self.backend.info.model,
             fallbacks=outputs.fallbacks,
             branch_owner=branch_owner,
+            # Stored with the step, so the context viewer can show it for any paragraph later.
+            context=record_step_context(writer_prompt.context, recalled),
         )
         # Once committing starts it finishes, even if the caller is cancelled meanwhile:
         # a half-known outcome would be worse than a step that landed.
@@ -390,13 +403,7 @@ class Engine:
         return ContextSection(name, text, self.backend.count_tokens(text))
 
     def _story_bible(self, story: Story) -> ContextSection:
-        lines = [f"Title: {story.title}"]
-        if story.genre:
-            lines.append(f"Genre: {story.genre}")
-        lines.append(f"Premise: {story.premise}")
-        if story.outline and story.outline != story.premise:
-            lines.append(f"Outline: {story.outline}")
-        return self._section("Story bible", "\n".join(lines))
+        return self._section(STORY_BIBLE, story_bible_text(story))
 
     def _fit(self, sections: list[ContextSection], trim_order: list[str]) -> tuple[ContextSection, ...]:
         """Trim sections in `trim_order` (tail first) until the prompt fits the token budget."""
@@ -412,7 +419,7 @@ class Engine:
                 excess_tokens = total - budget
                 keep_tokens = max(0, section.tokens - excess_tokens)
                 keep_chars = int(len(section.text) * keep_tokens / max(1, section.tokens))
-                kept = _trim_text(section.text, keep_chars, from_start=(name == "Previous paragraph"))
+                kept = trim_text(section.text, keep_chars, from_start=name in TRIMMED_FROM_START)
                 sections[i] = ContextSection(
                     name,
                     kept,
@@ -433,14 +440,14 @@ class Engine:
         previous_paragraph: str,
     ) -> Prompt:
         # Most relevant first, so that trimming from the tail drops the weakest recollections.
-        recalled_text = "\n\n".join(memory.text for memory in recalled)
+        # recurrent_core.context rebuilds these sections from the same sources for the viewer.
         sections = [
             self._story_bible(story),
-            self._section("Short-term memory", short_term_memory),
-            self._section("Recalled passages", recalled_text),
-            self._section("Previous paragraph", previous_paragraph),
+            self._section(SHORT_TERM_MEMORY, short_term_memory),
+            self._section(RECALLED_PASSAGES, recalled_passages_text(recalled)),
+            self._section(PREVIOUS_PARAGRAPH, previous_paragraph),
         ]
-        context = self._fit(sections, ["Recalled passages", "Story bible", "Previous paragraph", "Short-term memory"])
+        context = self._fit(sections, [RECALLED_PASSAGES, STORY_BIBLE, PREVIOUS_PARAGRAPH, SHORT_TERM_MEMORY])
         return prompts.render_prompt("writer", context_sections=context, instruction=instruction)
 
     def _memory_prompt(self, story: Story, instruction: str, short_term_memory: str, paragraph: str) -> Prompt:
@@ -494,18 +501,3 @@ def _title_from_premise(premise: str) -> str:
     words = premise.split()
     title = " ".join(words[:6]).rstrip(".,;:!?")
     return title[:1].upper() + title[1:] if title else "Untitled"
-
-
-def _trim_text(text: str, keep_chars: int, *, from_start: bool) -> str:
-    """Cut `text` to about `keep_chars`, at a word boundary, marking the cut with an ellipsis."""
-    if keep_chars >= len(text):
-        return text
-    if keep_chars <= 0:
-        return ""
-    if from_start:  # keep the end: the part right before the new paragraph matters most
-        cut = text[len(text) - keep_chars :]
-        space = cut.find(" ")
-        return "…" + (cut[space + 1 :] if 0 <= space < 40 else cut)
-    cut = text[:keep_chars]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > len(cut) - 40 else cut) + "…"

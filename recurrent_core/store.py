@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .types import MemoryEntry, NewStep, Step, Story
+from .types import MemoryEntry, NewStep, Step, StepContext, Story
 
 
 class StoryStore(Protocol):
@@ -73,7 +73,8 @@ class StoryStore(Protocol):
         embedding_model: str,
         move_head: bool = True,
     ) -> Step:
-        """Insert the step and its long-term memory, and move the head, in one transaction."""
+        """Insert the step, its long-term memory and its context (if `new_step.context`), and
+        move the head, in one transaction."""
 
     def edit_paragraph(
         self, step_id: str, paragraph: str, *, embedding: np.ndarray, embedding_model: str
@@ -85,6 +86,12 @@ class StoryStore(Protocol):
 
     def update_short_term_memory(self, step_id: str, short_term_memory: str) -> Step:
         """A person's edit of the short-term memory; the next step reads it."""
+
+    def step_context(self, step_id: str) -> StepContext | None:
+        """What the step's writer was given, as committed with it; None if it was not recorded.
+
+        Each recalled memory carries its text as stored now (see `recurrent_core.context`).
+        """
 
     # ---- long-term memory ----
     def memory_version(self, story_id: str) -> int:

@@ -62,6 +62,7 @@ class NewStep:
     model: str
     fallbacks: tuple[str, ...] = ()
     branch_owner: str | None = None
+    context: "StepContext | None" = None  # what the writer was given; stored with the step
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,41 @@ class ContextSection:
     text: str
     tokens: int
     trimmed_chars: int = 0
+
+
+@dataclass(frozen=True)
+class SectionRecord:
+    """A section of a writer prompt as stored with its step: its size and a fingerprint, not
+    its text, which `recurrent_core.context` rebuilds from the story, the previous step and the
+    recalled memories (all stored anyway), so a long story's context costs little space."""
+
+    name: str
+    tokens: int
+    chars: int  # length of the text as sent
+    trimmed_chars: int
+    fingerprint: str  # of the text as sent: tells whether a later edit changed its source
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step's writer prompt held: its sections and the memories recalled for it.
+
+    Written with the step; read back, each recalled memory carries its text as stored now.
+    """
+
+    sections: tuple[SectionRecord, ...]
+    recalled: tuple[RecalledMemory, ...]
+
+
+@dataclass(frozen=True)
+class SentContext:
+    """What the writer was given for one paragraph, section by section: the context viewer's view."""
+
+    instruction: str
+    sections: tuple[ContextSection, ...]
+    recalled: tuple[RecalledMemory, ...]
+    # Sections whose source was edited after the paragraph was written: shown as they read now.
+    edited_since: frozenset[str] = frozenset()
 
 
 # ---- events streamed by a step -------------------------------------------------------

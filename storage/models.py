@@ -176,6 +176,31 @@ class MemoryRow(Base):
     )
 
 
+class StepContextRow(Base):
+    """What a step's writer prompt held, stored with the step: per section its size, what was
+    trimmed and a fingerprint, and the recalled memories' ids and scores. The texts are rebuilt
+    from the story, the previous step and the memories (see recurrent_core.context), so a
+    step's context costs a few hundred bytes. Steps stored before revision 0004 have none."""
+
+    __tablename__ = "step_contexts"
+
+    step_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # [{"name", "tokens", "chars", "trimmed_chars", "fingerprint"}], in prompt order
+    sections: Mapped[list] = mapped_column(JSON)
+    # [{"memory_id", "score", "pinned"}], in the order they were recalled
+    recalled: Mapped[list] = mapped_column(JSON)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["story_id", "step_id"],
+            ["steps.story_id", "steps.id"],
+            name="fk_step_contexts_step_steps",
+            ondelete="CASCADE",
+        ),
+    )
+
+
 # ---- reader mode -----------------------------------------------------------------------
 
 

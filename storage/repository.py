@@ -22,7 +22,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from recurrent_core.errors import InvalidInput, StoryNotFound
-from recurrent_core.types import MemoryEntry, NewStep, Step, Story
+from recurrent_core.types import (
+    MemoryEntry,
+    NewStep,
+    RecalledMemory,
+    SectionRecord,
+    Step,
+    StepContext,
+    Story,
+)
 
 from .db import BEGIN_IMMEDIATE, SQLITE_BEGIN_MODE, describe_location
 from .models import (
@@ -31,6 +39,7 @@ from .models import (
     ReaderPlaceRow,
     ReaderProgressRow,
     ReaderRow,
+    StepContextRow,
     StepRow,
     StoryRow,
 )
@@ -290,9 +299,10 @@ class SqlStore:
         embedding_model: str,
         move_head: bool = True,
     ) -> Step:
-        """Insert the step and its long-term memory, and move the head, in one transaction.
+        """Insert the step, its long-term memory and its context (if `new_step.context`), and
+        move the head, in one transaction.
 
-        If anything fails, nothing is written: not the step, not its memory, not the head.
+        If anything fails, nothing is written: not the step, its memory, its context, or the head.
         """
         embedding_bytes, dim = _embedding_bytes(embedding)
         next_instructions = _instructions(new_step.next_instructions)
@@ -337,6 +347,8 @@ class SqlStore:
                         created_at=now,
                     )
                 )
+                if new_step.context is not None:
+                    session.add(_context_row(new_step.context, new_step.story_id, step_row.id))
                 session.flush()
                 if move_head:  # last: the head must point at a step that already exists
                     session.execute(
@@ -409,6 +421,23 @@ class SqlStore:
             )
             session.flush()
             return _step(step_row)
+
+    def step_context(self, step_id: str) -> StepContext | None:
+        """What the step's writer was given, as committed with it; None if it was not recorded.
+
+        Each recalled memory carries its text as stored now, in one query with the record.
+        """
+        with self._read() as session:
+            self._step_row(session, step_id)
+            row = session.get(StepContextRow, step_id)
+            if row is None:
+                return None
+            ids = [item["memory_id"] for item in row.recalled]
+            memories = {
+                memory.id: memory
+                for memory in session.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids)))
+            } if ids else {}
+            return _step_context(row, memories)
 
     # ---- long-term memory ----
 
@@ -892,6 +921,56 @@ def _memory(row: MemoryRow) -> MemoryEntry:
         text=row.text,
         pinned=row.pinned,
         excluded=row.excluded,
+    )
+
+
+def _context_row(context: StepContext, story_id: str, step_id: str) -> StepContextRow:
+    return StepContextRow(
+        step_id=step_id,
+        story_id=story_id,
+        sections=[
+            {
+                "name": section.name,
+                "tokens": int(section.tokens),
+                "chars": int(section.chars),
+                "trimmed_chars": int(section.trimmed_chars),
+                "fingerprint": section.fingerprint,
+            }
+            for section in context.sections
+        ],
+        # Ids and scores only: the texts are the memories' own, stored once.
+        recalled=[
+            {"memory_id": memory.memory_id, "score": round(float(memory.score), 4), "pinned": memory.pinned}
+            for memory in context.recalled
+        ],
+    )
+
+
+def _step_context(row: StepContextRow, memories: dict[str, MemoryRow]) -> StepContext:
+    recalled = []
+    for item in row.recalled:
+        memory = memories.get(item["memory_id"])
+        recalled.append(
+            RecalledMemory(
+                memory_id=item["memory_id"],
+                step_id=memory.step_id if memory is not None else "",
+                text=memory.text if memory is not None else "",
+                score=float(item["score"]),
+                pinned=bool(item["pinned"]),
+            )
+        )
+    return StepContext(
+        sections=tuple(
+            SectionRecord(
+                name=item["name"],
+                tokens=int(item["tokens"]),
+                chars=int(item["chars"]),
+                trimmed_chars=int(item["trimmed_chars"]),
+                fingerprint=str(item["fingerprint"]),
+            )
+            for item in row.sections
+        ),
+        recalled=tuple(recalled),
     )
 
 

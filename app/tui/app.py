@@ -2,16 +2,20 @@
 
 `make_app` builds it for the CLI and for tests alike. The app holds the store, the settings
 and the engine (None while no model is usable or while one loads: stories can still be read and
-exported). Nothing slow runs on the event loop: the engine is built, and the store is written,
+exported). Work that talks to the model holds the engine through `engine_in_use`, so that saving
+settings meanwhile never changes or closes the model under a running step: the old engine is
+closed (or reconfigured) once its last user is done, and the new settings apply from the next step. Nothing slow runs on the event loop: the engine is built, and the store is written,
 in threads, so typing and scrolling never wait for a model load or a locked database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import tomllib
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
@@ -23,7 +27,7 @@ from textual.signal import Signal
 
 from app.export import render_story, write_atomically
 from app.settings import Settings, config_path
-from recurrent_core.engine import Engine
+from recurrent_core.engine import Engine, EngineConfig
 from recurrent_core.errors import LongyarnError
 from recurrent_core.store import StoryStore
 
@@ -84,6 +88,12 @@ class LongyarnApp(App[None]):
         self.keymap = dict(keymap or {})
         self.first_run = first_run
         self.now = now or (lambda: datetime.now(timezone.utc))
+        # How many tasks (a step, a new story's outline) use each engine right now.
+        self._engine_users: dict[Engine, int] = {}
+        # Replaced engines still in use: closed when their last user is done.
+        self._retired: set[Engine] = set()
+        # Settings saved mid-step for an engine the app cannot rebuild (no factory).
+        self._pending_config: EngineConfig | None = None
         if engine is None and engine_factory is None:
             self.engine_problem = "No model is configured; open the settings (F5) to choose one."
 
@@ -110,8 +120,49 @@ class LongyarnApp(App[None]):
             self.action_settings()
 
     async def on_unmount(self) -> None:
-        if self.engine is not None:
-            await self.engine.backend.aclose()
+        engines = self._retired | ({self.engine} if self.engine is not None else set())
+        self._retired.clear()
+        for engine in engines:
+            await _close_backend(engine)
+
+    # ---- the engine's users ----
+
+    @contextlib.asynccontextmanager
+    async def engine_in_use(self) -> AsyncIterator[Engine | None]:
+        """The current engine (None if there is none), kept as it is until the block ends.
+
+        Settings saved meanwhile take effect for later users; this one finishes on the model
+        it began with, whose backend is closed only after its last user is done.
+        """
+        engine = self.engine
+        if engine is None:
+            yield None
+            return
+        self._engine_users[engine] = self._engine_users.get(engine, 0) + 1
+        try:
+            yield engine
+        finally:
+            users = self._engine_users.pop(engine) - 1
+            if users:
+                self._engine_users[engine] = users
+            elif engine in self._retired:
+                self._retired.discard(engine)
+                # Shielded: a cancelled step must still close what it kept open.
+                await asyncio.shield(_close_backend(engine))
+            elif engine is self.engine and self._pending_config is not None:
+                engine.config, self._pending_config = self._pending_config, None
+
+    def engine_busy(self) -> str | None:
+        """The model a running task is using, if any (for the notice when settings change)."""
+        busy = next(iter(self._engine_users), None)
+        return busy.backend.info.model if busy is not None else None
+
+    async def _retire(self, engine: Engine) -> None:
+        """Close a replaced engine's backend now, or when its last user is done."""
+        if self._engine_users.get(engine):
+            self._retired.add(engine)
+        else:
+            await _close_backend(engine)
 
     # ---- shared by the screens ----
 
@@ -144,16 +195,22 @@ class LongyarnApp(App[None]):
         """Use new settings from now on: a new engine when the app can build one.
 
         The engine is then built in a worker; `model_loading` holds until it lands, and
-        `model_changed_signal` tells the screens when it has (or why it could not).
+        `model_changed_signal` tells the screens when it has (or why it could not). A step
+        already running finishes on the engine it began with (see `engine_in_use`).
         """
         self.settings = settings
         if self.engine_factory is not None:
             retiring = self.engine
             self.engine, self.engine_problem, self.model_loading = None, None, True
+            self._pending_config = None
             self.load_engine(settings, retiring=retiring, first=False)
             self.model_changed_signal.publish(None)
         elif self.engine is not None:
-            self.engine.config = settings.engine_config()
+            config = settings.engine_config()
+            if self._engine_users.get(self.engine):
+                self._pending_config = config  # a running step reads its config as it goes
+            else:
+                self.engine.config = config
             self.engine_problem = None
         self.refresh_bindings()
 
@@ -180,13 +237,13 @@ class LongyarnApp(App[None]):
             # Newer settings were saved while this loaded: their engine is the one to use.
             for unused in (engine, retiring):
                 if unused is not None:
-                    await unused.backend.aclose()
+                    await self._retire(unused)
             return
         self.engine, self.engine_problem, self.model_loading = engine, problem, False
         self.refresh_bindings()
         self.model_changed_signal.publish(None)
         if retiring is not None:
-            await retiring.backend.aclose()
+            await self._retire(retiring)
         if problem is None:
             return
         if not first:
@@ -231,6 +288,13 @@ class LongyarnApp(App[None]):
         story = self.store.get_story(story_id)
         text = render_story(story, self.store.branch(story_id), request.fmt)  # type: ignore[arg-type]
         write_atomically(request.path, text)
+
+
+async def _close_backend(engine: Engine) -> None:
+    try:
+        await engine.backend.aclose()
+    except Exception:  # closing must never take the app down; the log says what happened
+        log.exception("closing the model backend failed")
 
 
 def slug(title: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from app.tui.screens.writing import WritingScreen
 from storage.models import StoryRow
-from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen
+from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen, wait_until
 from tests.conftest import make_engine
 
 NOW = datetime(2025, 3, 14, 16, 0, tzinfo=timezone.utc)
@@ -79,6 +79,7 @@ def test_context_viewer(snap_compare, store, server, embedder, stories):
         await run_step(pilot, screen, *"Mara goes down to the harbour at dawn.", "enter")
         pilot.app.clear_notifications()
         await pilot.press("f3")
+        await wait_until(pilot, lambda: not pilot.app.screen.query("#context-loading"), what="the context")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=after_a_step)

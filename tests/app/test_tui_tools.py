@@ -23,11 +23,15 @@ from tests.app.test_tui import (
     run_step,
     seed_story,
     shown_paragraphs,
+    slow_writer,
     wait_for_screen,
+    wait_for_step,
     wait_until,
 )
 from recurrent_core.errors import LongyarnError
+from storage.db import open_store
 from tests.conftest import make_engine
+from tests.scripted_server import story_responder
 
 MEMORIES = [
     "Far below the castle, the old dragon Ysolde guarded a hoard of silver bells.",
@@ -95,32 +99,103 @@ async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_exc
             assert shown[memory.text][0] == f"{memory.score:.2f}"
 
 
+async def open_context_viewer(pilot) -> ContextScreen:
+    """Press F3 and wait until the viewer shows what it read from the store."""
+    await pilot.press("f3")
+    viewer = await wait_for_screen(pilot, ContextScreen)
+    await wait_until(pilot, lambda: not viewer.query("#context-loading"), what="the context to load")
+    await pilot.pause()
+    return viewer
+
+
+def assert_viewer_shows(viewer: ContextScreen, started) -> None:
+    """The viewer shows exactly what the step's writer was given: instruction, recall, sections."""
+    titles = [str(label.render()) for label in viewer.query(".section-title")]
+    texts = [str(text.render()) for text in viewer.query(".section-text")]
+    assert titles[0] == "Instruction" and texts[0] == started.instruction
+    assert len(titles) == len(started.context) + 1
+    for section, title, text in zip(started.context, titles[1:], texts[1:]):
+        assert title.startswith(f"{section.name} · {section.tokens:,} tokens")
+        assert ("trimmed" in title) == bool(section.trimmed_chars)
+        assert "edited since" not in title
+        assert text == (section.text or "(empty)")
+    recalled = [str(line.render()) for line in viewer.query(".recalled-memory")]
+    assert len(recalled) == len(started.recalled)
+    for line, memory in zip(recalled, started.recalled):
+        assert line.split()[0] == f"{memory.score:.2f}"
+    summary = str(viewer.query_one("#context-summary").render())
+    assert f"{sum(s.tokens for s in started.context):,} tokens" in summary
+
+
 async def test_the_context_viewer_shows_each_section_its_tokens_and_what_was_trimmed(store, server, embedder):
     story = seed_story(store, embedder, PARAGRAPHS)
     engine = make_engine(store, server, embedder, context_budget_tokens=120)
     app = build_app(store, engine, story_id=story.id)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
-        await pilot.press("f3")
-        viewer = await wait_for_screen(pilot, ContextScreen)
-        assert "No step has run" in str(viewer.query_one(".hint").render())
+        viewer = await open_context_viewer(pilot)
+        # Paragraphs stored without a recorded context (as before version 0.2) say so in one line.
+        assert str(viewer.query_one(".screen-title").render()) == "Context of paragraph 3"
+        notice = str(viewer.query_one("#context-not-recorded").render())
+        assert notice.startswith("Not recorded for paragraphs written before longyarn 0.2")
         await pilot.press("escape")
 
         await run_step(pilot, screen, "ctrl+g")
         sections = screen.last_started.context
         assert any(section.trimmed_chars for section in sections), "the small budget forces a trim"
-        await pilot.press("f3")
-        viewer = await wait_for_screen(pilot, ContextScreen)
-        titles = [str(label.render()) for label in viewer.query(".section-title")]
-        texts = [str(text.render()) for text in viewer.query(".section-text")]
-        assert titles[0] == "Instruction" and texts[0] == screen.last_started.instruction
-        for section, title, text in zip(sections, titles[1:], texts[1:]):
-            assert title.startswith(f"{section.name} · {section.tokens:,} tokens")
-            assert ("trimmed" in title) == bool(section.trimmed_chars)
-            assert text == (section.text or "(empty)")
-        summary = str(viewer.query_one("#context-summary").render())
-        assert f"{sum(s.tokens for s in sections):,} tokens" in summary
-        assert "trimmed to fit" in summary
+        viewer = await open_context_viewer(pilot)
+        assert str(viewer.query_one(".screen-title").render()) == "Context of paragraph 4"
+        assert_viewer_shows(viewer, screen.last_started)
+        assert "trimmed to fit" in str(viewer.query_one("#context-summary").render())
+        await pilot.press("escape")
+
+        # While a paragraph is being written, F3 shows what its writer is being given.
+        server.responder = slow_writer(0.02)
+        await pilot.press(*"The ferry is late.", "enter")
+        await wait_until(pilot, lambda: screen.story_view.streaming.text, what="text to stream in")
+        viewer = await open_context_viewer(pilot)
+        assert str(viewer.query_one(".screen-title").render()) == "Context of the paragraph being written"
+        assert_viewer_shows(viewer, screen.last_started)
+        assert screen.last_started.instruction == "The ferry is late."
+        await pilot.press("escape")
+        await wait_for_step(pilot, screen)
+        assert len(store.branch(story.id)) == 5
+
+
+async def test_the_context_of_any_paragraph_shows_after_a_restart_without_a_model(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    engine = make_engine(store, server, embedder, context_budget_tokens=400)
+    started_by_step = {}
+    async with build_app(store, engine, story_id=story.id).run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        for instruction in ("Mara goes down to the harbour at dawn.", "The ferryman refuses the brass key."):
+            await run_step(pilot, screen, *instruction, "enter")
+            started_by_step[screen.position.head.id] = screen.last_started
+    fourth, fifth = started_by_step
+    assert started_by_step[fifth].recalled, "the later step recalled memories"
+
+    reopened = open_store(str(db_path))
+    try:
+        async with build_app(reopened, story_id=story.id).run_test(size=(100, 40)) as pilot:
+            await pilot.press("escape")  # the "no model" notice
+            screen = await wait_for_screen(pilot, WritingScreen)
+            screen.story_view.focus()
+            await pilot.press("up")  # from the newest paragraph to the one before it
+            viewer = await open_context_viewer(pilot)
+            assert str(viewer.query_one(".screen-title").render()) == "Context of paragraph 4"
+            assert_viewer_shows(viewer, started_by_step[fourth])
+
+            await pilot.press("escape", "down")
+            viewer = await open_context_viewer(pilot)
+            assert str(viewer.query_one(".screen-title").render()) == "Context of paragraph 5"
+            assert_viewer_shows(viewer, started_by_step[fifth])
+
+            await pilot.press("escape", "up", "up")
+            viewer = await open_context_viewer(pilot)
+            assert str(viewer.query_one(".screen-title").render()) == "Context of paragraph 3"
+            assert viewer.query("#context-not-recorded") and not viewer.query(".section-title")
+    finally:
+        reopened.close()
 
 
 async def test_settings_are_saved_to_the_config_file_and_the_key_only_when_asked(store, server, embedder):
@@ -338,3 +413,72 @@ async def test_the_model_loads_in_the_background_while_the_stories_stay_usable(s
             assert str(library.query_one("#library-model").render()) == Settings().describe_model()
     finally:
         weights_read.set()
+
+
+async def test_settings_saved_while_a_paragraph_streams_apply_from_the_next_step(store, server, embedder):
+    from app.models import make_backend
+    from recurrent_core.engine import Engine
+
+    server.responder = slow_writer()
+    story = seed_story(store, embedder, PARAGRAPHS)
+
+    def build_engine(settings: Settings) -> Engine:
+        return Engine(store, make_backend(settings), embedder, settings.engine_config())
+
+    settings = Settings(base_url=server.base_url, model="first-model")
+    app = make_app(store=store, settings=settings, engine_factory=build_engine, story_id=story.id,
+                   keymap={}, first_run=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: pilot.app.engine is not None, what="the first model")
+        first_engine = pilot.app.engine
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: len(screen.story_view.streaming.text) > 20, what="text to stream in")
+
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#model").value = "second-model"
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: pilot.app.engine not in (None, first_engine), what="the new model")
+        assert screen.generating, "the paragraph is still being written"
+        assert not first_engine.backend._client.is_closed(), "the step's connection stays open"
+        [notice] = [n for n in pilot.app._notifications if n.title == "Settings apply from the next paragraph"]
+        assert "first-model" in notice.message
+
+        await wait_for_step(pilot, screen)
+        branch = store.branch(story.id)
+        assert len(branch) == 4 and shown_paragraphs(screen) == [s.paragraph for s in branch]
+        assert branch[-1].model == "first-model"
+        assert {r["model"] for r in server.requests} == {"first-model"}, "memory and plans too"
+        assert not [n for n in pilot.app._notifications if n.severity == "error"]
+        assert first_engine.backend._client.is_closed(), "the old model's client is closed once unused"
+
+        server.responder = story_responder
+        await run_step(pilot, screen, "ctrl+g")
+        assert store.branch(story.id)[-1].model == "second-model"
+        assert server.requests[-1]["model"] == "second-model"
+
+
+async def test_sampling_saved_mid_step_leaves_that_step_as_it_began(store, server, embedder):
+    server.responder = slow_writer()
+    story = seed_story(store, embedder, PARAGRAPHS)
+    engine = make_engine(store, server, embedder)
+    app = build_app(store, engine, story_id=story.id)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: len(screen.story_view.streaming.text) > 20, what="text to stream in")
+        await pilot.press("f5")
+        form = await wait_for_screen(pilot, SettingsScreen)
+        form.query_one("#memory-temperature").value = "0.05"
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_for_step(pilot, screen)
+        assert len(store.branch(story.id)) == 4
+        memory_requests = [r for r in server.requests if r["_role"] == "memory"]
+        assert [r["temperature"] for r in memory_requests] == [0.3], "the running step kept its sampling"
+
+        server.responder = story_responder
+        await run_step(pilot, screen, "ctrl+g")
+        assert [r for r in server.requests if r["_role"] == "memory"][-1]["temperature"] == 0.05

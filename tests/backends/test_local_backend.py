@@ -228,7 +228,8 @@ async def test_a_prompt_sharing_a_cached_head_reads_only_its_new_tail_and_writes
 
         head = cached.count_tokens(second.system)
         assert with_cache[-1].usage.prompt_tokens - read >= head
-        assert [c.text for c in with_cache] == [c.text for c in without_cache]
+        # The same text (how it is split into pieces depends on timing).
+        assert "".join(c.text for c in with_cache) == "".join(c.text for c in without_cache)
         assert uncached.stats.prompt_tokens_read == uncached.stats.prompt_tokens
     finally:
         await cached.aclose()

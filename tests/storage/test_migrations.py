@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from recurrent_core.errors import LongyarnError
+from recurrent_core.types import SectionRecord, StepContext
 from storage import SqlStore, open_store
 from storage.db import (
     alembic_config,
@@ -23,7 +24,7 @@ from storage.db import (
 )
 from storage.models import Base
 
-from .helpers import EMBEDDING_MODEL, vector
+from .helpers import EMBEDDING_MODEL, new_step, vector
 
 
 def first_revision() -> str:
@@ -88,6 +89,92 @@ def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path
     assert (matrix[0] == vector(7)).all()
 
 
+def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgraded(db_path):
+    """The last schema before step contexts: its stories, steps, memories and reader data all
+    survive, old paragraphs simply have no recorded context, and new ones get one."""
+    engine = create_store_engine(database_url(db_path))
+    upgrade(engine, "0003")
+    now = datetime(2024, 9, 1, 8, 30, tzinfo=timezone.utc)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO stories (id, title, premise, genre, outline, settings, head_step_id,"
+                " readable, reader_may_extend, memory_version, created_at, updated_at) VALUES"
+                " ('st0ry0000003', 'Ferry', 'A ferryman.', 'fable', 'The river.', '{}', NULL,"
+                " 1, 1, 2, :now, :now)"
+            ),
+            {"now": now},
+        )
+        for step_id, parent, paragraph, owner in (
+            ("a1", None, "The ferry left at dusk.", None),
+            ("a2", "a1", "A reader's ghost came aboard.", "reader-1"),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO steps (id, story_id, parent_id, instruction, paragraph,"
+                    " short_term_memory, memory_reason, next_instructions, backend, model,"
+                    " fallbacks, created_at, deleted, branch_owner) VALUES (:id, 'st0ry0000003',"
+                    " :parent, 'Go on.', :paragraph, 'Dusk.', 'r', '[\"a\", \"b\", \"c\"]',"
+                    " 'openai', 'gpt-old', '[]', :now, 0, :owner)"
+                ),
+                {"id": step_id, "parent": parent, "paragraph": paragraph, "owner": owner, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO memories (id, story_id, step_id, text, embedding, dim,"
+                    " embedding_model, pinned, excluded, created_at) VALUES (:id, 'st0ry0000003',"
+                    " :step, :text, :embedding, 8, :model, 0, 0, :now)"
+                ),
+                {"id": f"m-{step_id}", "step": step_id, "text": paragraph,
+                 "embedding": vector(len(step_id) + ord(step_id[1])).tobytes(),
+                 "model": EMBEDDING_MODEL, "now": now},
+            )
+        connection.execute(text("UPDATE stories SET head_step_id = 'a1'"))
+        connection.execute(
+            text("INSERT INTO readers (id, name, token_hash, created_at) VALUES ('reader-1', 'Ada', :hash, :now)"),
+            {"hash": "ab" * 32, "now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO reader_progress (reader_id, story_id, step_id, updated_at)"
+                " VALUES ('reader-1', 'st0ry0000003', 'a2', :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO reader_places (id, reader_id, story_id, step_id, kind, name, created_at)"
+                " VALUES ('p1', 'reader-1', 'st0ry0000003', 'a2', 'slot', 'before the ghost', :now)"
+            ),
+            {"now": now},
+        )
+    engine.dispose()
+
+    with open_store(db_path) as store:
+        assert current_revisions(store.engine) == schema_heads()
+        story = store.get_story("st0ry0000003")
+        assert (story.title, story.readable, story.reader_may_extend, story.head_step_id) == (
+            "Ferry", True, True, "a1",
+        )
+        assert [s.paragraph for s in store.branch(story.id)] == ["The ferry left at dusk."]
+        [reader_step] = store.reader_children(story.id, "a1", "reader-1")
+        assert (reader_step.paragraph, reader_step.branch_owner) == ("A reader's ghost came aboard.", "reader-1")
+        version, entries, _ = store.memory_vectors(story.id, EMBEDDING_MODEL)
+        assert version == 2 and {e.id for e in entries} == {"m-a1", "m-a2"}
+        assert store.reader_position("reader-1", story.id).step_id == "a2"
+        assert [p.name for p in store.reader_places("reader-1", story.id, "slot")] == ["before the ghost"]
+        assert store.reader_with_token("reader-1", "ab" * 32).name == "Ada"
+        assert store.step_context("a1") is None, "never recorded, and not invented"
+
+        context = StepContext((SectionRecord("Story bible", 9, 36, 0, "0123456789abcdef"),), ())
+        step = store.commit_step(
+            new_step(story.id, "a1", "The ferry reached the far bank.", context=context),
+            embedding=vector(9), embedding_model=EMBEDDING_MODEL,
+        )
+        assert store.step_context(step.id) == context
+        assert store.integrity_check() == "ok"
+
+
 def test_models_and_migrations_describe_the_same_schema(store: SqlStore):
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -125,6 +212,7 @@ def test_the_migrations_also_build_the_schema_on_postgresql():
     assert "CREATE TABLE stories" in sql and "BYTEA" in sql and "TIMESTAMP WITH TIME ZONE" in sql
     assert "ALTER TABLE stories ADD CONSTRAINT fk_stories_head_step_steps" in sql
     assert "ALTER TABLE steps ADD COLUMN branch_owner" in sql
+    assert "CREATE TABLE step_contexts" in sql
     assert "_alembic_tmp" not in sql  # no SQLite table rebuilds on a database that can ALTER
 
 

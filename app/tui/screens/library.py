@@ -145,11 +145,13 @@ class LibraryScreen(Screen):
     @work(exclusive=True, group="start-story", exit_on_error=False)
     async def start_story(self, request: NewStoryRequest) -> None:
         """The model writes a title and outline; the writer may edit them, then the first step runs."""
-        engine = self.app.engine
-        assert engine is not None
-        self.notify("The model is writing a title and an outline…", title="New story", timeout=4)
         try:
-            story, fallbacks = await engine.start_story(request.premise, request.genre)
+            async with self.app.engine_in_use() as engine:
+                if engine is None:  # replaced by a model that is still loading
+                    self.app.explain_no_model()
+                    return
+                self.notify("The model is writing a title and an outline…", title="New story", timeout=4)
+                story, fallbacks = await engine.start_story(request.premise, request.genre)
         except LongyarnError as error:
             self.notify(str(error), title="The story was not created", severity="error", timeout=12)
             return

@@ -154,8 +154,15 @@ class SettingsScreen(Screen):
         except LongyarnError as error:
             self.notify(str(error), title="Settings not saved", severity="error", timeout=12)
             return
+        busy_model = self.app.engine_busy()
         self.app.apply_settings(settings)
         self.saved_in = path
+        if busy_model is not None:
+            self.notify(
+                f"What the model is writing now finishes with {busy_model}, as it began.",
+                title="Settings apply from the next paragraph",
+                timeout=8,
+            )
         if self.app.model_loading:
             # The model loads in the background; this screen stays usable and hears back.
             self.query_one("#settings-model", Static).update(self.app.model_summary())

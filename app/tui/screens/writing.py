@@ -29,6 +29,7 @@ from recurrent_core.errors import LongyarnError
 from recurrent_core.types import (
     ParagraphDelta,
     PhaseChanged,
+    SentContext,
     Step,
     StepCompleted,
     StepEvent,
@@ -109,7 +110,7 @@ class WritingScreen(Screen):
         self.write_first = write_first
         self.story: Story | None = None
         self.position = Position(None, (), ())
-        self.last_started: StepStarted | None = None  # what the last step sent (context viewer)
+        self.last_started: StepStarted | None = None  # what the last step sent (while it runs)
         self.step_worker: Worker | None = None
         # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
         self._memory_write: asyncio.Task[bool] | None = None
@@ -357,18 +358,24 @@ class WritingScreen(Screen):
 
     @work(exclusive=True, group="step", exit_on_error=False)
     async def run_step(self, instruction: str | None, parent: str | None | Literal["head"], retry: bool) -> None:
-        engine = self.app.engine
-        assert engine is not None
         head_before = self.position.head.id if self.position.head else None
         completed = committing = False
         try:
-            if not await self.memory_edit_stored():
-                self._show_status("The step did not run: your memory edit is not saved yet; the story is as it was.")
-                return
-            async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
-                await self.show_event(event)
-                completed = completed or isinstance(event, StepCompleted)
-                committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
+            # Held to the end: settings saved meanwhile apply from the next step.
+            async with self.app.engine_in_use() as engine:
+                if engine is None:  # replaced by a model that is still loading
+                    self.app.explain_no_model()
+                    self._show_status("The step did not run; the story is as it was.")
+                    return
+                if not await self.memory_edit_stored():
+                    self._show_status(
+                        "The step did not run: your memory edit is not saved yet; the story is as it was."
+                    )
+                    return
+                async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
+                    await self.show_event(event)
+                    completed = completed or isinstance(event, StepCompleted)
+                    committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
         except asyncio.CancelledError:
             if self.is_attached:  # not when the screen itself is closing
                 await self._after_cancel(head_before, committing)
@@ -528,10 +535,17 @@ class WritingScreen(Screen):
 
     @work(group="paragraph-edit", exit_on_error=False)
     async def edit_paragraph(self, step_id: str, text: str) -> None:
-        engine = self.app.engine
-        assert engine is not None
         try:
-            updated = await engine.edit_paragraph(step_id, text)
+            async with self.app.engine_in_use() as engine:
+                if engine is None:  # replaced by a model that is still loading
+                    self.notify(
+                        "No model is ready to re-embed it; edit it again once the model has loaded (F5: settings).",
+                        title="The paragraph was not changed",
+                        severity="warning",
+                        timeout=12,
+                    )
+                    return
+                updated = await engine.edit_paragraph(step_id, text)
         except LongyarnError as error:
             self.notify(str(error), title="The paragraph was not changed", severity="error")
             return
@@ -596,7 +610,21 @@ class WritingScreen(Screen):
         )
 
     def action_context(self) -> None:
-        self.app.push_screen(ContextScreen(self.last_started))
+        """What the model was given: for the selected paragraph, else the one being written,
+        else the newest."""
+        selected = self.story_view.selected
+        started = self.last_started
+        if selected is None and self.generating and started is not None:
+            sent = SentContext(started.instruction, started.context, started.recalled)
+            self.app.push_screen(ContextScreen("Context of the paragraph being written", sent=sent))
+            return
+        steps = self.story_view.steps
+        step = selected.step if selected is not None else (steps[-1] if steps else None)
+        if step is None:
+            self.app.push_screen(ContextScreen("Context"))
+            return
+        number = next((i for i, s in enumerate(steps, 1) if s.id == step.id), len(steps))
+        self.app.push_screen(ContextScreen(f"Context of paragraph {number:,}", step_id=step.id))
 
     def action_edit_outline(self) -> None:
         story = self.story
