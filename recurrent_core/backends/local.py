@@ -23,11 +23,12 @@ How a prompt is laid out:
   before a new "## " section for the story bible, whose outline may have paragraphs; and the
   next "\\n\\nUser:" turn for a chat model. The request's own stop strings apply as well.
 
-How it runs: the model lives on one worker thread, and requests take turns (CPU inference is
-compute-bound; a second concurrent forward would only slow both). Text reaches the event
-loop through an asyncio queue. Cancelling the consuming task sets a flag that generation
-checks before every token, so it stops within one token, and the cancelled task ends only
-once the worker has let go of the model.
+How it runs: the model runs on longyarn's one compute thread (`recurrent_core.compute`, shared
+with the embedder), and requests take turns (CPU inference is compute-bound; a second
+concurrent forward would only slow both). Text reaches the event loop through an asyncio
+queue. Cancelling the consuming task sets a flag that generation checks before every token,
+so it stops within one token, and the cancelled task ends only once the compute thread has
+let go of the model.
 
 Prompts are read from the longest prefix whose state the prefix-state cache holds (see
 `recurrent_core.local_lm.prefix_cache`), and new states are kept at the end of the stable
@@ -50,6 +51,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import torch
 
 from .. import prompts
+from ..compute import run_on_compute_thread, submit_to_compute_thread
 from ..errors import CheckpointError, InvalidInput, LongyarnError, ModelError
 from ..local_lm.model import LocalLM
 from ..local_lm.prefix_cache import PrefixStateCache, common_prefix_length
@@ -109,7 +111,7 @@ def reply_ends(role: str, chat: bool) -> tuple[str, ...]:
 
 @dataclass
 class LocalBackendStats:
-    """What the backend has done since it was made (updated by its worker thread)."""
+    """What the backend has done since it was made (updated on the compute thread)."""
 
     requests: int = 0
     cancelled: int = 0
@@ -262,7 +264,7 @@ class LocalGeneration:
                 self.finish_reason = "cancelled"
 
     def _work(self, cancelled: threading.Event, deliver: Callable[[object], None]) -> None:
-        """Runs on the model thread: prefill, then sample token by token until done."""
+        """Runs on the compute thread: prefill, then sample token by token until done."""
         backend = self._backend
         backend._count(requests=1)
         try:
@@ -298,7 +300,7 @@ class LocalGeneration:
                     unsent.append(text)
                 # The first text goes at once; later text at most every STREAM_INTERVAL_S,
                 # which a reader cannot see but which spares the event loop (and an HTTP
-                # client) a wake-up per token, time the model thread would wait for.
+                # client) a wake-up per token, time the compute thread would wait for.
                 if unsent and time.monotonic() - last_sent >= STREAM_INTERVAL_S:
                     deliver("".join(unsent))
                     unsent.clear()
@@ -376,12 +378,11 @@ class LocalBackend(ModelBackend):
         )
         self._stats = LocalBackendStats()
         self._model_lock = threading.Lock()
-        self._books_lock = threading.Lock()  # guards the stats and the running set
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="longyarn-local-model"
-        )
+        self._books_lock = threading.Lock()  # guards the stats, the running set and `_closed`
         self._head_ids: dict[str, list[int]] = {}
-        self._running: set[threading.Event] = set()  # the cancel flags of unfinished generations
+        # The cancel flags and futures of unfinished generations (on the shared compute thread).
+        self._running: dict[threading.Event, concurrent.futures.Future] = {}
+        self._closed = False
 
     # ---- building one -----------------------------------------------------------------
 
@@ -398,7 +399,7 @@ class LocalBackend(ModelBackend):
     ) -> LocalBackend:
         """Load a BlinkDL .pth or a longyarn model directory, with its tokenizer."""
         path = Path(checkpoint).expanduser()
-        lm = LocalLM.load(path, device=device)
+        lm = run_on_compute_thread(lambda: LocalLM.load(path, device=device))
         tokenizer = load_tokenizer_for(path)
         name = path.stem if path.is_file() else path.name
         return cls(
@@ -514,32 +515,34 @@ class LocalBackend(ModelBackend):
             return replace(self._stats)
 
     def close(self) -> None:
-        """Stop every generation within a token, drop queued ones, and release the worker thread."""
+        """Stop every generation within a token, drop queued ones, and wait until none runs."""
         with self._books_lock:
-            running = list(self._running)
-        for cancelled in running:
+            self._closed = True
+            running = dict(self._running)
+        for cancelled, future in running.items():
             cancelled.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+            future.cancel()  # only succeeds for work not started yet
+        concurrent.futures.wait(running.values())
 
     async def aclose(self) -> None:
         """`close`, without blocking the event loop."""
         await asyncio.to_thread(self.close)
 
-    # ---- on the model thread --------------------------------------------------------------
+    # ---- on the compute thread --------------------------------------------------------------
 
     def _submit(self, work: Callable[[], None], cancelled: threading.Event) -> concurrent.futures.Future:
-        with self._books_lock:
-            self._running.add(cancelled)
-        try:
-            future = self._executor.submit(work)
-            future.add_done_callback(lambda _: self._forget(cancelled))
-            return future
-        except RuntimeError as error:  # submitted after close()
-            self._forget(cancelled)
+        if self._closed:
             raise ModelError(
                 "The local model was already closed; nothing was generated, so start longyarn "
                 "again."
-            ) from error
+            )
+        future = submit_to_compute_thread(work)
+        with self._books_lock:
+            if self._closed:  # closed meanwhile: the work stops before its first token
+                cancelled.set()
+            self._running[cancelled] = future
+        future.add_done_callback(lambda _: self._forget(cancelled))
+        return future
 
     def _forward(
         self, token_ids: Sequence[int], state: RecurrentState | None
@@ -551,7 +554,7 @@ class LocalBackend(ModelBackend):
 
     def _forget(self, cancelled: threading.Event) -> None:
         with self._books_lock:
-            self._running.discard(cancelled)
+            self._running.pop(cancelled, None)
 
     def _count(self, **increments: int) -> None:
         with self._books_lock:

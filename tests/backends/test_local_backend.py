@@ -15,7 +15,7 @@ from recurrent_core import prompts
 from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
 from recurrent_core.backends.local import LocalBackend, ReplyBoundary, is_chat_checkpoint
 from recurrent_core.engine import Engine, EngineConfig
-from recurrent_core.errors import InvalidInput
+from recurrent_core.errors import InvalidInput, ModelError
 from recurrent_core.local_lm import save_own_format
 from recurrent_core.local_lm.sampling import SamplerConfig
 from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
@@ -202,6 +202,33 @@ async def test_cancelling_the_consumer_stops_the_model_within_one_token(backend)
     # The model is free again at once.
     chunks = await collect(backend, GenerationRequest(writer_prompt(), Sampling(max_tokens=3, seed=1)))
     assert chunks[-1].usage.completion_tokens >= 1
+
+
+async def test_closing_a_backend_stops_its_writing_and_refuses_more_while_others_write_on(tiny_model_dir):
+    # Every local model shares one compute thread: closing one must not stall or break another.
+    closing = LocalBackend.load(tiny_model_dir)
+    other = LocalBackend.load(tiny_model_dir)
+    long_run = GenerationRequest(Prompt("chooser", "", "Count:", ()), Sampling(max_tokens=30_000, seed=1))
+    started = asyncio.Event()
+
+    async def consume():
+        async for chunk in closing.stream(long_run):
+            if chunk.text:
+                started.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(started.wait(), timeout=30)
+        await asyncio.wait_for(closing.aclose(), timeout=30)
+        await asyncio.wait_for(task, timeout=30)  # the reply ends early instead of hanging
+        assert closing.stats.completion_tokens < 30_000
+        with pytest.raises(ModelError, match="already closed"):
+            await collect(closing, GenerationRequest(writer_prompt(), Sampling(max_tokens=3)))
+        chunks = await collect(other, GenerationRequest(writer_prompt(), Sampling(max_tokens=3, seed=1)))
+        assert chunks[-1].usage.completion_tokens >= 1
+    finally:
+        task.cancel()
+        await other.aclose()
 
 
 async def test_a_prompt_over_the_limit_is_refused_before_the_model_runs(tiny_model_dir):
