@@ -60,15 +60,35 @@ def test_writing_screen(snap_compare, store, server, embedder, stories, size):
     assert snap_compare(app, terminal_size=size, run_before=opened)
 
 
+async def open_memory_browser(pilot) -> None:
+    await pilot.press("f2")
+    await wait_until(pilot, lambda: pilot.app.screen.query("#memory-caption"), what="the browser")
+    caption = pilot.app.screen.query_one("#memory-caption")
+    await wait_until(pilot, lambda: not str(caption.render()).startswith("Reading"), what="the memories")
+    await pilot.pause()
+
+
 def test_memory_browser(snap_compare, store, server, embedder, stories):
+    """On a paragraph stored without its context: the notice, then every memory."""
     app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
 
     async def browse(pilot):
         await wait_for_screen(pilot, WritingScreen)
-        await pilot.press("f2")
-        await pilot.pause()
+        await open_memory_browser(pilot)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=browse)
+
+
+def test_memory_browser_on_a_recall(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def after_a_step(pilot):
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await run_step(pilot, screen, *"Mara goes down to the harbour at dawn.", "enter")
+        pilot.app.clear_notifications()
+        await open_memory_browser(pilot)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=after_a_step)
 
 
 def test_context_viewer(snap_compare, store, server, embedder, stories):

@@ -9,7 +9,7 @@ import tomllib
 from app.settings import Settings, config_path
 from app.tui import load_keymap, make_app
 from app.tui.formatting import mask_key
-from app.tui.screens.context import ContextScreen
+from app.tui.screens.context import NOT_RECORDED, ContextScreen
 from app.tui.screens.dialogs import ExportDialog
 from app.tui.screens.library import LibraryScreen
 from app.tui.screens.memory import MemoryScreen
@@ -41,9 +41,25 @@ MEMORIES = [
 ]
 
 
-def table_rows(screen) -> list[tuple]:
+def table_rows(screen) -> list[dict[str, str]]:
+    """The memory table's rows, each cell under its column's key (score, flag, from, memory...)."""
     table = screen.query_one("#memory-table")
-    return [tuple(table.get_row_at(i)) for i in range(table.row_count)]
+    keys = [key.value for key in table.columns]
+    return [dict(zip(keys, map(str, table.get_row_at(i)))) for i in range(table.row_count)]
+
+
+def caption(screen) -> str:
+    return str(screen.query_one("#memory-caption").render())
+
+
+async def open_memory_browser(pilot) -> MemoryScreen:
+    """Press F2 and wait until the browser shows what it read from the store."""
+    await pilot.press("f2")
+    browser = await wait_for_screen(pilot, MemoryScreen)
+    await wait_until(pilot, lambda: caption(browser) and not caption(browser).startswith("Reading"),
+                     what="the memories to load")
+    await pilot.pause()
+    return browser
 
 
 async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_excludes(store, server, embedder):
@@ -51,36 +67,38 @@ async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_exc
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for_screen(pilot, WritingScreen)
-        await pilot.press("f2")
-        browser = await wait_for_screen(pilot, MemoryScreen)
-        assert len(table_rows(browser)) == 4, "with no step run yet, every memory is listed"
+        browser = await open_memory_browser(pilot)
+        # The newest paragraph was stored without its context: a notice, and every memory listed.
+        assert str(browser.query_one("#memory-notice").render()) == NOT_RECORDED
+        assert [row["from"] for row in table_rows(browser)] == ["1", "2", "3", "4"]
 
         browser.query_one("#memory-query").value = "saffron"
         browser.query_one("#memory-query").focus()
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(table_rows(browser)) == 1, what="the word search")
-        assert "saffron" in table_rows(browser)[0][2]
+        assert "saffron" in table_rows(browser)[0]["memory"]
+        assert not browser.query_one("#memory-notice").display, "the notice was about the paragraph"
 
         await pilot.click("#meaning")
         browser.query_one("#memory-query").value = "a sleeping dragon and its treasure"
         browser.query_one("#memory-query").focus()
         await pilot.press("enter")
-        await wait_until(pilot, lambda: table_rows(browser)[0][0] != "—", what="the meaning search")
+        await wait_until(pilot, lambda: table_rows(browser)[0]["score"] != "—", what="the meaning search")
         rows = table_rows(browser)
-        assert "dragon" in rows[0][2]
-        scores = [float(row[0]) for row in rows]
+        assert "dragon" in rows[0]["memory"] and rows[0]["from"] == "1"
+        scores = [float(row["score"]) for row in rows]
         assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
 
-        await pilot.press("p")  # pin the dragon
-        await pilot.pause()
         dragon = store.search_memories(story.id, "dragon")[0]
-        assert dragon.pinned and table_rows(browser)[0][1] == "★ pinned"
+        await pilot.press("p")  # pin the dragon
+        await wait_until(pilot, lambda: table_rows(browser)[0]["flag"] == "★ pinned", what="the pin")
+        assert store.search_memories(story.id, "dragon")[0].pinned
         browser.query_one("#memory-table").move_cursor(row=1)
-        excluded_text = rows[1][2]
+        excluded_text = rows[1]["memory"]
         await pilot.press("x")
-        await pilot.pause()
+        await wait_until(pilot, lambda: table_rows(browser)[1]["flag"] == "excluded", what="the exclusion")
         [excluded] = [m for m in store.search_memories(story.id, "") if m.text == excluded_text]
-        assert excluded.excluded and table_rows(browser)[1][1] == "excluded"
+        assert excluded.excluded
 
         # The next step recalls the pinned memory whatever its score, and never the excluded one.
         await pilot.press("escape")
@@ -90,13 +108,106 @@ async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_exc
         assert recalled[dragon.id].pinned
         assert excluded.id not in recalled
 
-        await pilot.press("f2")
-        browser = await wait_for_screen(pilot, MemoryScreen)
-        caption = str(browser.query_one("#memory-caption").render())
-        assert caption.startswith(f"The last step recalled {len(recalled)} memor")
-        shown = {row[2]: row for row in table_rows(browser)}
+        # F2 now opens on what the new paragraph (the fifth) recalled.
+        browser = await open_memory_browser(pilot)
+        assert caption(browser).startswith(f"Paragraph 5 recalled {len(recalled)} memor")
+        shown = {row["memory"]: row for row in table_rows(browser)}
+        assert len(shown) == len(recalled)
         for memory in recalled.values():
-            assert shown[memory.text][0] == f"{memory.score:.2f}"
+            assert shown[memory.text]["score"] == f"{memory.score:.2f}"
+            assert shown[memory.text]["recall"] == ("★ pinned" if memory.pinned else "by score")
+
+
+def assert_browser_shows_recall(browser: MemoryScreen, recalled, store, branch: list[str]) -> None:
+    """The browser lists exactly `recalled`, in order: score, whether it was pinned, the number
+    of the paragraph it came from and an excerpt of that paragraph."""
+    rows = table_rows(browser)
+    assert len(rows) == len(recalled)
+    for row, memory in zip(rows, recalled):
+        assert row["score"] == f"{memory.score:.2f}"
+        assert row["recall"] == ("★ pinned" if memory.pinned else "by score")
+        assert row["from"] == str(branch.index(memory.step_id) + 1)
+        paragraph = " ".join(store.get_step(memory.step_id).paragraph.split())
+        excerpt = row["memory"]
+        assert excerpt == paragraph or (excerpt.endswith("…") and paragraph.startswith(excerpt[:-1]))
+        assert len(excerpt) <= 120
+
+
+async def test_the_memory_browser_shows_what_the_selected_paragraph_recalled_after_a_restart(
+    store, server, embedder, db_path
+):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    first_memory = store.memory_for_step(store.branch(story.id)[0].id)
+    store.set_memory_flags(first_memory.id, pinned=True)
+    engine = make_engine(store, server, embedder)
+    async with build_app(store, engine, story_id=story.id).run_test(size=(110, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        for instruction in ("Mara goes down to the harbour at dawn.", "The ferryman refuses the brass key."):
+            await run_step(pilot, screen, *instruction, "enter")
+
+        # While a paragraph is being written, F2 shows what its writer was given to recall.
+        server.responder = slow_writer(0.02)
+        await pilot.press(*"Tobias burns the ledger.", "enter")
+        await wait_until(pilot, lambda: screen.story_view.streaming.text, what="text to stream in")
+        browser = await open_memory_browser(pilot)
+        started = screen.last_started
+        assert caption(browser).startswith(f"The paragraph being written recalled {len(started.recalled)} ")
+        assert [row["score"] for row in table_rows(browser)] == [f"{m.score:.2f}" for m in started.recalled]
+        await pilot.press("escape")
+        await wait_for_step(pilot, screen)
+
+    branch = store.branch_step_ids(story.id)
+    assert len(branch) == 6
+    reopened = open_store(str(db_path))
+    try:
+        async with build_app(reopened, story_id=story.id).run_test(size=(110, 40)) as pilot:
+            await pilot.press("escape")  # the "no model" notice
+            screen = await wait_for_screen(pilot, WritingScreen)
+            screen.story_view.focus()
+            await pilot.press("up")  # from the newest paragraph to the fifth
+            browser = await open_memory_browser(pilot)
+            recalled = reopened.step_context(branch[4]).recalled
+            assert recalled and any(m.pinned for m in recalled) and any(not m.pinned for m in recalled)
+            assert caption(browser).startswith(f"Paragraph 5 recalled {len(recalled)} memories")
+            assert_browser_shows_recall(browser, recalled, reopened, branch)
+
+            # Unpin the first paragraph's memory from here: it was pinned then, and is not now.
+            pinned_row = next(i for i, m in enumerate(recalled) if m.memory_id == first_memory.id)
+            assert table_rows(browser)[pinned_row]["flag"] == "★ pinned"
+            browser.query_one("#memory-table").move_cursor(row=pinned_row)
+            await pilot.press("p")
+            await wait_until(pilot, lambda: table_rows(browser)[pinned_row]["flag"] == "", what="the unpin")
+            assert table_rows(browser)[pinned_row]["recall"] == "★ pinned"
+            assert not reopened.memory_for_step(branch[0]).pinned
+
+            # A search replaces the list; r brings the paragraph's recall back, flags as they are now.
+            browser.query_one("#memory-query").value = "ledger"
+            browser.query_one("#memory-query").focus()
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "recall" not in (table_rows(browser) or [{}])[0], what="the search")
+            browser.query_one("#memory-table").focus()
+            await pilot.press("r")
+            await pilot.pause()
+            assert_browser_shows_recall(browser, recalled, reopened, branch)
+            assert table_rows(browser)[pinned_row]["flag"] == ""
+
+            # Another paragraph shows its own recall.
+            await pilot.press("escape", "down")
+            browser = await open_memory_browser(pilot)
+            recalled_sixth = reopened.step_context(branch[5]).recalled
+            assert caption(browser).startswith(f"Paragraph 6 recalled {len(recalled_sixth)} memor")
+            assert_browser_shows_recall(browser, recalled_sixth, reopened, branch)
+            assert any(row["memory"].endswith("…") for row in table_rows(browser)), "long ones are cut"
+
+            # A paragraph written before step contexts were recorded says so, and lists every memory.
+            await pilot.press("escape", "up", "up", "up", "up")
+            browser = await open_memory_browser(pilot)
+            notice = browser.query_one("#memory-notice")
+            assert notice.display and str(notice.render()) == NOT_RECORDED
+            assert len(table_rows(browser)) == 6 and "recall" not in table_rows(browser)[0]
+            assert str(browser.query_one(".screen-title").render()) == "Long-term memory · paragraph 2"
+    finally:
+        reopened.close()
 
 
 async def open_context_viewer(pilot) -> ContextScreen:

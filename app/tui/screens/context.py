@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 # The first version that stores each step's context (database revision 0004).
 CONTEXT_RECORDED_SINCE = "0.2.0"
+# Shared with the memory browser, so it names no screen; one line in a 100-column terminal.
 NOT_RECORDED = (
     f"Not recorded for paragraphs written before longyarn {CONTEXT_RECORDED_SINCE}; "
-    "paragraphs written since show their context here."
+    "paragraphs written since show it here."
 )
 
 

@@ -605,8 +605,24 @@ class WritingScreen(Screen):
     # ---- other screens ----
 
     def action_memories(self) -> None:
+        """Memories, opened on what a paragraph recalled: the selected one, else the one being
+        written, else the newest."""
+        selected = self.story_view.selected
+        started = self.last_started
+        steps = self.story_view.steps
+        branch = [s.id for s in steps]
+        if selected is None and self.generating and started is not None:
+            self.app.push_screen(MemoryScreen(
+                self.story_id, paragraph="The paragraph being written", recalled=started.recalled, branch=branch
+            ))
+            return
+        step = selected.step if selected is not None else (steps[-1] if steps else None)
+        if step is None:
+            self.app.push_screen(MemoryScreen(self.story_id))
+            return
+        number = next((i for i, s in enumerate(steps, 1) if s.id == step.id), len(steps))
         self.app.push_screen(
-            MemoryScreen(self.story_id, self.last_started.recalled if self.last_started else None)
+            MemoryScreen(self.story_id, paragraph=f"Paragraph {number:,}", step_id=step.id, branch=branch)
         )
 
     def action_context(self) -> None:
