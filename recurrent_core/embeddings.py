@@ -71,7 +71,7 @@ class SentenceTransformerEmbedder:
         embeddings at about the same time; one forward pass over all of them costs less than
         one per caller. Texts are grouped by length so short ones are not padded to long ones.
         The model runs on longyarn's compute thread (`recurrent_core.compute`), as the local
-        language model does.
+        language model does, between two of its tokens if it is writing.
         """
         request = _EmbeddingRequest(list(texts))
         with self._pending_lock:
@@ -81,7 +81,7 @@ class SentenceTransformerEmbedder:
             if not request.done.is_set():
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
-                run_on_compute_thread(self._run, batch)
+                run_on_compute_thread(self._run, batch, urgent=True)
         request.done.wait()
         if request.error is not None:
             raise request.error

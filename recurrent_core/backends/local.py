@@ -51,7 +51,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import torch
 
 from .. import prompts
-from ..compute import run_on_compute_thread, submit_to_compute_thread
+from ..compute import run_on_compute_thread, run_urgent_work, submit_to_compute_thread
 from ..errors import CheckpointError, InvalidInput, LongyarnError, ModelError
 from ..local_lm.model import LocalLM
 from ..local_lm.prefix_cache import PrefixStateCache, common_prefix_length
@@ -285,6 +285,7 @@ class LocalGeneration:
 
             def step(token_id: int) -> torch.Tensor:
                 nonlocal current
+                run_urgent_work()  # e.g. a search's embedding: it need not wait for the reply
                 next_logits, current = backend._forward([token_id], current)
                 return next_logits
 
@@ -586,6 +587,7 @@ class LocalBackend(ModelBackend):
         for end in [*checkpoints, n]:
             if should_stop():
                 return None
+            run_urgent_work()
             logits, state = self._forward(prompt_ids[start:end], state)
             if end < n:
                 self.prefix_cache.store(prompt_ids[:end], state)

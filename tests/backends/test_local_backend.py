@@ -6,6 +6,7 @@ Random weights write gibberish, so these tests check mechanics, never quality.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,30 @@ async def test_closing_a_backend_stops_its_writing_and_refuses_more_while_others
     finally:
         task.cancel()
         await other.aclose()
+
+
+async def test_a_search_embedding_is_answered_while_the_local_model_is_still_writing(backend, embedder):
+    # The model and the embedder share one compute thread; a writer searching memories by
+    # meaning during a long paragraph must not wait for the paragraph to end.
+    embedder.embed(["warm up"])
+    long_run = GenerationRequest(Prompt("chooser", "", "Count:", ()), Sampling(max_tokens=30_000, seed=1))
+    started = asyncio.Event()
+
+    async def consume():
+        async for chunk in backend.stream(long_run):
+            if chunk.text:
+                started.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(started.wait(), timeout=30)
+        vectors = await asyncio.wait_for(asyncio.to_thread(embedder.embed, ["the heron's library"]), timeout=60)
+        assert vectors.shape == (1, 384)
+        assert not task.done()  # answered between two of the model's tokens
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_prompt_over_the_limit_is_refused_before_the_model_runs(tiny_model_dir):
