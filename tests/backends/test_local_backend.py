@@ -205,21 +205,27 @@ async def test_cancelling_the_consumer_stops_the_model_within_one_token(backend)
     assert chunks[-1].usage.completion_tokens >= 1
 
 
-async def test_closing_a_backend_stops_its_writing_and_refuses_more_while_others_write_on(tiny_model_dir):
-    # Every local model shares one compute thread: closing one must not stall or break another.
-    closing = LocalBackend.load(tiny_model_dir)
-    other = LocalBackend.load(tiny_model_dir)
-    long_run = GenerationRequest(Prompt("chooser", "", "Count:", ()), Sampling(max_tokens=30_000, seed=1))
+async def start_a_long_reply(backend: LocalBackend) -> asyncio.Task:
+    """A task streaming a reply of up to 30,000 tokens, returned once its first text is in."""
+    request = GenerationRequest(Prompt("chooser", "", "Count:", ()), Sampling(max_tokens=30_000, seed=1))
     started = asyncio.Event()
 
     async def consume():
-        async for chunk in closing.stream(long_run):
+        async for chunk in backend.stream(request):
             if chunk.text:
                 started.set()
 
     task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), timeout=30)
+    return task
+
+
+async def test_closing_a_backend_stops_its_writing_and_refuses_more_while_others_write_on(tiny_model_dir):
+    # Every local model shares one compute thread: closing one must not stall or break another.
+    closing = LocalBackend.load(tiny_model_dir)
+    other = LocalBackend.load(tiny_model_dir)
+    task = await start_a_long_reply(closing)
     try:
-        await asyncio.wait_for(started.wait(), timeout=30)
         await asyncio.wait_for(closing.aclose(), timeout=30)
         await asyncio.wait_for(task, timeout=30)  # the reply ends early instead of hanging
         assert closing.stats.completion_tokens < 30_000
@@ -236,17 +242,8 @@ async def test_a_search_embedding_is_answered_while_the_local_model_is_still_wri
     # The model and the embedder share one compute thread; a writer searching memories by
     # meaning during a long paragraph must not wait for the paragraph to end.
     embedder.embed(["warm up"])
-    long_run = GenerationRequest(Prompt("chooser", "", "Count:", ()), Sampling(max_tokens=30_000, seed=1))
-    started = asyncio.Event()
-
-    async def consume():
-        async for chunk in backend.stream(long_run):
-            if chunk.text:
-                started.set()
-
-    task = asyncio.create_task(consume())
+    task = await start_a_long_reply(backend)
     try:
-        await asyncio.wait_for(started.wait(), timeout=30)
         vectors = await asyncio.wait_for(asyncio.to_thread(embedder.embed, ["the heron's library"]), timeout=60)
         assert vectors.shape == (1, 384)
         assert not task.done()  # answered between two of the model's tokens
