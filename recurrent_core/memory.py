@@ -8,13 +8,38 @@ Below about a million vectors an exact matrix-vector product beats an approximat
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .store import StoryStore
 from .types import MemoryEntry, RecalledMemory
+
+
+_blas_controller: ThreadpoolController | None = None
+_blas_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's OpenBLAS on one thread for a block.
+
+    A matrix-vector product is bound by memory, so a second BLAS thread barely speeds it up,
+    and after a call OpenBLAS's threads spin for a while: on 2 cores that stole ~35 ms from
+    the embedding that follows a recall over 10,000 memories. (torch's own BLAS is untouched.)
+    """
+    global _blas_controller
+    # One block at a time: the limit is process-wide, and overlapping blocks would restore it
+    # out of order.
+    with _blas_lock:
+        if _blas_controller is None:
+            _blas_controller = ThreadpoolController().select(internal_api="openblas")
+        with _blas_controller.limit(limits=1):
+            yield
 
 
 @dataclass
@@ -129,7 +154,8 @@ class RecallIndex:
                 allowed[row] = False
         pinned = pinned_rows & allowed
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        scores = matrix @ query
+        with _one_blas_thread():
+            scores = matrix @ query
         results = [self._recalled(entries[row], scores[row], True) for row in np.flatnonzero(pinned)]
         candidates = np.flatnonzero(allowed & ~pinned)
         if k > 0 and candidates.size:

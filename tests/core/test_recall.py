@@ -82,3 +82,18 @@ def test_excluding_the_previous_paragraph_and_small_stories(store, embedder):
     assert [m.step_id for m in found] == [steps[0].id]
     empty = store.create_story(title="E", premise="P", genre="", outline="O")
     assert index.recall(empty.id, embedder.embed(["x"])[0], k=3, branch_step_ids=[]) == []
+
+
+def test_recall_leaves_numpys_blas_thread_setting_as_it_found_it(store, embedder):
+    # Recall runs its product on one BLAS thread (a spinning second one slows the embedder);
+    # a program using longyarn's API must get its own numpy setting back.
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas"]
+
+    story, _ = build_story(store, embedder)
+    index = RecallIndex(store, embedder.name)
+    before = blas_threads()
+    found = recall(index, store, embedder, story.id, "a lighthouse")
+    assert found and blas_threads() == before
