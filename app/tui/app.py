@@ -4,8 +4,9 @@
 and the engine (None while no model is usable or while one loads: stories can still be read and
 exported). Work that talks to the model holds the engine through `engine_in_use`, so that saving
 settings meanwhile never changes or closes the model under a running step: the old engine is
-closed (or reconfigured) once its last user is done, and the new settings apply from the next step. Nothing slow runs on the event loop: the engine is built, and the store is written,
-in threads, so typing and scrolling never wait for a model load or a locked database.
+closed (or reconfigured) once its last user is done, and the new settings apply from the next
+step. Nothing slow runs on the event loop: the engine is built, and the store is written, in
+threads, so typing and scrolling never wait for a model load or a locked database.
 """
 
 from __future__ import annotations

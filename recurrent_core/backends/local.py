@@ -378,7 +378,6 @@ class LocalBackend(ModelBackend):
             extra={"chat": self.chat, "device": str(lm.device), "prefix_cache_mb": prefix_cache_mb},
         )
         self._stats = LocalBackendStats()
-        self._model_lock = threading.Lock()
         self._books_lock = threading.Lock()  # guards the stats, the running set and `_closed`
         self._head_ids: dict[str, list[int]] = {}
         # The cancel flags and futures of unfinished generations (on the shared compute thread).
@@ -550,8 +549,7 @@ class LocalBackend(ModelBackend):
     ) -> tuple[torch.Tensor, RecurrentState]:
         """`lm.forward`, counted; every model call of this backend goes through here."""
         self._count(forward_calls=1)  # counted as it starts, for _note_cancel (see the stats)
-        with self._model_lock:
-            return self.lm.forward(token_ids, state)
+        return self.lm.forward(token_ids, state)  # only ever on the compute thread: no lock
 
     def _forget(self, cancelled: threading.Event) -> None:
         with self._books_lock:

@@ -454,29 +454,40 @@ async def test_a_long_story_opens_with_its_last_page_and_loads_earlier_paragraph
         assert not view.earlier.display
 
 
-async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_model(store, server, embedder):
+def app_switching_models(store, server, embedder, story_id: str, refused: dict[str, str] | None = None):
+    """An app on the scripted server's "first-model" that builds a real engine for whatever
+    model the settings name, refusing the models in `refused` with their sentences."""
     from app.models import make_backend
     from recurrent_core.engine import Engine
 
-    story = seed_story(store, embedder, PARAGRAPHS)
-    sentence = "No model named 'missing-model' on the server; nothing was written; pick another model."
-
     def build_engine(settings: Settings) -> Engine:
-        if settings.model == "missing-model":
-            raise LongyarnError(sentence)
+        if settings.model in (refused or {}):
+            raise LongyarnError(refused[settings.model])
         return Engine(store, make_backend(settings), embedder, settings.engine_config())
 
     settings = Settings(base_url=server.base_url, model="first-model")
-    app = make_app(store=store, settings=settings, engine_factory=build_engine, story_id=story.id,
-                   keymap={}, first_run=False)
+    return make_app(store=store, settings=settings, engine_factory=build_engine, story_id=story_id,
+                    keymap={}, first_run=False)
+
+
+async def save_model_in_settings(pilot, model: str) -> SettingsScreen:
+    """Open the settings (F5), name `model` and save; returns the settings screen."""
+    await pilot.press("f5")
+    form = await wait_for_screen(pilot, SettingsScreen)
+    form.query_one("#model").value = model
+    await pilot.press("ctrl+s")
+    return form
+
+
+async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_model(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    sentence = "No model named 'missing-model' on the server; nothing was written; pick another model."
+    app = app_switching_models(store, server, embedder, story.id, refused={"missing-model": sentence})
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: pilot.app.engine is not None, what="the first model")
         first_engine = pilot.app.engine
-        await pilot.press("f5")
-        form = await wait_for_screen(pilot, SettingsScreen)
-        form.query_one("#model").value = "second-model"
-        await pilot.press("ctrl+s")
+        await save_model_in_settings(pilot, "second-model")
         screen = await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: screen.check_action("write_next", ()), what="the new model")
         assert pilot.app.engine is not first_engine
@@ -485,10 +496,7 @@ async def test_saved_settings_rebuild_the_engine_so_the_next_step_uses_the_new_m
         assert store.branch(story.id)[-1].model == "second-model"
 
         # A model that cannot be used: one clear notice, and the settings stay open to fix it.
-        await pilot.press("f5")
-        form = await wait_for_screen(pilot, SettingsScreen)
-        form.query_one("#model").value = "missing-model"
-        await pilot.press("ctrl+s")
+        form = await save_model_in_settings(pilot, "missing-model")
         await wait_until(pilot, lambda: form.query("#settings-problem"), what="the problem")
         assert str(form.query_one("#settings-problem").render()) == sentence
         assert any(n.message == sentence and "F5" in (n.title or "") for n in pilot.app._notifications)
@@ -527,18 +535,9 @@ async def test_the_model_loads_in_the_background_while_the_stories_stay_usable(s
 
 
 async def test_settings_saved_while_a_paragraph_streams_apply_from_the_next_step(store, server, embedder):
-    from app.models import make_backend
-    from recurrent_core.engine import Engine
-
     server.responder = slow_writer()
     story = seed_story(store, embedder, PARAGRAPHS)
-
-    def build_engine(settings: Settings) -> Engine:
-        return Engine(store, make_backend(settings), embedder, settings.engine_config())
-
-    settings = Settings(base_url=server.base_url, model="first-model")
-    app = make_app(store=store, settings=settings, engine_factory=build_engine, story_id=story.id,
-                   keymap={}, first_run=False)
+    app = app_switching_models(store, server, embedder, story.id)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: pilot.app.engine is not None, what="the first model")
@@ -546,10 +545,7 @@ async def test_settings_saved_while_a_paragraph_streams_apply_from_the_next_step
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: len(screen.story_view.streaming.text) > 20, what="text to stream in")
 
-        await pilot.press("f5")
-        form = await wait_for_screen(pilot, SettingsScreen)
-        form.query_one("#model").value = "second-model"
-        await pilot.press("ctrl+s")
+        await save_model_in_settings(pilot, "second-model")
         await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: pilot.app.engine not in (None, first_engine), what="the new model")
         assert screen.generating, "the paragraph is still being written"
