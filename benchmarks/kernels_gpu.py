@@ -16,9 +16,12 @@ Sections, each of which prints its own failure and lets the next one run:
    - "fused kernels": `kernels.rwkv7_fused` around the recurrence (token shift, LoRA
      activations, the whole time mix from the LoRAs to the output projection, relu^2) and
      batched products (r/k/v in one bmm, the four LoRAs in two), 11 kernels a layer;
-4. prefill: the Triton chunk kernel against `wkv7_chunk_torch` and the naive loop;
-5. flash-linear-attention's rwkv7 kernels, if `fla` is importable;
-6. decoding again with torch.compile: on the PyTorch ops, and on the glue left between the
+4. the app's decoding: `LocalLM.forward([token], state)` itself, as `longyarn write --backend
+   local` calls it token by token (checks, state copies and all), eager and replayed as a CUDA
+   graph, against the same bound;
+5. prefill: the Triton chunk kernel against `wkv7_chunk_torch` and the naive loop;
+6. flash-linear-attention's rwkv7 kernels, if `fla` is importable;
+7. decoding again with torch.compile: on the PyTorch ops, and on the glue left between the
    fused kernels (CUDA only; compiling takes a minute or two).
 """
 
@@ -55,10 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile decoding variant")
     parser.add_argument(
         "--compile-mode", default="default",
-        help="torch.compile mode for section 6, e.g. max-autotune-no-cudagraphs (slower to compile)",
+        help="torch.compile mode for section 7, e.g. max-autotune-no-cudagraphs (slower to compile)",
     )
     parser.add_argument(
-        "--sections", default="1,2,3,4,5,6", help="comma-separated section numbers to run (default: all)"
+        "--sections", default="1,2,3,4,5,6,7", help="comma-separated section numbers to run (default: all)"
     )
     return parser.parse_args()
 
@@ -237,6 +240,19 @@ def channel_mix_products(shifted: torch.Tensor, key: torch.Tensor, value: torch.
     return torch.relu(shifted @ key).square() @ value
 
 
+def bytes_read_per_token(s: RWKV7Shape, dtype: torch.dtype) -> int:
+    """Bytes one token must move at batch 1: each weight once, the state read and written."""
+    element, d = torch.finfo(dtype).bits // 8, s.d_model
+    # ln1, ln2 (4), the token-shift mixes (6 + 1), w0, a0, k_k, k_a, r_k, ln_x (7)
+    vectors_per_layer = 18
+    weights = s.layers * (4 * d * d + 2 * d * s.ffn + 2 * d * (s.decay_lora + s.iclr_lora + s.gate_lora))
+    weights += s.layers * vectors_per_layer * d + (s.layers - 1) * (2 * d * s.value_lora + d)
+    weights += d * s.vocab + 2 * d + d
+    wkv_state = s.layers * d * s.head_size * 4  # float32, (heads, N, N) a layer
+    shift_state = 2 * s.layers * d * element
+    return weights * element + 2 * (wkv_state + shift_state)
+
+
 class RandomRWKV7Decoder:
     """A whole RWKV-7 for one token at batch 1, from random weights: what decoding costs.
 
@@ -313,15 +329,7 @@ class RandomRWKV7Decoder:
         batched LoRAs is an implementation's choice, not bytes the model needs. The embedding
         table counts one row; layer 0 has no value LoRA.
         """
-        s, element = self.shape, torch.finfo(self.dtype).bits // 8
-        d = s.d_model
-        # ln1, ln2 (4), the token-shift mixes (6 + 1), w0, a0, k_k, k_a, r_k, ln_x (7)
-        vectors_per_layer = 18
-        weights = s.layers * (4 * d * d + 2 * d * s.ffn + 2 * d * (s.decay_lora + s.iclr_lora + s.gate_lora))
-        weights += s.layers * vectors_per_layer * d + (s.layers - 1) * (2 * d * s.value_lora + d)
-        weights += d * s.vocab + 2 * d + d
-        state = self.wkv_state.numel() * 4 * 2 + (self.time_shift.numel() + self.channel_shift.numel()) * element * 2
-        return weights * element + state
+        return bytes_read_per_token(self.shape, self.dtype)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Logits (1, vocab) for one token id (a (1,) long tensor), advancing the state in place."""
@@ -490,7 +498,53 @@ def report_decoding(
                 torch.cuda.empty_cache()
 
 
-# ----------------------------------------------------------------------------------- 4. prefill
+# ------------------------------------------------------------------------ 4. the app's decoding
+
+
+def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None:
+    """`LocalLM.forward([token], state)` token by token, as the local writing backend calls it."""
+    from recurrent_core.local_lm import LocalLM
+    from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+
+    bandwidth = results.get("bandwidth") or measure_copy_bandwidth(device, tiny)
+    shapes = [RWKV7_TINY] if tiny else [RWKV7_0_1B, RWKV7_1_5B]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    variants = [("eager", False), ("CUDA graph", True)] if device.type == "cuda" else [("eager", False)]
+    tokens = 2 if tiny else 100
+    print("LocalLM.forward([token], state) at batch 1 from random BlinkDL-format weights")
+    print(f"({str(dtype).removeprefix('torch.')}), what the app runs for each token; same bound as section 3.")
+    for shape in shapes:
+        state_dict = random_rwkv7_state_dict(
+            shape.layers, shape.d_model, shape.vocab, head_size=shape.head_size, dim_ffn=shape.ffn,
+            lora_widths={"w": shape.decay_lora, "a": shape.iclr_lora, "v": shape.value_lora, "g": shape.gate_lora},
+            dtype=dtype, device=device,
+        )
+        bound = bandwidth / bytes_read_per_token(shape, dtype)
+        print(f"\n{shape.name}: bound {bound:8.1f} tokens/s")
+        measured = {}
+        for variant, cuda_graphs in variants:
+            lm = LocalLM.from_state_dict(state_dict, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
+            _, state = lm.forward([1, 2, 3])
+            for _ in range(3):  # the first single token compiles kernels; the second captures the graph
+                _, state = lm.forward([1], state)
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(tokens):
+                _, state = lm.forward([1], state)
+            synchronize(device)
+            measured[variant] = tokens / (time.perf_counter() - start)
+            problems = [text for text in (lm.fused_decode_error, lm.cuda_graph_error) if text]
+            note = f"   FELL BACK: {'; '.join(problems)}" if problems else ""
+            print(f"  {variant:<12} {measured[variant]:8.1f} tokens/s   {measured[variant] / bound:6.1%} of bound{note}")
+            del lm
+        if len(measured) == 2:
+            print(f"  CUDA graph / eager: {measured['CUDA graph'] / measured['eager']:.2f}x")
+        del state_dict
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------- 5. prefill
 
 
 def report_prefill(device: torch.device, tiny: bool) -> None:
@@ -541,7 +595,7 @@ def report_prefill(device: torch.device, tiny: bool) -> None:
         print(f"  T={seq_len:<4} fused {fused_s * 1e6:9.1f} us   chunk {chunk_s * 1e6:9.1f} us   faster: {faster}")
 
 
-# -------------------------------------------------------------------------------------- 5. fla
+# -------------------------------------------------------------------------------------- 6. fla
 
 
 def report_fla(device: torch.device, tiny: bool) -> None:
@@ -629,14 +683,15 @@ def main() -> int:
         ("1. correctness", lambda: (check_correctness(device, args.tiny), check_fused_decode(device, args.tiny))),
         ("2. memory bandwidth", lambda: report_bandwidth(device, args.tiny, results)),
         ("3. decoding at batch 1", lambda: report_decoding(device, args.tiny, False, results)),
-        ("4. chunked prefill", lambda: report_prefill(device, args.tiny)),
-        ("5. flash-linear-attention", lambda: report_fla(device, args.tiny)),
+        ("4. the app's decoding (LocalLM)", lambda: report_app_decoding(device, args.tiny, results)),
+        ("5. chunked prefill", lambda: report_prefill(device, args.tiny)),
+        ("6. flash-linear-attention", lambda: report_fla(device, args.tiny)),
     ]
     if device.type == "cuda" and not args.no_compile:
         # Last, because compiling takes a minute or two.
         sections.append(
             (
-                "6. decoding at batch 1, torch.compile",
+                "7. decoding at batch 1, torch.compile",
                 lambda: report_decoding(device, args.tiny, True, results, args.compile_mode),
             )
         )

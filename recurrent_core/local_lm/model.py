@@ -12,6 +12,8 @@ On a GPU a single token takes the fused decode path instead (`_forward_token_fus
 its time goes to launching kernels, not to reading weights, so the r/k/v projections are one
 batched product over stacked weights, the four LoRAs two (zero-padded to one width), and the
 elementwise work around them is `kernels.rwkv7_fused`: 11 kernels a layer instead of about 50.
+From the second single token on, that step is replayed as a CUDA graph (one launch for the whole
+model), because launching ~260 kernels from Python costs more than the GPU takes to run them.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ PREFILL_SEGMENT_TOKENS = 1024
 # per layer is then shorter than waking a second core for it, and a second core that is
 # busy elsewhere (the embedder, another program) stalls every one of them.
 ONE_THREAD_DECODE_BELOW_WIDTH = 512
+
+# Captured decode steps kept per model (one per batch size seen; writers decode at batch 1).
+MAX_DECODE_GRAPHS = 4
+
+
+@dataclass
+class _DecodeGraph:
+    """One captured single-token step at a fixed batch size: its static inputs and outputs."""
+
+    graph: Any  # torch.cuda.CUDAGraph
+    tokens: torch.Tensor  # (B,) int64
+    state: RecurrentState  # read by the graph
+    new_state: RecurrentState  # written by the graph
+    logits: torch.Tensor  # (B, vocab) float32, written by the graph
+
 
 @dataclass(frozen=True)
 class _DecodeWeights:
@@ -328,11 +345,13 @@ class LocalLM:
         tokenizer: Any | None = None,
         extra_config: Mapping[str, Any] | None = None,
         fused_decode: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         """Use `load` or `from_state_dict`; this expects an already validated state dict.
 
         fused_decode: run single tokens through `_forward_token_fused` (default: on CUDA). On a
         CPU it runs the kernels' PyTorch references, which is how tests check that path.
+        cuda_graphs: replay single-token steps as CUDA graphs (default: on CUDA).
         """
         self.config = config
         self.device = device
@@ -346,6 +365,11 @@ class LocalLM:
         self._fused_decode_ran = False
         # Why the fused decode path was given up, if it failed on its first call.
         self.fused_decode_error: str | None = None
+        self._cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._decode_graphs: dict[int, _DecodeGraph] = {}
+        self._eager_decodes = 0
+        # Why single tokens stopped being replayed as CUDA graphs, if capturing one failed.
+        self.cuda_graph_error: str | None = None
         # None: Triton on CUDA, PyTorch elsewhere; tests set True to run Triton's interpreter.
         self._fused_kernels_use_triton: bool | None = None
         # Threads for one-token steps on a CPU (None: torch's current setting); see above.
@@ -396,15 +420,21 @@ class LocalLM:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         tokenizer: Any | None = None,
+        cuda_graphs: bool | None = None,
     ) -> LocalLM:
-        """A model from in-memory weights with BlinkDL key names (e.g. during training)."""
+        """A model from in-memory weights with BlinkDL key names (e.g. during training).
+
+        cuda_graphs: replay single-token steps as CUDA graphs (default: on CUDA).
+        """
         from .checkpoint import _infer_rwkv7_config
 
         resolved_device = _resolve_device(device)
         resolved_dtype = _resolve_dtype(dtype, resolved_device)
         config = _infer_rwkv7_config(state_dict, "The given state dict")
         cpu_weights = {k: v.detach().to("cpu") for k, v in state_dict.items()}
-        return cls(cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer)
+        return cls(
+            cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer, cuda_graphs=cuda_graphs
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -439,15 +469,16 @@ class LocalLM:
                     state.wkv,
                     state.channel_mix_shift.to(self.dtype),
                 )
-        new_state = RecurrentState(
-            torch.empty_like(state.time_mix_shift),
-            torch.empty_like(state.wkv),
-            torch.empty_like(state.channel_mix_shift),
-        )
+        if seq_len == 1 and self._cuda_graphs and self._eager_decodes > 0:
+            replayed = self._replay_decode_graph(tokens[:, 0], state)
+            if replayed is not None:
+                logits, new_state = replayed
+                return (logits if batched else logits[0]), new_state
+        new_state = _empty_like_state(state)
         with torch.no_grad():
             if seq_len == 1:
-                with _intra_op_threads(self.decode_threads):
-                    last = self._forward_token(tokens[:, 0], state, new_state)
+                logits = self._token_logits(tokens[:, 0], state, new_state)
+                self._eager_decodes += 1
             else:
                 source = state
                 step = max(1, self.prefill_segment_tokens)
@@ -455,8 +486,7 @@ class LocalLM:
                     segment = tokens[:, start : start + step]
                     last = self._forward_sequence(segment, source, new_state)
                     source = new_state
-            last = F.layer_norm(last, (self.config.n_embd,), self._ln_out_weight, self._ln_out_bias)
-            logits = self._head(last).float()
+                logits = self._logits(last)
         return (logits if batched else logits[0]), new_state
 
     __call__ = forward
@@ -521,7 +551,90 @@ class LocalLM:
                 f"computed, so move it first with state.to('{self.device}')."
             )
 
+    # -- single tokens as CUDA graphs -----------------------------------------------------------
+
+    def _replay_decode_graph(
+        self, tokens: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, RecurrentState] | None:
+        """One token through a captured graph: (logits, new state), or None to decode eagerly.
+
+        The inputs are copied into the graph's static tensors and the outputs cloned out of
+        them, so `state` is never modified and every returned state is independent.
+        """
+        # Normal tensors even under a caller's inference_mode: the static buffers outlive it.
+        with torch.inference_mode(False), torch.no_grad():
+            batch_size = tokens.shape[0]
+            decode = self._decode_graphs.get(batch_size)
+            if decode is None:
+                if len(self._decode_graphs) >= MAX_DECODE_GRAPHS:
+                    return None
+                decode = self._capture_decode_graph(tokens, state)
+                if decode is None:
+                    return None
+                self._decode_graphs[batch_size] = decode
+            decode.tokens.copy_(tokens)
+            _copy_state(decode.state, state)
+            decode.graph.replay()
+            return decode.logits.clone(), decode.new_state.clone()
+
+    def _capture_decode_graph(self, tokens: torch.Tensor, state: RecurrentState) -> _DecodeGraph | None:
+        """Capture the single-token step for this batch size; None (and a warning) if that fails.
+
+        The first replay is checked against an eager step on the same inputs, so a graph that
+        computes anything else is never used.
+        """
+        try:
+            static_tokens = tokens.clone()
+            static_state = state.clone()
+            static_new_state = _empty_like_state(state)
+            # Warm up on a side stream, as CUDA graphs need (allocator, cuBLAS workspaces).
+            side_stream = torch.cuda.Stream(self.device)
+            side_stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side_stream):
+                for _ in range(2):
+                    self._token_logits(static_tokens, static_state, static_new_state)
+            torch.cuda.current_stream(self.device).wait_stream(side_stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_logits = self._token_logits(static_tokens, static_state, static_new_state)
+            decode = _DecodeGraph(graph, static_tokens, static_state, static_new_state, static_logits)
+
+            decode.graph.replay()
+            eager_state = _empty_like_state(state)
+            eager_logits = self._token_logits(tokens, state, eager_state)
+            scale = max(float(eager_logits.abs().max()), 1.0)
+            error = max(
+                float((decode.logits - eager_logits).abs().max()) / scale,
+                float((decode.new_state.wkv - eager_state.wkv).abs().max())
+                / max(float(eager_state.wkv.abs().max()), 1.0),
+            )
+            if not error <= 1e-3:  # also catches NaN
+                raise RuntimeError(f"the replayed step differs from the eager one by {error:.1e} of scale")
+            return decode
+        except Exception as failure:
+            self._cuda_graphs = False
+            self._decode_graphs.clear()
+            self.cuda_graph_error = f"{type(failure).__name__}: {str(failure)[:200]}"
+            warnings.warn(
+                f"Replaying decoding steps as CUDA graphs failed on {self.device} ({self.cuda_graph_error}); "
+                "decoding goes on without them, which is slower.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
+
     # -- the network --------------------------------------------------------------------------
+
+    def _token_logits(
+        self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+    ) -> torch.Tensor:
+        """Float32 logits (B, vocab) after one token per sequence; writes `new_state`."""
+        with _intra_op_threads(self.decode_threads):
+            return self._logits(self._forward_token(tokens, state, new_state))
+
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
+        last = F.layer_norm(last, (self.config.n_embd,), self._ln_out_weight, self._ln_out_bias)
+        return self._head(last).float()
 
     def _forward_token(
         self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
@@ -685,3 +798,17 @@ class LocalLM:
     @staticmethod
     def _channel_mix(layer: _LayerWeights, shifted: torch.Tensor) -> torch.Tensor:
         return layer.ffn_value(torch.relu(layer.ffn_key(shifted)).square_())
+
+
+def _empty_like_state(state: RecurrentState) -> RecurrentState:
+    return RecurrentState(
+        torch.empty_like(state.time_mix_shift),
+        torch.empty_like(state.wkv),
+        torch.empty_like(state.channel_mix_shift),
+    )
+
+
+def _copy_state(target: RecurrentState, source: RecurrentState) -> None:
+    target.time_mix_shift.copy_(source.time_mix_shift)
+    target.wkv.copy_(source.wkv)
+    target.channel_mix_shift.copy_(source.channel_mix_shift)

@@ -36,21 +36,25 @@ def random_rwkv7_state_dict(
     lora_widths: dict[str, int] | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """A random RWKV-7 ("x070") state dict laid out exactly like a BlinkDL .pth file."""
+    """A random RWKV-7 ("x070") state dict laid out exactly like a BlinkDL .pth file.
+
+    The same seed gives the same weights on the same kind of device (a GPU's generator differs).
+    """
     if n_embd % head_size:
         raise ValueError(f"n_embd {n_embd} is not a multiple of head_size {head_size}")
     dim_ffn = dim_ffn or 4 * n_embd
     widths = lora_widths or default_lora_widths(n_embd)
     n_head = n_embd // head_size
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     C = n_embd
 
     def normal(*shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * std
+        return torch.randn(*shape, generator=gen, device=device) * std
 
     def uniform(*shape: int, low: float, high: float) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen) * (high - low) + low
+        return torch.rand(*shape, generator=gen, device=device) * (high - low) + low
 
     def per_channel(low: float, high: float) -> torch.Tensor:
         # BlinkDL stores per-channel parameters with shape (1, 1, C).

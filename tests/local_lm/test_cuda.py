@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recurrent_core.errors import InvalidInput
-from recurrent_core.local_lm import LocalLM
+from recurrent_core.local_lm import LocalLM, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -80,3 +80,36 @@ def test_a_cpu_state_on_a_gpu_model_is_refused(tiny_checkpoint):
         gpu.forward([3], cpu_state)
     logits, _ = gpu.forward([3], cpu_state.to("cuda"))
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_cuda_graph_decoding_equals_eager_decoding_and_never_changes_a_state(batch, checkpoint_01b_layout):
+    graphed = LocalLM.load(checkpoint_01b_layout.path, device="cuda")
+    loaded = load_checkpoint(checkpoint_01b_layout.path)
+    eager = LocalLM(loaded.state_dict, loaded.config, torch.device("cuda"), torch.bfloat16, cuda_graphs=False)
+    vocab = checkpoint_01b_layout.vocab_size
+    prompt = torch.tensor([_tokens(vocab, 20, 10 + row) for row in range(batch)], device="cuda")
+    _, graphed_state = graphed.forward(prompt)
+    _, eager_state = eager.forward(prompt)
+    for step in range(6):
+        tokens = torch.tensor([_tokens(vocab, 1, 20 + step + 7 * row) for row in range(batch)], device="cuda")
+        parent, snapshot = graphed_state, graphed_state.clone()
+        logits, graphed_state = graphed.forward(tokens, parent)
+        expected, eager_state = eager.forward(tokens, eager_state)
+        torch.testing.assert_close(logits, expected, atol=1e-3, rtol=1e-3)
+        assert torch.equal(parent.wkv, snapshot.wkv)  # the state given is never changed
+    torch.testing.assert_close(graphed_state.wkv, eager_state.wkv, atol=1e-3, rtol=1e-3)
+    assert graphed.cuda_graph_error is None and graphed._decode_graphs  # replayed, not the fallback
+
+
+def test_cuda_graph_decoding_branches_from_one_state_independently(checkpoint_01b_layout):
+    gpu = LocalLM.load(checkpoint_01b_layout.path, device="cuda")
+    _, state = gpu.forward(_tokens(checkpoint_01b_layout.vocab_size, 30, 4))
+    snapshot = state.clone()
+    first, first_state = gpu.forward([5], state)
+    gpu.forward([6], state)  # another branch from the same parent
+    again, again_state = gpu.forward([5], state)
+    assert torch.equal(state.wkv, snapshot.wkv) and torch.equal(state.time_mix_shift, snapshot.time_mix_shift)
+    assert torch.equal(first, again) and torch.equal(first_state.wkv, again_state.wkv)
+    assert first_state.wkv.data_ptr() != again_state.wkv.data_ptr()  # states are never shared buffers
+    assert gpu.cuda_graph_error is None

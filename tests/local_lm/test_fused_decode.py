@@ -107,3 +107,21 @@ def test_a_fused_path_that_fails_on_its_first_token_falls_back_and_says_why(tiny
     expected, _ = plain.forward([6], state)
     torch.testing.assert_close(logits, expected, atol=0, rtol=0)
     assert fused.fused_decode_error and not fused._fused_decode
+
+
+def test_a_model_that_cannot_capture_cuda_graphs_warns_once_and_decodes_the_same(tiny_checkpoint) -> None:
+    # A CPU has no CUDA graphs, so capturing one really fails here: decoding must go on, eagerly.
+    loaded = load_checkpoint(tiny_checkpoint.path)
+    plain = LocalLM(loaded.state_dict, loaded.config, torch.device("cpu"), torch.float32, cuda_graphs=False)
+    asked = LocalLM(loaded.state_dict, loaded.config, torch.device("cpu"), torch.float32, cuda_graphs=True)
+    expected, expected_state = plain.forward([1, 2, 3])
+    logits, state = asked.forward([1, 2, 3])
+    tokens = _tokens(tiny_checkpoint.vocab_size, 4, seed=5)[0].tolist()
+    with pytest.warns(RuntimeWarning, match="CUDA graphs failed") as caught:
+        for token in tokens:
+            expected, expected_state = plain.forward([token], expected_state)
+            logits, state = asked.forward([token], state)
+            assert torch.equal(logits, expected)
+    assert len(caught) == 1
+    assert asked.cuda_graph_error is not None
+    _assert_states_close(state, expected_state)
