@@ -35,6 +35,7 @@ from recurrent_core.store import StoryStore
 from .commands import LongyarnCommands
 from .formatting import store_failure
 from .screens.dialogs import ExportDialog, ExportRequest
+from .screens.help import HelpScreen, help_rows
 from .screens.library import LibraryScreen
 from .screens.settings import SettingsScreen
 from .screens.welcome import WelcomeScreen
@@ -61,6 +62,7 @@ class LongyarnApp(App[None]):
 
     BINDINGS = [
         Binding("f5", "settings", "Settings", id="settings"),
+        Binding("f1", "help", "Help", id="help", tooltip="Every key of this screen"),
     ]
 
     def __init__(
@@ -95,6 +97,7 @@ class LongyarnApp(App[None]):
         self._retired: set[Engine] = set()
         # Settings saved mid-step for an engine the app cannot rebuild (no factory).
         self._pending_config: EngineConfig | None = None
+        self._quit_despite_unsaved = False  # a second Ctrl+Q quits even if an edit could not be stored
         if engine is None and engine_factory is None:
             self.engine_problem = "No model is configured; open the settings (F5) to choose one."
 
@@ -253,6 +256,32 @@ class LongyarnApp(App[None]):
             self.screen.show_problem(problem)
         else:
             self.push_screen(WelcomeScreen(settings.describe_model(), problem), self._welcomed)
+
+    async def action_quit(self) -> None:
+        """Quit, storing first a short-term memory edit still in its panel (it is saved on
+        leaving the panel, and quitting never leaves it)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WritingScreen):
+                screen.save_memory_edit()
+                if not await screen.memory_edit_stored() and not self._quit_despite_unsaved:
+                    self._quit_despite_unsaved = True
+                    self.notify(
+                        "longyarn is still open so that your memory edit is not lost; "
+                        "press Ctrl+Q again to quit without it.",
+                        title="Not quit",
+                        severity="warning",
+                        timeout=15,
+                    )
+                    return
+        self.exit()
+
+    def action_help(self) -> None:
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            screen.dismiss(None)
+            return
+        title = getattr(screen, "HELP_TITLE", "Keys")
+        self.push_screen(HelpScreen(title, help_rows(self, screen)))
 
     def action_settings(self) -> None:
         if not isinstance(self.screen, SettingsScreen):

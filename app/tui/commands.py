@@ -5,8 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.dom import DOMNode
+
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+def _own_actions(node: DOMNode) -> set[str]:
+    """Actions bound by longyarn's own classes of `node`: not the text-editing and cursor keys
+    that Textual's widgets (the focused Input, say) bring, which would bury the writer's commands."""
+    actions: set[str] = set()
+    for cls in type(node).__mro__:
+        if cls.__module__.startswith(_PACKAGE):
+            for binding in cls.__dict__.get("BINDINGS", ()):
+                actions.add(binding.action if isinstance(binding, Binding) else binding[1])
+    return actions
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,8 @@ class LongyarnCommands(Provider):
             if not active.enabled or not binding.description or binding.system:
                 continue
             if binding.action.endswith("command_palette") or binding.action in found:
+                continue
+            if binding.action not in _own_actions(active.node):
                 continue
             display = self.app.get_key_display(binding)
             help_text = binding.tooltip or f"key: {display}"

@@ -83,8 +83,8 @@ class StoryView(VerticalScroll, can_focus=True):
     """
 
     BINDINGS = [
-        Binding("up,k", "select_previous", "Previous", show=False),
-        Binding("down,j", "select_next", "Next", show=False),
+        Binding("up,k", "select_previous", "Previous paragraph", show=False),
+        Binding("down,j", "select_next", "Next paragraph", show=False),
         Binding("e", "screen.edit_paragraph", "Edit paragraph", id="edit-paragraph"),
         Binding("delete,d", "screen.delete_paragraph", "Delete paragraph", id="delete-paragraph"),
     ]
@@ -226,9 +226,9 @@ class InstructionList(OptionList):
     """The three instructions the planner proposed; choosing one puts it in the instruction box."""
 
     BINDINGS = [
-        Binding("1", "pick(0)", "First", show=False),
-        Binding("2", "pick(1)", "Second", show=False),
-        Binding("3", "pick(2)", "Third", show=False),
+        Binding("1", "pick(0)", "Take the first instruction", show=False),
+        Binding("2", "pick(1)", "Take the second instruction", show=False),
+        Binding("3", "pick(2)", "Take the third instruction", show=False),
     ]
 
     def show_instructions(self, instructions: tuple[str, ...]) -> None:

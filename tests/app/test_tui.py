@@ -273,6 +273,34 @@ async def test_an_edited_short_term_memory_is_what_the_next_step_reads_even_if_t
         assert edited in str(writer_request["messages"])
 
 
+async def test_quitting_while_editing_the_short_term_memory_keeps_the_edit(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.memory_editor.focus()
+        await pilot.press("end", *" She hides it.")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
+    assert "She hides it." in store.branch(story.id)[-1].short_term_memory
+
+
+async def test_quitting_when_a_memory_edit_cannot_be_stored_asks_again(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.memory_editor.focus()
+        await pilot.press("end", *" She hides it.")
+        with database_held_by_another_process(db_path):
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: any(n.title == "Not quit" for n in app._notifications),
+                             timeout=60, what="the warning")
+            assert app.is_running and "She hides it." in screen.memory_editor.text
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
+
+
 async def test_escape_cancels_a_step_and_nothing_is_stored_while_typing_goes_on(store, server, embedder):
     server.responder = slow_writer()
     story = seed_story(store, embedder, PARAGRAPHS)
@@ -299,6 +327,23 @@ async def test_escape_cancels_a_step_and_nothing_is_stored_while_typing_goes_on(
         server.responder = story_responder
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: len(store.branch(story.id)) == 4, what="the next step")
+
+
+async def test_while_a_paragraph_streams_the_footer_offers_only_what_can_come_back(store, server, embedder):
+    server.responder = slow_writer()
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: screen.story_view.streaming.text, what="text to stream in")
+        shown = {b.binding.id: b.enabled for b in screen.active_bindings.values() if b.binding.show}
+        assert shown["cancel"] and shown["memories"] and shown["context"]
+        assert shown["undo"] is False and shown["write"] is False, "greyed until the step is over"
+        # No paragraph was undone and there is one version: redo and version keys would only crowd.
+        assert not {"redo", "branch-previous", "branch-next"} & shown.keys()
+        await pilot.press("escape")
+        await wait_for_step(pilot, screen)
 
 
 async def test_a_model_error_is_one_clear_notice_and_the_screen_recovers(store, server, embedder):
@@ -351,6 +396,16 @@ async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server
         await history_move(pilot, screen, "ctrl+y")
         assert store.get_story(story.id).head_step_id == retried.id
         assert {s.id for s in store.children(story.id, third.parent_id)} == {third.id, retried.id}
+
+        # Redo brings back the version that was undone, not merely the newest one, however far back.
+        await history_move(pilot, screen, "alt+left")
+        await history_move(pilot, screen, "ctrl+z")
+        await history_move(pilot, screen, "ctrl+z")
+        assert shown_paragraphs(screen) == PARAGRAPHS[:1]
+        await history_move(pilot, screen, "ctrl+y")
+        await history_move(pilot, screen, "ctrl+y")
+        assert shown_paragraphs(screen) == PARAGRAPHS
+        assert store.get_story(story.id).head_step_id == third.id
 
 
 async def test_undo_waits_for_a_busy_database_while_the_writer_keeps_typing(store, server, embedder, db_path):

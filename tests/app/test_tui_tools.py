@@ -94,7 +94,7 @@ async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_exc
         await wait_until(pilot, lambda: table_rows(browser)[0]["flag"] == "★ pinned", what="the pin")
         assert store.search_memories(story.id, "dragon")[0].pinned
         browser.query_one("#memory-table").move_cursor(row=1)
-        excluded_text = rows[1]["memory"]
+        excluded_text = browser.selected_row().text  # the table shows an excerpt; this is the whole
         await pilot.press("x")
         await wait_until(pilot, lambda: table_rows(browser)[1]["flag"] == "excluded", what="the exclusion")
         [excluded] = [m for m in store.search_memories(story.id, "") if m.text == excluded_text]
@@ -111,11 +111,12 @@ async def test_the_memory_browser_searches_by_words_and_meaning_and_pins_and_exc
         # F2 now opens on what the new paragraph (the fifth) recalled.
         browser = await open_memory_browser(pilot)
         assert caption(browser).startswith(f"Paragraph 5 recalled {len(recalled)} memor")
-        shown = {row["memory"]: row for row in table_rows(browser)}
+        # Keyed by memory: the table shows excerpts cut to its width.
+        shown = {row.memory_id: cells for row, cells in zip(browser.rows, table_rows(browser))}
         assert len(shown) == len(recalled)
         for memory in recalled.values():
-            assert shown[memory.text]["score"] == f"{memory.score:.2f}"
-            assert shown[memory.text]["recall"] == ("★ pinned" if memory.pinned else "by score")
+            assert shown[memory.memory_id]["score"] == f"{memory.score:.2f}"
+            assert shown[memory.memory_id]["recall"] == ("★ pinned" if memory.pinned else "by score")
 
 
 def assert_browser_shows_recall(browser: MemoryScreen, recalled, store, branch: list[str]) -> None:
@@ -208,6 +209,29 @@ async def test_the_memory_browser_shows_what_the_selected_paragraph_recalled_aft
             assert str(browser.query_one(".screen-title").render()) == "Long-term memory · paragraph 2"
     finally:
         reopened.close()
+
+
+async def test_the_memory_browser_fits_its_width_and_shows_the_whole_memory_below(store, server, embedder):
+    long_memory = " ".join(["The ferryman counted the bells of the drowned chapel, one for every year."] * 3)
+    story = seed_story(store, embedder, [*PARAGRAPHS, long_memory])
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, WritingScreen)
+        for size in ((80, 24), (100, 30), (160, 50)):
+            await pilot.resize_terminal(*size)
+            browser = await open_memory_browser(pilot)
+            await pilot.pause()
+            table = browser.query_one("#memory-table")
+            # No sideways scrolling: every column, the memory's excerpt too, is in view.
+            assert table.virtual_size.width <= table.scrollable_content_region.width, size
+            assert table.max_scroll_x == 0, size
+            table.move_cursor(row=3)
+            await pilot.pause()
+            excerpt = table_rows(browser)[3]["memory"]
+            assert excerpt.endswith("…") and long_memory.startswith(excerpt[:-1].rstrip()), size
+            assert long_memory in " ".join(str(browser.query_one("#memory-text").render()).split())
+            await pilot.press("escape")
+            await pilot.pause()
 
 
 async def open_context_viewer(pilot) -> ContextScreen:
@@ -429,6 +453,50 @@ async def test_the_command_palette_runs_any_action_that_can_run_now(store, serve
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for_screen(pilot, ContextScreen)
+
+
+async def test_f1_shows_every_key_even_those_the_footer_has_no_room_for(store, server, embedder):
+    from app.tui.screens.help import HelpScreen
+
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id, keymap={"undo": "ctrl+b"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        footer = screen.query_one("KeysFooter")
+        help_key = next(key for key in footer.query("FooterKey") if key.action == "help")
+        # Docked at the right edge: a narrow terminal cuts other keys, never this one.
+        assert help_key.region.right == 80 and help_key.region.y == 23
+        await pilot.press("f1")
+        help_screen = await wait_for_screen(pilot, HelpScreen)
+        rows = dict(
+            (str(row.query_one(".help-key").render()), str(row.query_one(".help-what").render()))
+            for row in help_screen.query(".help-row")
+        )
+        assert rows["^b"] == "Undo", "the writer's keymap"
+        assert rows["f4"] == "Outline" and rows["f6"] == "Export", "keys the footer does not show"
+        assert rows["e"] == "Edit paragraph (in the story)"
+        assert rows["2"] == "Take the second instruction (in the instructions)"
+        assert "^p" in rows and "^q" in rows
+        await pilot.press("escape")
+        await wait_for_screen(pilot, WritingScreen)
+
+
+async def test_the_command_palette_lists_the_writers_commands_not_text_editing_keys(store, server, embedder):
+    from textual.command import CommandList
+
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        assert app.focused is screen.instruction_input
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: app.screen.query(CommandList) and app.screen.query_one(CommandList).option_count,
+                         what="the palette's commands")
+        await pilot.pause(0.3)
+        commands = app.screen.query_one(CommandList)
+        titles = [str(commands.get_option_at_index(i).prompt).split("\n")[0] for i in range(commands.option_count)]
+        assert {"Write", "Undo", "Memory", "Context", "Outline", "Export", "Library"} <= set(titles)
+        assert not [title for title in titles if "character" in title or "selected text" in title], titles
 
 
 async def test_a_long_story_opens_with_its_last_page_and_loads_earlier_paragraphs_on_scrolling_up(store, embedder):

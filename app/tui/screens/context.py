@@ -15,12 +15,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
 from recurrent_core.context import load_sent_context
 from recurrent_core.types import SentContext
 
 from ..formatting import one_line, store_failure
+from .help import KeysFooter
 
 if TYPE_CHECKING:
     from ..app import LongyarnApp
@@ -61,7 +62,7 @@ class ContextScreen(Screen):
                 )
             else:
                 yield Static("Reading what the model was given…", id="context-loading", classes="hint")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         if self.sent is None and self.step_id is not None:

@@ -10,7 +10,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from app.reader.authoring import close_to_readers, open_to_readers
 from recurrent_core.errors import LongyarnError
@@ -29,6 +29,7 @@ from .dialogs import (
     PublishDialog,
     TextPromptDialog,
 )
+from .help import KeysFooter
 
 if TYPE_CHECKING:
     from ..app import LongyarnApp
@@ -58,6 +59,8 @@ class LibraryScreen(Screen):
         ),
     ]
 
+    HELP_TITLE = "Keys for the library"
+
     def __init__(self) -> None:
         super().__init__(id="library")
 
@@ -70,7 +73,7 @@ class LibraryScreen(Screen):
         )
         yield Static("", id="library-empty", classes="hint")
         yield Static("", id="library-model", classes="hint", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     @property
     def table(self) -> StoryTable:

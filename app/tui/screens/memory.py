@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, RadioButton, RadioSet, Static
+from textual.widgets import DataTable, Input, RadioButton, RadioSet, Static
 
 from recurrent_core.errors import LongyarnError
 from recurrent_core.store import StoryStore
@@ -25,12 +25,13 @@ from recurrent_core.types import MemoryEntry, RecalledMemory
 
 from ..formatting import one_line, store_failure
 from .context import NOT_RECORDED
+from .help import KeysFooter
 
 if TYPE_CHECKING:
     from ..app import LongyarnApp
 
 LIST_LIMIT = 200
-EXCERPT_CHARS = 120
+MIN_EXCERPT_CHARS = 20
 
 # (key, header, width) of the table's columns; a recall also says why each memory was recalled.
 LIST_COLUMNS = (("score", "Score", 6), ("flag", "Flag", 9), ("from", "¶", 6), ("memory", "Memory", None))
@@ -100,6 +101,12 @@ class MemoryScreen(Screen):
         Binding("x", "toggle_exclude", "Exclude/include", id="memory-exclude"),
     ]
 
+    HELP_TITLE = "Keys for the long-term memory"
+    HELP_NOTES = (
+        ("enter", "Search, in the search box: by words, or by meaning when “meaning” is chosen"),
+        ("↑, ↓", "Choose a memory; its whole text shows below the table"),
+    )
+
     def __init__(
         self,
         story_id: str,
@@ -123,6 +130,7 @@ class MemoryScreen(Screen):
         self.showing_recall = False
         self.searched = False
         self._flag_lock = asyncio.Lock()  # one flag write at a time, each from the latest flags
+        self.excerpt_chars = MIN_EXCERPT_CHARS  # the memory column's width, fitted to the table
 
     def compose(self) -> ComposeResult:
         title = f"Long-term memory · {self._paragraph_words()}" if self.paragraph else "Long-term memory"
@@ -136,11 +144,12 @@ class MemoryScreen(Screen):
         yield Static("", id="memory-caption", markup=False)
         yield DataTable(id="memory-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="memory-text", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#memory-notice").display = False
         self._set_columns(LIST_COLUMNS)
+        self.call_after_refresh(self._fit_columns)
         if self.step_id is not None or self.live_recall is not None:
             self.query_one("#memory-caption", Static).update(f"Reading what {self._paragraph_words()} recalled…")
         self.load()
@@ -206,7 +215,36 @@ class MemoryScreen(Screen):
         table = self.query_one("#memory-table", DataTable)
         table.clear(columns=True)
         for key, label, width in columns:
-            table.add_column(label, key=key, width=width)
+            table.add_column(label, key=key, width=width or self.excerpt_chars)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_columns)
+
+    def _excerpt_room(self) -> int:
+        table = self.query_one("#memory-table", DataTable)
+        columns = RECALL_COLUMNS if self.showing_recall else LIST_COLUMNS
+        padding = 2 * table.cell_padding
+        fixed = sum(width + padding for _, _, width in columns if width)
+        # Room for the vertical scrollbar too, which appears once the rows outgrow the table.
+        room = table.size.width - table.styles.scrollbar_size_vertical - fixed - padding
+        return max(MIN_EXCERPT_CHARS, room)
+
+    def _fit_columns(self) -> None:
+        """Make the memory column fill what the table has left, so it never scrolls sideways;
+        the selected memory's whole text shows below the table."""
+        if not self.is_attached:
+            return
+        chars = self._excerpt_room()
+        if chars == self.excerpt_chars:
+            return
+        self.excerpt_chars = chars
+        table = self.query_one("#memory-table", DataTable)
+        cursor = table.cursor_row
+        self._set_columns(RECALL_COLUMNS if self.showing_recall else LIST_COLUMNS)
+        for row in self.rows:
+            table.add_row(*self._cells(row).values(), key=row.memory_id)
+        if self.rows:
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
 
     def show_rows(self, rows: list[MemoryRow], caption: str, *, recall: bool = False) -> None:
         if not self.is_attached:
@@ -214,8 +252,9 @@ class MemoryScreen(Screen):
         self.rows = rows
         self.query_one("#memory-caption", Static).update(caption)
         if recall != self.showing_recall:
+            self.showing_recall = recall
+            self.excerpt_chars = self._excerpt_room()
             self._set_columns(RECALL_COLUMNS if recall else LIST_COLUMNS)
-        self.showing_recall = recall
         table = self.query_one("#memory-table", DataTable)
         table.clear()
         for row in rows:
@@ -230,7 +269,7 @@ class MemoryScreen(Screen):
         cells["flag"] = "excluded" if row.excluded else ("★ pinned" if row.pinned else "")
         number = self.numbers.get(row.step_id)
         cells["from"] = f"{number:,}" if number else "—"
-        cells["memory"] = one_line(row.text, EXCERPT_CHARS) if row.exists else "(no longer stored)"
+        cells["memory"] = one_line(row.text, self.excerpt_chars) if row.exists else "(no longer stored)"
         return cells
 
     def selected_row(self) -> MemoryRow | None:

@@ -16,13 +16,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static, Switch
 
 from app.settings import Settings, config_path, save_settings
 from recurrent_core.backends.base import Sampling
 from recurrent_core.errors import LongyarnError
 
 from ..formatting import mask_key
+from .help import KeysFooter
 
 if TYPE_CHECKING:
     from ..app import LongyarnApp
@@ -108,7 +109,7 @@ class SettingsScreen(Screen):
                 yield Button("Back", id="back")
                 yield Button("Save  ^s", id="save", variant="primary")
             yield Static(f"Saved in {config_path()}", classes="hint", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     @on(Button.Pressed, "#back")
     def _back(self) -> None:

@@ -22,7 +22,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static, TextArea
+from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import Worker
 
 from recurrent_core.errors import LongyarnError
@@ -41,6 +41,7 @@ from ..formatting import paragraphs_label, store_failure
 from ..widgets import InstructionList, ParagraphView, StoryView
 from .context import ContextScreen
 from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit, ParagraphEditor
+from .help import KeysFooter
 from .memory import MemoryScreen
 
 if TYPE_CHECKING:
@@ -101,6 +102,15 @@ class WritingScreen(Screen):
         Binding("ctrl+l", "library", "Library", id="library"),
     ]
 
+    HELP_TITLE = "Keys for writing"
+    HELP_PARTS = (("in the story", StoryView), ("in the instructions", InstructionList))
+    HELP_NOTES = (
+        ("enter", "Write the next paragraph from your instruction; with none typed, from the "
+                  "highlighted one of the three"),
+        ("↑, ↓", "Highlight an instruction (in the instructions)"),
+        ("enter", "Take the highlighted instruction into your instruction box to edit (in the instructions)"),
+    )
+
     generating: reactive[bool] = reactive(False, init=False)
     moving: reactive[bool] = reactive(False, init=False)  # a history move or delete is being stored
 
@@ -114,6 +124,7 @@ class WritingScreen(Screen):
         self.step_worker: Worker | None = None
         # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
         self._memory_write: asyncio.Task[bool] | None = None
+        self._undone: list[str] = []  # steps undone, newest last: what redo brings back
 
     # ---- layout ----
 
@@ -132,7 +143,7 @@ class WritingScreen(Screen):
             select_on_focus=False,  # a chosen instruction is there to be edited, not replaced
         )
         yield Static("", id="status", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     @property
     def story_view(self) -> StoryView:
@@ -275,8 +286,13 @@ class WritingScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_step":
             return self.generating
-        if action in STORY_CHANGING_ACTIONS and (self.generating or self.moving):
+        available = self._can_run(action)
+        if available and action in STORY_CHANGING_ACTIONS and (self.generating or self.moving):
             return None  # shown greyed out: it will come back when the step or move is done
+        return available
+
+    def _can_run(self, action: str) -> bool:
+        """Whether `action` makes sense now, a step or move aside (else it leaves the footer)."""
         position = self.position
         if action == "write_next":
             return self.app.engine is not None
@@ -490,11 +506,20 @@ class WritingScreen(Screen):
             return
         steps = self.story_view.steps
         target = steps[-2].id if len(steps) >= 2 and steps[-1].id == head.id else head.parent_id
+        self._undone.append(head.id)
         self.move_head(target, "Undone; the paragraph is kept: Ctrl+Y brings it back.")
 
     def action_redo(self) -> None:
-        if self.position.children:
-            self.move_head(self.position.children[-1].id)
+        """Bring back the paragraph last undone here (not merely the newest version)."""
+        children = {child.id for child in self.position.children}
+        if not children:
+            return
+        target = next((step for step in reversed(self._undone) if step in children), None)
+        if target is None:
+            target = self.position.children[-1].id
+        else:
+            self._undone.remove(target)
+        self.move_head(target)
 
     def action_previous_branch(self) -> None:
         self._switch_version(-1)
