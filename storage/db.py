@@ -12,13 +12,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from recurrent_core.errors import LongyarnError
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRESQL_MIGRATION_LOCK = 0x6C6F6E67  # "long": any fixed key of longyarn's own
 
 # Execution option read by the SQLite "begin" hook: how a transaction starts.
 SQLITE_BEGIN_MODE = "longyarn_sqlite_begin"
@@ -40,12 +43,13 @@ def open_store(url_or_path: str | os.PathLike[str]) -> SqlStore:
     """Open (creating or upgrading to the newest schema) the database at a URL or a file path.
 
     A plain path means SQLite at that path; its parent folders are created. Any SQLAlchemy URL
-    works, e.g. ``postgresql+psycopg://user@host/longyarn``.
+    works, e.g. ``postgresql://user@host/longyarn`` (psycopg: the ``postgres`` extra).
     """
     from .repository import SqlStore  # repository imports this module
 
     engine = create_store_engine(database_url(url_or_path))
     try:
+        _check_reachable(engine)
         upgrade(engine)
     except BaseException:
         engine.dispose()
@@ -54,9 +58,16 @@ def open_store(url_or_path: str | os.PathLike[str]) -> SqlStore:
 
 
 def database_url(url_or_path: str | os.PathLike[str]) -> URL:
-    """The SQLAlchemy URL for a URL string or a filesystem path (which means SQLite)."""
+    """The SQLAlchemy URL for a URL string or a filesystem path (which means SQLite).
+
+    A PostgreSQL URL that names no driver gets psycopg (3), the one the ``postgres`` extra
+    installs, rather than SQLAlchemy's default psycopg2 (or, for postgres://, nothing).
+    """
     if isinstance(url_or_path, str) and "://" in url_or_path:
-        return make_url(url_or_path)
+        url = make_url(url_or_path)
+        if url.drivername in ("postgresql", "postgres"):  # "postgres://", as hosts print it
+            url = url.set(drivername="postgresql+psycopg")
+        return url
     raw_path = os.fspath(url_or_path)
     if raw_path == ":memory:":
         return URL.create("sqlite+pysqlite")
@@ -69,7 +80,8 @@ def describe_location(url: URL) -> str:
     """Where the data lives, for messages: a SQLite file's path, or the URL without password."""
     if url.get_backend_name() == "sqlite":
         return url.database if _is_file_sqlite(url) else "an in-memory database"
-    return url.render_as_string(hide_password=True)
+    # Unquoted for reading (e.g. ?host=/run/postgresql); the password is already masked.
+    return unquote(url.render_as_string(hide_password=True))
 
 
 def create_store_engine(url: URL) -> Engine:
@@ -79,7 +91,21 @@ def create_store_engine(url: URL) -> Engine:
     one thread at a time (tests, scratch work); use a file for anything concurrent.
     """
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except ImportError as error:  # SQLAlchemy imports the driver when the engine is made
+            extra = " (pip install 'longyarn[postgres]')" if url.get_driver_name() == "psycopg" else ""
+            raise LongyarnError(
+                f"The database URL {describe_location(url)} needs the Python package "
+                f"{error.name or url.get_driver_name()!r}, which is not installed, so no database "
+                f"was opened; install it{extra} or pass another --db."
+            ) from error
+        except NoSuchModuleError as error:
+            raise LongyarnError(
+                f"The database URL {describe_location(url)} names a kind of database SQLAlchemy "
+                "does not know, so no database was opened; use a file path, or a URL such as "
+                "postgresql://user@host/longyarn."
+            ) from error
     if _is_file_sqlite(url):
         engine = create_engine(url)
     else:
@@ -89,6 +115,21 @@ def create_store_engine(url: URL) -> Engine:
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _check_reachable(engine: Engine) -> None:
+    """Connect once, so that an unreachable server or a wrong URL is one clear sentence."""
+    if engine.dialect.name == "sqlite":
+        return  # a file: its problems surface as they always did
+    try:
+        engine.connect().close()
+    except OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0][:200]
+        raise LongyarnError(
+            f"Could not connect to the database at {describe_location(engine.url)} ({reason}), "
+            "so nothing was read or changed; check that the server is running and that --db "
+            "names it, then run the command again."
+        ) from error
 
 
 def _is_file_sqlite(url: URL) -> bool:
@@ -170,9 +211,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = alembic_config()
     writer = engine.execution_options(**{SQLITE_BEGIN_MODE: BEGIN_IMMEDIATE})
     with writer.connect() as connection, _sqlite_foreign_keys_off(connection):
+        _postgresql_migration_lock(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         connection.commit()
+
+
+def _postgresql_migration_lock(connection: Connection) -> None:
+    """Make processes that open a new PostgreSQL database at once migrate it one at a time.
+
+    SQLite's BEGIN IMMEDIATE does this there. Without it, both would create the same tables
+    and one would fail. Held until the migration's transaction ends; the second then finds
+    the schema up to date (Alembic reads the revision after this).
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(POSTGRESQL_MIGRATION_LOCK)))
 
 
 @contextlib.contextmanager

@@ -62,9 +62,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=timezone.utc)
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite
+            return value.replace(tzinfo=timezone.utc)
+        # PostgreSQL answers in the session's time zone (the server's, by default).
+        return value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):

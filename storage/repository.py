@@ -406,19 +406,19 @@ class SqlStore:
         """Hide a paragraph from the story and remove its memory from recall; the tree is kept."""
         with self._write() as session:
             step_row = self._step_row(session, step_id)
+            self._bump_memory_version(session, step_row.story_id)  # first: see _bump_memory_version
             step_row.deleted = True
-            self._bump_memory_version(session, step_row.story_id)
 
     def update_short_term_memory(self, step_id: str, short_term_memory: str) -> Step:
         """A person's edit of the short-term memory; the next step reads it."""
         with self._write() as session:
             step_row = self._step_row(session, step_id)
-            step_row.short_term_memory = short_term_memory
-            session.execute(
+            session.execute(  # the story's row first: see _bump_memory_version
                 update(StoryRow)
                 .where(StoryRow.id == step_row.story_id)
                 .values(updated_at=_utcnow())
             )
+            step_row.short_term_memory = short_term_memory
             session.flush()
             return _step(step_row)
 
@@ -516,11 +516,11 @@ class SqlStore:
                     f"No memory with id {memory_id!r} in {self._location}, so no flag was "
                     "changed; pick a memory from the story's memory list."
                 )
+            self._bump_memory_version(session, row.story_id)  # first: see _bump_memory_version
             if pinned is not None:
                 row.pinned = pinned
             if excluded is not None:
                 row.excluded = excluded
-            self._bump_memory_version(session, row.story_id)
             session.flush()
             return _memory(row)
 
@@ -575,6 +575,8 @@ class SqlStore:
 
     def _bump_memory_version(self, session: Session, story_id: str, *, edited: bool = True) -> None:
         # One UPDATE, not read-then-write: it also takes the row's write lock on PostgreSQL.
+        # Every write to a story's steps or memories takes this lock before changing them, so
+        # concurrent writers queue for the story and cannot deadlock (SQLite queues for the file).
         values: dict = {"memory_version": StoryRow.memory_version + 1}
         if edited:
             values["updated_at"] = _utcnow()
@@ -690,6 +692,7 @@ class SqlStore:
     def set_reader_position(self, reader_id: str, story_id: str, step_id: str | None) -> None:
         """Remember where the reader is, so that reopening the story resumes there."""
         with self._write() as session:
+            self._lock_reader(session, reader_id)  # else two first visits insert one row twice
             self._reader_visible_step(session, reader_id, story_id, step_id)
             row = session.get(ReaderProgressRow, (reader_id, story_id))
             if row is None:
@@ -706,6 +709,7 @@ class SqlStore:
     def save_reader_slot(self, reader_id: str, story_id: str, name: str, step_id: str) -> ReaderPlace:
         """Save the reader's place under `name`, replacing a slot of that name."""
         with self._write() as session:
+            self._lock_reader(session, reader_id)  # else two saves could both keep their slot
             self._reader_visible_step(session, reader_id, story_id, step_id)
             session.execute(
                 delete(ReaderPlaceRow).where(
@@ -755,12 +759,13 @@ class SqlStore:
         """Count one generation for the reader if fewer than `limit` began in the last `window_s`.
 
         Returns None when it was counted (go ahead), else the seconds until the oldest counted
-        one leaves the window. The check and the insert share one write transaction, so
-        concurrent processes on one database cannot overrun the limit together.
+        one leaves the window. The check and the insert share one write transaction that holds
+        the reader's lock, so concurrent processes on one database cannot overrun the limit.
         """
         now = now or _utcnow()
         window_start = now - timedelta(seconds=window_s)
         with self._write() as session:
+            self._lock_reader(session, reader_id)
             session.execute(
                 delete(ReaderGenerationRow).where(
                     ReaderGenerationRow.reader_id == reader_id,
@@ -790,6 +795,14 @@ class SqlStore:
         session.add(row)
         session.flush()
         return _place(row)
+
+    def _lock_reader(self, session: Session, reader_id: str) -> None:
+        """Make this reader's read-then-write transactions queue, one after another.
+
+        SQLite writers already queue for the file (BEGIN IMMEDIATE); PostgreSQL's READ COMMITTED
+        lets two run at once, so they queue for the reader's row (FOR UPDATE; SQLite has none).
+        """
+        session.execute(select(ReaderRow.id).where(ReaderRow.id == reader_id).with_for_update())
 
     def _reader_visible_step(
         self, session: Session, reader_id: str, story_id: str, step_id: str | None

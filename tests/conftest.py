@@ -44,6 +44,18 @@ def store(db_path):
     store.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the whole session; skips, saying why, if none can run."""
+    from tests.postgres_server import PostgresServer
+
+    started = PostgresServer.start()
+    if isinstance(started, str):
+        pytest.skip(started)
+    yield started
+    started.stop()
+
+
 @pytest.fixture
 def server():
     from tests.scripted_server import ScriptedServer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 from datetime import datetime, timezone
 
 import pytest
@@ -36,8 +37,8 @@ def test_the_migration_history_has_an_upgrade_to_test(db_path):
     assert first_revision() not in schema_heads()
 
 
-def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path):
-    engine = create_store_engine(database_url(db_path))
+def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(empty_database):
+    engine = create_store_engine(database_url(empty_database))
     upgrade(engine, first_revision())
     assert current_revisions(engine) == (first_revision(),)
     now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -48,7 +49,7 @@ def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path
                 "INSERT INTO stories (id, title, premise, genre, outline, settings, head_step_id,"
                 " readable, reader_may_extend, memory_version, created_at, updated_at) VALUES"
                 " ('0ld5t0ry0000', 'Old', 'An old premise.', 'gothic', '', '{\"k\": 2}', NULL,"
-                " 1, 0, 1, :now, :now)"
+                " TRUE, FALSE, 1, :now, :now)"
             ),
             {"now": now},
         )
@@ -58,7 +59,7 @@ def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path
                 " short_term_memory, memory_reason, next_instructions, backend, model, fallbacks,"
                 " created_at, deleted) VALUES ('s1', '0ld5t0ry0000', NULL, 'Begin.',"
                 " 'It was a dark night.', 'Night.', 'start', '[\"a\", \"b\", \"c\"]', 'openai',"
-                " 'gpt-old', '[]', :now, 0)"
+                " 'gpt-old', '[]', :now, FALSE)"
             ),
             {"now": now},
         )
@@ -66,14 +67,14 @@ def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path
             text(
                 "INSERT INTO memories (id, story_id, step_id, text, embedding, dim,"
                 " embedding_model, pinned, excluded, created_at) VALUES ('m1', '0ld5t0ry0000',"
-                " 's1', 'It was a dark night.', :embedding, 8, :model, 1, 0, :now)"
+                " 's1', 'It was a dark night.', :embedding, 8, :model, TRUE, FALSE, :now)"
             ),
             {"embedding": vector(7).tobytes(), "model": EMBEDDING_MODEL, "now": now},
         )
         connection.execute(text("UPDATE stories SET head_step_id = 's1'"))
     engine.dispose()
 
-    with open_store(db_path) as store:  # upgrades to the newest schema on the way
+    with open_store(empty_database) as store:  # upgrades to the newest schema on the way
         assert current_revisions(store.engine) == schema_heads()
         story = store.get_story("0ld5t0ry0000")
         (step,) = store.branch(story.id)
@@ -89,10 +90,10 @@ def test_a_database_from_the_first_revision_keeps_its_data_when_upgraded(db_path
     assert (matrix[0] == vector(7)).all()
 
 
-def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgraded(db_path):
+def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgraded(empty_database):
     """The last schema before step contexts: its stories, steps, memories and reader data all
     survive, old paragraphs simply have no recorded context, and new ones get one."""
-    engine = create_store_engine(database_url(db_path))
+    engine = create_store_engine(database_url(empty_database))
     upgrade(engine, "0003")
     now = datetime(2024, 9, 1, 8, 30, tzinfo=timezone.utc)
     with engine.begin() as connection:
@@ -101,7 +102,7 @@ def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgrad
                 "INSERT INTO stories (id, title, premise, genre, outline, settings, head_step_id,"
                 " readable, reader_may_extend, memory_version, created_at, updated_at) VALUES"
                 " ('st0ry0000003', 'Ferry', 'A ferryman.', 'fable', 'The river.', '{}', NULL,"
-                " 1, 1, 2, :now, :now)"
+                " TRUE, TRUE, 2, :now, :now)"
             ),
             {"now": now},
         )
@@ -115,7 +116,7 @@ def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgrad
                     " short_term_memory, memory_reason, next_instructions, backend, model,"
                     " fallbacks, created_at, deleted, branch_owner) VALUES (:id, 'st0ry0000003',"
                     " :parent, 'Go on.', :paragraph, 'Dusk.', 'r', '[\"a\", \"b\", \"c\"]',"
-                    " 'openai', 'gpt-old', '[]', :now, 0, :owner)"
+                    " 'openai', 'gpt-old', '[]', :now, FALSE, :owner)"
                 ),
                 {"id": step_id, "parent": parent, "paragraph": paragraph, "owner": owner, "now": now},
             )
@@ -123,7 +124,7 @@ def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgrad
                 text(
                     "INSERT INTO memories (id, story_id, step_id, text, embedding, dim,"
                     " embedding_model, pinned, excluded, created_at) VALUES (:id, 'st0ry0000003',"
-                    " :step, :text, :embedding, 8, :model, 0, 0, :now)"
+                    " :step, :text, :embedding, 8, :model, FALSE, FALSE, :now)"
                 ),
                 {"id": f"m-{step_id}", "step": step_id, "text": paragraph,
                  "embedding": vector(len(step_id) + ord(step_id[1])).tobytes(),
@@ -150,7 +151,7 @@ def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgrad
         )
     engine.dispose()
 
-    with open_store(db_path) as store:
+    with open_store(empty_database) as store:
         assert current_revisions(store.engine) == schema_heads()
         story = store.get_story("st0ry0000003")
         assert (story.title, story.readable, story.reader_may_extend, story.head_step_id) == (
@@ -182,10 +183,10 @@ def test_models_and_migrations_describe_the_same_schema(store: SqlStore):
     assert differences == []
 
 
-def test_every_migration_can_be_undone_and_redone(db_path):
+def test_every_migration_can_be_undone_and_redone(empty_database):
     from alembic import command
 
-    engine = create_store_engine(database_url(db_path))
+    engine = create_store_engine(database_url(empty_database))
     upgrade(engine)
     config = alembic_config()
     with engine.connect() as connection:
@@ -216,21 +217,44 @@ def test_the_migrations_also_build_the_schema_on_postgresql():
     assert "_alembic_tmp" not in sql  # no SQLite table rebuilds on a database that can ALTER
 
 
-def test_opening_twice_is_harmless(db_path):
-    with open_store(db_path) as store:
+def test_opening_twice_is_harmless(empty_database):
+    with open_store(empty_database) as store:
         story = store.create_story(title="Once", premise="p", genre="g", outline="")
-    with open_store(db_path) as store:
+    with open_store(empty_database) as store:
         assert store.get_story(story.id).title == "Once"
         assert current_revisions(store.engine) == schema_heads()
 
 
-def test_a_database_from_a_newer_longyarn_is_left_untouched(db_path):
-    with open_store(db_path) as store:
+def open_when_all_are_ready(database: str, ready) -> None:
+    ready.wait()
+    open_store(database).close()
+
+
+def test_processes_opening_a_new_database_at_once_all_get_the_newest_schema(empty_database):
+    # Several `longyarn batch` runs started together on a database nobody has opened yet.
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(3)
+    processes = [
+        context.Process(target=open_when_all_are_ready, args=(str(empty_database), ready))
+        for _ in range(3)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    with open_store(empty_database) as store:
+        assert current_revisions(store.engine) == schema_heads()
+
+
+def test_a_database_from_a_newer_longyarn_is_left_untouched(empty_database):
+    with open_store(empty_database) as store:
         with store.engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
 
     with pytest.raises(LongyarnError, match="from_the_future.*left untouched"):
-        open_store(db_path)
+        open_store(empty_database)
 
 
 def test_a_memory_only_database_works_for_scratch_use():

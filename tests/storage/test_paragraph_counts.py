@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
 from storage import SqlStore
-from storage.models import StepRow
 
-from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
+from .helpers import EMBEDDING_MODEL, insert_steps, new_step, vector, write_chain
 
 
 def make_story(store: SqlStore, title: str):
@@ -72,8 +71,7 @@ def test_a_whole_library_of_long_stories_is_counted_in_one_query(store: SqlStore
             for index in range(length)
         ]
         if rows:
-            with store.engine.begin() as connection:
-                connection.execute(insert(StepRow), rows)
+            insert_steps(store, rows)
             store.set_head(story.id, ids[-1])
 
     statements: list[str] = []

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
 
 from recurrent_core.errors import StoryNotFound
 from storage import SqlStore
-from storage.models import StepRow
 
-from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
+from .helpers import EMBEDDING_MODEL, insert_steps, new_step, vector, write_chain
 
 
 def paragraphs(steps) -> list[str]:
@@ -178,8 +176,7 @@ def test_a_ten_thousand_step_branch_comes_back_whole_and_in_order(store: SqlStor
         )
         for index in range(length)
     ]
-    with store.engine.begin() as connection:  # bulk insert: one executemany
-        connection.execute(insert(StepRow), rows)
+    insert_steps(store, rows)
     store.set_head(story.id, ids[-1])
 
     branch = store.branch(story.id)

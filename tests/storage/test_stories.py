@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -55,6 +56,21 @@ def test_list_puts_the_most_recently_edited_story_first(store: SqlStore):
     assert [s.id for s in store.list_stories()] == [older.id, newer.id]
 
 
+def test_times_come_back_in_utc_whatever_the_servers_time_zone(store: SqlStore, story):
+    # The test PostgreSQL server runs on Auckland time (tests/postgres_server.py).
+    (step,) = write_chain(store, story.id, ["One."])
+
+    read_back = [
+        store.branch(story.id)[0].created_at,
+        store.get_step(step.id).created_at,
+        store.list_stories()[0].updated_at,
+        store.get_story(story.id).created_at,
+    ]
+
+    assert [moment.utcoffset() for moment in read_back] == [timedelta(0)] * 4
+    assert read_back[0] == step.created_at and read_back[3] == story.created_at
+
+
 def test_update_changes_only_the_named_fields(store: SqlStore, story):
     updated = store.update_story(story.id, title="The Drowned Lighthouse", settings={"k": 1})
 
@@ -86,12 +102,12 @@ def test_delete_removes_the_story_its_steps_and_memories(store: SqlStore, story)
     assert row_counts(store, kept.id) == (1, 1)
 
 
-def test_unknown_story_message_names_the_id_and_database(store: SqlStore, db_path):
+def test_unknown_story_message_names_the_id_and_database(store: SqlStore, database):
     with pytest.raises(StoryNotFound) as caught:
         store.get_story("abc")
 
     message = str(caught.value)
-    assert "'abc'" in message and str(db_path) in message and "longyarn write" in message
+    assert "'abc'" in message and str(database) in message and "longyarn write" in message
     assert message.count(".") >= 1 and "\n" not in message
 
 
@@ -121,10 +137,10 @@ def test_messages_never_show_a_database_password():
     assert "writer" in location and "db.example/longyarn" in location
 
 
-def test_stories_survive_closing_and_reopening_the_file(db_path):
-    with open_store(db_path) as first:
+def test_stories_survive_closing_and_reopening_the_file(database):
+    with open_store(database) as first:
         story = first.create_story(title="Persist", premise="p", genre="g", outline="")
         write_chain(first, story.id, ["Still here."])
 
-    with open_store(db_path) as second:
+    with open_store(database) as second:
         assert [step.paragraph for step in second.branch(story.id)] == ["Still here."]
