@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class NovelJob:
     genre: str = ""
     resume_id: str | None = None
     out: Path | None = None
+    out_dir: Path | None = None  # write the novel to <out_dir>/<story id>.md
 
 
 @dataclass
@@ -83,45 +85,79 @@ async def write_novel(
     reporter.story(story.id)
     if on_story:
         on_story(story.id)
+    out = job.out or (job.out_dir / f"{story.id}.md" if job.out_dir else None)
     branch = await asyncio.to_thread(store.branch, story.id)
     done = len(branch)
+    if done >= paragraphs:
+        reporter.progress(f"[{story.id}] {story.title!r} already has {done} paragraphs; none written.")
+    else:
+        reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
+    try:
+        await _write_paragraphs(engine, story.id, branch, paragraphs, choose, seed, reporter, out)
+    except BaseException:
+        # Stopped or failed: the file still gets every paragraph saved so far.
+        if out and store.branch(story.id):  # no await: this may run while being cancelled
+            try:
+                _write_out(engine, story.id, out)
+                reporter.progress(f"[{story.id}] the paragraphs written so far are in {out}")
+            except Exception as error:  # the first error is the one to report
+                reporter.error(f"{out} could not be written ({error}); the paragraphs are in the database.")
+        raise
+    if out:
+        await asyncio.to_thread(_write_out, engine, story.id, out)
+    return NovelOutcome(story.id, len(branch), out)
+
+
+async def _write_paragraphs(
+    engine: Engine, story_id: str, branch: list, paragraphs: int, choose: Choose, seed: int,
+    reporter: Reporter, out: Path | None,
+) -> None:
+    done = len(branch)
     last_written = time.monotonic()
-    reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
     while done < paragraphs:
         head = branch[-1] if branch else None
         instruction = None
         if head is not None:
             # Seeded by story and position, so a resumed run makes the same choices.
-            rng = random.Random(f"{seed}:{story.id}:{done}")
+            rng = random.Random(f"{seed}:{story_id}:{done}")
             instruction, fallback = await engine.choose_instruction(head, choose, rng)
             if fallback:
-                reporter.progress(f"[{story.id}] fallback: {fallback}")
-        completed: StepCompleted = await engine.run_step(story.id, instruction)
+                reporter.progress(f"[{story_id}] fallback: {fallback}")
+        completed: StepCompleted = await engine.run_step(story_id, instruction)
         done += 1
         branch.append(completed.step)
         for sentence in completed.fallbacks:
-            reporter.progress(f"[{story.id}] paragraph {done} fallback: {sentence}")
-        reporter.progress(f"[{story.id}] paragraph {done}/{paragraphs} saved")
+            reporter.progress(f"[{story_id}] paragraph {done} fallback: {sentence}")
+        reporter.progress(f"[{story_id}] paragraph {done}/{paragraphs} saved")
         # The database holds every paragraph already; the file is refreshed now and then so it
         # can be read while the novel grows, without rewriting it whole after every paragraph.
-        if job.out and time.monotonic() - last_written >= OUT_REFRESH_S:
-            await asyncio.to_thread(_write_out, engine, story.id, job.out)
+        if out and time.monotonic() - last_written >= OUT_REFRESH_S:
+            await asyncio.to_thread(_write_out, engine, story_id, out)
             last_written = time.monotonic()
-    if job.out:
-        await asyncio.to_thread(_write_out, engine, story.id, job.out)
-    return NovelOutcome(story.id, done, job.out)
 
 
-def check_writable(out: Path) -> None:
-    """Fail before any paragraph is written if `out` cannot be written."""
-    folder = (out if out.suffix == "" and out.is_dir() else out.parent) or Path(".")
+def check_writable(out: Path, *, folder: bool = False) -> None:
+    """Fail before any paragraph is written if `out` (a file, or with `folder` a folder of
+    files) cannot be written."""
+    if folder and out.exists() and not out.is_dir():
+        raise InvalidInput(
+            f"--out {out} is a file, but --premises writes one file per novel into a folder; "
+            "nothing was written; name a folder."
+        )
+    if not folder and out.is_dir():
+        raise InvalidInput(
+            f"--out {out} is a folder; nothing was written; name a file in it, such as {out / 'novel.md'}."
+        )
+    where = out if folder else out.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        writable = os.access(folder, os.W_OK)
+        where.mkdir(parents=True, exist_ok=True)
+        # Try it: os.access says yes to root even where nothing can be written (/proc, read-only mounts).
+        tempfile.TemporaryFile(dir=where).close()
+        writable = not out.exists() or folder or os.access(out, os.W_OK)
     except OSError:
         writable = False
-    if not writable or (out.exists() and not os.access(out, os.W_OK)):
-        raise InvalidInput(f"Cannot write to {out}; nothing was written; choose another --out path.")
+    if not writable:
+        raise InvalidInput(f"Cannot write to --out {out}; nothing was written; choose another --out path.")
 
 
 def _write_out(engine: Engine, story_id: str, out: Path) -> None:
@@ -146,7 +182,10 @@ def read_premises(path: Path, default_genre: str = "") -> list[NovelJob]:
         if line.startswith("{"):
             try:
                 data = json.loads(line)
-                jobs.append(NovelJob(premise=str(data["premise"]), genre=str(data.get("genre", default_genre))))
+                premise = data["premise"]
+                if not isinstance(premise, str) or not premise.strip():
+                    raise TypeError("no premise")
+                jobs.append(NovelJob(premise=premise, genre=str(data.get("genre", default_genre))))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise InvalidInput(
                     f"Line {number} of {path} is not a premise or a JSON object with a \"premise\"; "

@@ -97,7 +97,6 @@ def _engine(settings):
 
 def run_batch(args: argparse.Namespace) -> int:
     from .batch import NovelJob, Reporter, check_writable, read_premises, write_novel, write_novels
-    from .export import render_story, write_atomically
 
     if not (args.premise or args.resume or args.premises):
         raise InvalidInput(
@@ -108,10 +107,16 @@ def run_batch(args: argparse.Namespace) -> int:
             "--premises writes new novels and cannot be combined with --premise or --resume; "
             "nothing was written; run them separately."
         )
+    # Checked before the model loads, so a mistyped option fails at once.
+    if args.paragraphs < 1:
+        raise InvalidInput("--paragraphs must be at least 1; nothing was written; pass a positive number.")
+    if args.concurrency < 1:
+        raise InvalidInput("--concurrency must be at least 1; nothing was written; pass a positive number.")
+    jobs = read_premises(args.premises, args.genre) if args.premises else []
     settings = _settings(args)
     reporter = Reporter(quiet=args.quiet)
     if args.out:
-        check_writable(args.out / "x.md" if args.premises else args.out)
+        check_writable(args.out, folder=bool(args.premises))
     reporter.progress(settings.describe_model())
     engine = _engine(settings)
     started: list[str] = []
@@ -119,21 +124,14 @@ def run_batch(args: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             if args.premises:
-                jobs = read_premises(args.premises, args.genre)
+                jobs_out = [NovelJob(premise=j.premise, genre=j.genre, out_dir=args.out) for j in jobs]
                 outcomes = await write_novels(
-                    engine, jobs, paragraphs=args.paragraphs, concurrency=args.concurrency,
+                    engine, jobs_out, paragraphs=args.paragraphs, concurrency=args.concurrency,
                     choose=args.choose, seed=args.seed, reporter=reporter, on_story=started.append,
                 )
                 failed = [o for o in outcomes if isinstance(o, BaseException)]
                 for error in failed:
                     reporter.error(str(error))
-                for outcome in outcomes:
-                    if args.out and not isinstance(outcome, BaseException):
-                        story = engine.store.get_story(outcome.story_id)
-                        write_atomically(
-                            args.out / f"{outcome.story_id}.md",
-                            render_story(story, engine.store.branch(outcome.story_id), "md"),
-                        )
                 return EXIT_ERROR if failed else 0
             if args.resume and args.premise:
                 reporter.progress(f"Resuming story {args.resume}; --premise is ignored (the story keeps its own).")

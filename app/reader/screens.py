@@ -262,6 +262,8 @@ class ReadingScreen(Screen):
         Binding("a", "act", "Your action", id="act"),
         Binding("x", "export", "Export", id="export"),
         Binding("l", "library", "Library", id="library"),
+        Binding("pageup", "page(-1)", "Page up", id="page-up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "Page down", id="page-down", show=False, priority=True),
     ]
 
     generating: reactive[bool] = reactive(False, init=False)
@@ -333,6 +335,23 @@ class ReadingScreen(Screen):
         assert session is not None
         await self.passage.show_branch(session.path)
         self._after_move()
+        self.call_after_refresh(self._show_start_of_current)
+
+    def _show_start_of_current(self) -> None:
+        """A paragraph taller than the view is shown from its first line, not its last."""
+        views = self.passage.paragraph_views
+        if not views or not self.is_attached:
+            return
+        current = views[-1]
+        if current.outer_size.height > self.passage.scrollable_content_region.height:
+            self.passage.scroll_to_widget(current, top=True, animate=False, immediate=True)
+
+    def action_page(self, direction: int) -> None:
+        """PageUp/PageDown read on, whichever part of the screen has the focus."""
+        if direction < 0:
+            self.passage.scroll_page_up(animate=False)
+        else:
+            self.passage.scroll_page_down(animate=False)
 
     def _after_move(self) -> None:
         session = self.session
@@ -414,11 +433,14 @@ class ReadingScreen(Screen):
         session = self.session
         assert session is not None
         before = session.position
+        streamed = False
         try:
             events = session.choose(choice) if choice is not None else session.act(action or "")
             async for event in events:
                 if isinstance(event, StepStarted):
+                    streamed = True
                     self.passage.streaming.begin()
+                    self.passage.follow = True  # the reader asked for it: show it coming
                     self.passage.follow_end()
                     self._status("The story goes on… (Escape stops it)")
                 elif isinstance(event, ParagraphDelta):
@@ -440,13 +462,13 @@ class ReadingScreen(Screen):
                 self._status("Your story is as it was.")
         else:
             self.action_input.value = ""
-            await self._moved(before)
+            await self._moved(before, streamed)
         finally:
             self.generating = False
             if self.is_attached:
                 self.choice_list.focus()
 
-    async def _moved(self, before) -> None:  # noqa: ANN001
+    async def _moved(self, before, streamed: bool = False) -> None:  # noqa: ANN001
         """Show the session's new position: one more paragraph, or a different path."""
         session = self.session
         assert session is not None
@@ -454,6 +476,8 @@ class ReadingScreen(Screen):
         if now is not None and before is not None and now.parent_id == before.id:
             await self.passage.append_step(now)
             self._after_move()
+            if not streamed:  # one streamed was followed as it came
+                self.call_after_refresh(self._show_start_of_current)
         elif now is not None and before is not None and now.id == before.id:
             self._after_move()
         else:

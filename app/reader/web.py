@@ -18,10 +18,12 @@ All sessions share one database; SQLite in WAL mode lets them read while one wri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ import jinja2
 from aiohttp import web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
+
+from recurrent_core.errors import InvalidInput
 
 from .identity import new_token, parse_token
 
@@ -112,14 +116,35 @@ class ReaderServer(Server):
                 web.static("/static", self.statics_path, name="static"),
             ]
         )
-        app.on_startup.append(self.on_startup)
         app.on_shutdown.append(self.on_shutdown)
         return app
 
-    async def on_startup(self, app: web.Application) -> None:
-        self.console.print(
-            f"The reading room is open at {self.public_url}/ (Ctrl+C closes it).", highlight=False
-        )
+    def serve(self, debug: bool = False) -> None:
+        """Serve until Ctrl+C; say the room is open only once the port is really bound."""
+        self.debug = debug
+        self.initialize_logging()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, self.request_exit)
+        try:
+            web.run_app(
+                self._make_app(),
+                host=self.host,
+                port=self.port,
+                handle_signals=False,
+                loop=loop,
+                print=lambda *_: self.console.print(
+                    f"The reading room is open at {self.public_url}/ (Ctrl+C closes it).",
+                    highlight=False,
+                ),
+            )
+        except OSError as error:  # aiohttp's own message repeats the address at length
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise InvalidInput(
+                f"The reading room could not listen on {self.host}:{self.port} ({reason}); "
+                "nothing was started; choose another --port or --host, or stop what is using it."
+            ) from None
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
         """The page; a visit without a valid reader token is sent to a fresh one."""

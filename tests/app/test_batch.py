@@ -221,3 +221,57 @@ def test_ctrl_c_during_several_novels_names_each_saved_story(tmp_path):
     assert process.returncode == 130 and "Traceback" not in stderr
     for story_id in ids:
         assert f"--resume {story_id}" in stderr
+
+
+def test_ctrl_c_with_out_leaves_the_saved_paragraphs_in_the_file(tmp_path):
+    db, novel = tmp_path / "novels.db", tmp_path / "novel.md"
+
+    def slow(request):
+        reply = story_responder(request)
+        reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
+        return reply
+
+    with ScriptedServer(slow) as server:
+        process = longyarn(
+            "batch", "--db", str(db), "--premise", "A diver finds a bell.", "--paragraphs", "20",
+            "--out", str(novel), "--model", "scripted-model", server=server,
+        )
+        story_id = process.stdout.readline().split()[1]
+        deadline = time.monotonic() + 120
+        while sum(r["_role"] == "writer" for r in server.requests) < 3:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    saved = [paragraph for _, _, paragraph in step_rows(db)]
+    assert len(saved) >= 2
+    text = novel.read_text()
+    assert all(paragraph in text for paragraph in saved), "the file holds every saved paragraph"
+    assert str(novel) in stderr and f"--resume {story_id}" in stderr
+
+
+@pytest.mark.parametrize("where", ["folder", "proc"])
+def test_an_out_path_that_is_a_folder_or_cannot_be_created_is_refused_first(tmp_path, where):
+    out = tmp_path if where == "folder" else Path("/proc/novel.md")
+    with ScriptedServer() as server:
+        code, stdout, stderr = run(
+            "batch", "--db", str(tmp_path / "x.db"), "--premise", "A cat.", "--paragraphs", "1",
+            "--out", str(out), "--model", "scripted-model", server=server,
+        )
+        assert not server.requests, "refused before anything was asked of the model"
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "--out" in stderr and "nothing was written" in stderr
+
+
+@pytest.mark.parametrize("option", [["--paragraphs", "0"], ["--paragraphs", "-3"], ["--concurrency", "0"]])
+def test_bad_numbers_are_refused_before_the_model_is_loaded(tmp_path, option):
+    args = {"--paragraphs": "2", "--concurrency": "1"}
+    args[option[0]] = option[1]
+    code, stdout, stderr = run(
+        "batch", "--db", str(tmp_path / "x.db"), "--premise", "A cat.", *sum(args.items(), ()),
+        timeout=60,
+    )
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [stderr.strip()] and option[0] in stderr
+    assert "Model:" not in stderr, "no model was loaded for a command that cannot run"

@@ -483,3 +483,52 @@ async def test_a_terminal_reader_is_remembered_in_a_private_file(store, embedder
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for_screen(pilot, LibraryScreen)  # no name asked: the same reader again
         assert app.reader == first_reader
+
+
+LONG_PARAGRAPHS = [
+    f"Part {number}. " + "The tide came in over the flats like a slow grey animal, and Mara walked "
+    "ahead of it with the key in her fist, counting the posts of the old causeway. " * 12
+    for number in (1, 2, 3)
+]
+
+
+def top_line_shown(screen: ReadingScreen) -> int:
+    """Where the current (last) paragraph starts, in rows below the top of the passage."""
+    return screen.passage.paragraph_views[-1].region.y - screen.passage.region.y
+
+
+async def test_a_long_paragraph_is_read_from_its_first_line_and_page_keys_scroll_it(store, embedder, db_path):
+    readable_story(store, embedder, may_extend=False, paragraphs=LONG_PARAGRAPHS)
+    token = new_token()
+    app = reader_app(store, token=token)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await enter_as(pilot)
+        screen = await open_first_story(pilot)
+        passage = screen.passage
+        assert passage.paragraph_views[-1].outer_size.height > passage.region.height, "taller than the view"
+        assert 0 <= top_line_shown(screen) <= 1, "the first paragraph opens at its first line"
+
+        await take(pilot, screen, "1")  # the author's next paragraph: read from its start
+        assert shown_text(screen)[-1] == LONG_PARAGRAPHS[1]
+        assert 0 <= top_line_shown(screen) <= 1
+
+        assert screen.choice_list.has_focus
+        before = passage.scroll_y
+        await pilot.press("pagedown")
+        await pilot.pause()
+        after = passage.scroll_y
+        assert after > before, "PageDown reads on while the choices have the focus"
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert passage.scroll_y < after and screen.choice_list.highlighted == 0
+
+    from storage.db import open_store
+
+    with open_store(db_path) as reopened:  # continue later: back at the start of that paragraph
+        app = reader_app(reopened, token=token)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for_screen(pilot, LibraryScreen)
+            screen = await open_first_story(pilot)
+            await pilot.pause()
+            assert shown_text(screen) == LONG_PARAGRAPHS[:2]
+            assert 0 <= top_line_shown(screen) <= 1

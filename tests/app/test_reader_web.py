@@ -44,3 +44,27 @@ async def test_a_malformed_token_opens_no_session():
         assert bounced.status == 303 and parse_token(
             parse_qs(urlsplit(bounced.headers["Location"]).query)["reader"][0]
         )
+
+
+def test_a_port_in_use_is_one_clear_sentence_and_no_false_open_message(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "read", "--serve", "--port", str(port),
+             "--db", str(tmp_path / "x.db")],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    assert "open at" not in result.stdout, "the room was never open"
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: The reading room could not listen on 127.0.0.1:{port} (address already in use); "
+        "nothing was started; choose another --port or --host, or stop what is using it."
+    ]
