@@ -258,21 +258,23 @@ class LongyarnApp(App[None]):
             self.push_screen(WelcomeScreen(settings.describe_model(), problem), self._welcomed)
 
     async def action_quit(self) -> None:
-        """Quit, storing first a short-term memory edit still in its panel (it is saved on
-        leaving the panel, and quitting never leaves it)."""
+        """Quit, storing first the edits still open: a short-term memory edit in its panel, a
+        paragraph in its editor (each is stored on leaving it, and quitting never leaves it).
+        A screen holding such an edit has `keep_edits()`: store it, False if it could not be."""
         for screen in self.screen_stack:
-            if isinstance(screen, WritingScreen):
-                screen.save_memory_edit()
-                if not await screen.memory_edit_stored() and not self._quit_despite_unsaved:
-                    self._quit_despite_unsaved = True
-                    self.notify(
-                        "longyarn is still open so that your memory edit is not lost; "
-                        "press Ctrl+Q again to quit without it.",
-                        title="Not quit",
-                        severity="warning",
-                        timeout=15,
-                    )
-                    return
+            keep_edits = getattr(screen, "keep_edits", None)
+            if keep_edits is None:
+                continue
+            if not await keep_edits() and not self._quit_despite_unsaved:
+                self._quit_despite_unsaved = True
+                self.notify(
+                    "longyarn is still open so that your edit is not lost; "
+                    "press Ctrl+Q again to quit without it.",
+                    title="Not quit",
+                    severity="warning",
+                    timeout=15,
+                )
+                return
         self.exit()
 
     def action_help(self) -> None:

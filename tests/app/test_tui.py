@@ -11,7 +11,10 @@ from typing import Callable
 from app.settings import Settings
 from app.tui import make_app
 from app.tui.app import LongyarnApp
-from app.tui.screens.dialogs import ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog
+from app.tui.screens.dialogs import (
+    ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog, UnsavedEditDialog,
+)
+from app.tui.screens.help import HelpScreen
 from app.tui.screens.library import LibraryScreen
 from app.tui.screens.settings import SettingsScreen
 from app.tui.screens.welcome import WelcomeScreen
@@ -250,6 +253,22 @@ async def test_the_writer_picks_a_candidate_edits_it_and_the_next_step_follows_i
         assert "Saved" in str(screen.query_one("#status").render())
 
 
+async def test_an_empty_instruction_box_says_enter_writes_from_the_highlighted_instruction(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        box = screen.instruction_input
+        # What fits the box at 80 columns.
+        shown = box.render_line(0).crop(0, box.scrollable_content_region.width).text
+        assert "Enter: write from the highlighted instruction, or type your own" in shown, shown
+        screen.query_one("#instructions").focus()
+        await pilot.press("down")
+        box.focus()
+        await run_step(pilot, screen, "enter")
+        assert store.branch(story.id)[-1].instruction == "Tobias tells the truth about the fire."
+
+
 async def test_an_edited_short_term_memory_is_what_the_next_step_reads_even_if_the_database_is_busy(
     store, server, embedder, db_path
 ):
@@ -387,8 +406,10 @@ async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server
 
         await history_move(pilot, screen, "alt+left")
         assert shown_paragraphs(screen) == PARAGRAPHS
+        assert str(screen.query_one("#status").render()) == "Version 1 of 2."
         await history_move(pilot, screen, "alt+right")
         assert shown_paragraphs(screen)[-1] == retried.paragraph
+        assert str(screen.query_one("#status").render()) == "Version 2 of 2."
 
         # Undo then redo goes to the newest version; the old one is still a sibling.
         await history_move(pilot, screen, "ctrl+z")
@@ -498,6 +519,102 @@ async def test_editing_a_paragraph_re_embeds_it_and_deleting_one_removes_it_from
         assert store.search_memories(story.id, "last ferry") == []
         recalled = await engine.search_memories_by_meaning(story.id, "the last ferry home", k=5)
         assert all("last ferry" not in m.text for m in recalled)
+
+
+async def open_paragraph_editor(pilot, screen: WritingScreen) -> ParagraphEditor:
+    """Open the editor on the newest paragraph, the cursor at its end."""
+    screen.story_view.focus()
+    await pilot.press("e")
+    editor = await wait_for_screen(pilot, ParagraphEditor)
+    area = editor.query_one("#paragraph")
+    area.move_cursor(area.document.end)  # where a writer adds a sentence
+    return editor
+
+
+async def test_escape_in_the_paragraph_editor_asks_before_an_edit_is_lost(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    third = store.branch(story.id)[-1]
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+
+        # The writing screen's F1 says what Escape does in the editor.
+        await pilot.press("f1")
+        help_screen = await wait_for_screen(pilot, HelpScreen)
+        rows = [(str(row.query_one(".help-key").render()), str(row.query_one(".help-what").render()))
+                for row in help_screen.query(".help-row")]
+        in_editor = [(keys, what) for keys, what in rows if what.endswith("(in the paragraph editor)")]
+        assert in_editor == [
+            ("esc", "Close; if you changed the paragraph, ask first: keep editing, save or discard "
+                    "(in the paragraph editor)"),
+            ("^s", "Save (in the paragraph editor)"),
+        ]
+        await pilot.press("escape")
+        await wait_for_screen(pilot, WritingScreen)
+
+        # Unchanged: Escape just closes.
+        await open_paragraph_editor(pilot, screen)
+        await pilot.press("escape")
+        await wait_for_screen(pilot, WritingScreen)
+
+        # Changed: Escape asks, and its Escape (the default) goes back to the words.
+        editor = await open_paragraph_editor(pilot, screen)
+        await pilot.press(*" It was warm.")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.press("escape")
+        assert await wait_for_screen(pilot, ParagraphEditor) is editor
+        assert editor.query_one("#paragraph").text == PARAGRAPHS[2] + " It was warm."
+
+        # Discarding leaves the paragraph as it was.
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.click("#discard")
+        await wait_for_screen(pilot, WritingScreen)
+        assert store.get_step(third.id).paragraph == PARAGRAPHS[2]
+        assert shown_paragraphs(screen) == PARAGRAPHS
+
+        # Saving from the question stores the edit and closes the editor.
+        await open_paragraph_editor(pilot, screen)
+        await pilot.press(*" It was warm.")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: shown_paragraphs(screen)[-1].endswith("It was warm."), what="the edit")
+        assert store.get_step(third.id).paragraph == PARAGRAPHS[2] + " It was warm."
+
+
+async def test_the_paragraph_editor_keeps_an_edit_the_database_could_not_store(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    third = store.branch(story.id)[-1]
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        editor = await open_paragraph_editor(pilot, screen)
+        await pilot.press(*" It was warm.")
+        with database_held_by_another_process(db_path):
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: any(n.title == "Your edit is still in the editor"
+                                                for n in app._notifications), timeout=60, what="the notice")
+        await pilot.pause()
+        assert app.screen is editor and editor.query_one("#paragraph").text.endswith("It was warm.")
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, WritingScreen)
+        assert store.get_step(third.id).paragraph == PARAGRAPHS[2] + " It was warm."
+
+
+async def test_quitting_from_the_paragraph_editor_keeps_the_edit(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    third = store.branch(story.id)[-1]
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await open_paragraph_editor(pilot, screen)
+        await pilot.press(*" It was warm.")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
+    assert store.get_step(third.id).paragraph == PARAGRAPHS[2] + " It was warm."
 
 
 # ---- autosave and the first run ----------------------------------------------------------

@@ -1,12 +1,14 @@
-"""Small modal dialogs: confirm, one line of text, a paragraph, a new story, an outline, export,
-publishing to readers."""
+"""Small modal dialogs: confirm, save or discard an edit, one line of text, a paragraph, a new
+story, an outline, export, publishing to readers."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -81,14 +83,56 @@ class TextPromptDialog(Dialog):
             self.notify("Write something first, or press Escape to cancel.", severity="warning")
 
 
+class UnsavedEditDialog(Dialog):
+    """Ask what to do with an edit that is not saved. Dismisses with "save", "discard", or
+    None to keep editing (the default, and what Escape does)."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Keep editing", id="dialog-cancel"),
+        Binding("ctrl+s", "save", "Save", id="unsaved-save"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Keep editing", id="cancel")
+                yield Button("Discard", id="discard", variant="error")
+                yield Button("Save  ^s", id="save", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel").focus()  # the safe answer is the default
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        self.dismiss("save")
+
+    @on(Button.Pressed, "#discard")
+    def _discard(self) -> None:
+        self.dismiss("discard")
+
+
 class ParagraphEditor(Dialog):
-    """Edit a paragraph; Ctrl+S saves. Dismisses with the new text, or None."""
+    """Edit a paragraph. Ctrl+S stores it through `store_edit` and closes once it is stored; if
+    it cannot be, the editor stays open with the writer's words. Escape closes, asking first
+    when the paragraph was changed. Dismisses with None (the edit is stored by `store_edit`)."""
 
-    BINDINGS = [Binding("ctrl+s", "save", "Save", id="paragraph-save")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Close", id="dialog-cancel",
+                tooltip="Close; if you changed the paragraph, ask first: keep editing, save or discard"),
+        Binding("ctrl+s", "save", "Save", id="paragraph-save"),
+    ]
 
-    def __init__(self, paragraph: str) -> None:
+    def __init__(self, paragraph: str, store_edit: Callable[[str], Awaitable[bool]]) -> None:
+        """`store_edit(text)` stores the edited paragraph; False (having said why) if it could not."""
         super().__init__()
         self.paragraph = paragraph
+        self.store_edit = store_edit
+        self._saving: asyncio.Task[bool] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -98,13 +142,71 @@ class ParagraphEditor(Dialog):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save  ^s", id="save", variant="primary")
 
+    def edited_text(self) -> str:
+        return self.query_one("#paragraph", TextArea).text.strip()
+
+    @property
+    def changed(self) -> bool:
+        return self.is_mounted and self.edited_text() != self.paragraph.strip()
+
+    def action_cancel(self) -> None:
+        if self._saving is not None:
+            return  # it closes by itself once stored
+        if not self.changed:
+            self.dismiss(None)
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "save":
+                self.action_save()
+            elif choice == "discard":
+                self.dismiss(None)
+
+        self.app.push_screen(UnsavedEditDialog("You changed this paragraph. Save the change?"), answered)
+
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
-        text = self.query_one("#paragraph", TextArea).text.strip()
-        if not text:
+        if self._saving is not None:
+            return
+        if not self.edited_text():
             self.notify("A paragraph cannot be empty; delete it instead.", severity="warning")
             return
-        self.dismiss(None if text == self.paragraph.strip() else text)
+        self._close_once_stored()
+
+    @work(group="paragraph-save", exit_on_error=False)
+    async def _close_once_stored(self) -> None:
+        if await self.keep_edits():
+            self.dismiss(None)
+
+    async def keep_edits(self) -> bool:
+        """Store the paragraph if it was changed; False if it could not be (the words stay here).
+        Quitting calls this too, so that closing the app never loses the edit."""
+        if self._saving is None:
+            text = self.edited_text() if self.is_mounted else ""
+            if not text or text == self.paragraph.strip():
+                return True
+            self._saving = asyncio.create_task(self._store(text))
+            self._show_saving(True)
+        # Shielded: a cancelled caller must not cancel the write.
+        return await asyncio.shield(self._saving)
+
+    async def _store(self, text: str) -> bool:
+        try:
+            stored = await self.store_edit(text)
+        finally:
+            self._saving = None
+            self._show_saving(False)
+        if stored:
+            self.paragraph = text
+        return stored
+
+    def _show_saving(self, saving: bool) -> None:
+        if not self.is_attached:
+            return
+        self.query_one("#paragraph", TextArea).read_only = saving
+        button = self.query_one("#save", Button)
+        button.disabled = saving
+        button.label = "Saving…" if saving else "Save  ^s"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ _PACKAGE = __name__.rsplit(".", 2)[0]  # "app.tui"
 GLOBAL_NOTES = (
     ("Tab, Shift+Tab", "Move between the parts of the screen"),
     ("^p", "Command palette: search every command that can run now"),
-    ("^q", "Quit (an edit of the short-term memory is saved first)"),
+    ("^q", "Quit (an edit of the short-term memory or of a paragraph is saved first)"),
 )
 
 
@@ -44,7 +44,11 @@ def own_bindings(node_type: type) -> list[Binding]:
     found: list[Binding] = []
     for cls in type.mro(node_type):
         if cls.__module__.startswith(_PACKAGE):
-            found.extend(b for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding))
+            # A subclass's binding of a key replaces its base's, as in Textual.
+            bound = {b.key for b in found}
+            found.extend(
+                b for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.key not in bound
+            )
     return found
 
 

@@ -56,6 +56,10 @@ PHASE_WORDS = {
     "committing": "Saving…",
 }
 
+# What Enter does with an empty instruction box (see `chosen_instruction`).
+NEXT_PLACEHOLDER = "Enter: write from the highlighted instruction, or type your own"
+OPENING_PLACEHOLDER = "Enter: write the opening paragraph, or type how it should open"
+
 # Actions that change the story; none of them may start while a step is being written.
 STORY_CHANGING_ACTIONS = frozenset(
     {
@@ -103,7 +107,12 @@ class WritingScreen(Screen):
     ]
 
     HELP_TITLE = "Keys for writing"
-    HELP_PARTS = (("in the story", StoryView), ("in the instructions", InstructionList))
+    # F1 cannot open over a dialog (it is modal), so the editor's keys are listed here.
+    HELP_PARTS = (
+        ("in the story", StoryView),
+        ("in the instructions", InstructionList),
+        ("in the paragraph editor", ParagraphEditor),
+    )
     HELP_NOTES = (
         ("enter", "Write the next paragraph from your instruction; with none typed, from the "
                   "highlighted one of the three"),
@@ -138,7 +147,7 @@ class WritingScreen(Screen):
                 yield Label("Next instructions", classes="panel-title")
                 yield InstructionList(id="instructions")
         yield Input(
-            placeholder="Your instruction for the next paragraph (Enter writes it)",
+            placeholder=OPENING_PLACEHOLDER,
             id="instruction",
             select_on_focus=False,  # a chosen instruction is there to be edited, not replaced
         )
@@ -207,6 +216,7 @@ class WritingScreen(Screen):
         self.memory_editor.read_only = head is None
         instructions = self.query_one("#instructions", InstructionList)
         instructions.show_instructions(head.next_instructions if head else ())
+        self.instruction_input.placeholder = NEXT_PLACEHOLDER if head else OPENING_PLACEHOLDER
         self._show_header()
         self._show_status("Saved." if head else "")
         self.refresh_bindings()
@@ -273,6 +283,11 @@ class WritingScreen(Screen):
             )
             return False
         return True
+
+    async def keep_edits(self) -> bool:
+        """Store the short-term memory edit still in its panel (quitting calls this)."""
+        self.save_memory_edit()
+        return await self.memory_edit_stored()
 
     async def memory_edit_stored(self) -> bool:
         """Wait until the writer's short-term memory edits are stored; False if the last failed."""
@@ -531,7 +546,7 @@ class WritingScreen(Screen):
         number, total = self.position.version
         index = number - 1 + offset
         if 0 <= index < total:
-            self.move_head(self.position.siblings[index].id)
+            self.move_head(self.position.siblings[index].id, f"Version {index + 1} of {total}.")
 
     # ---- paragraphs ----
 
@@ -550,34 +565,37 @@ class WritingScreen(Screen):
         if self.app.engine is None:
             self.app.explain_no_model()
             return
-        step = view.step
+        step_id = view.step.id
 
-        def save(text: str | None) -> None:
-            if text is not None:
-                self.edit_paragraph(step.id, text)
+        async def store_edit(text: str) -> bool:
+            return await self.store_paragraph_edit(step_id, text)
 
-        self.app.push_screen(ParagraphEditor(step.paragraph), save)
+        self.app.push_screen(ParagraphEditor(view.step.paragraph, store_edit))
 
-    @work(group="paragraph-edit", exit_on_error=False)
-    async def edit_paragraph(self, step_id: str, text: str) -> None:
+    async def store_paragraph_edit(self, step_id: str, text: str) -> bool:
+        """Store the writer's edit of a paragraph, re-embedding its memory; False, having said
+        why, if it could not be (the editor then keeps the words)."""
         try:
             async with self.app.engine_in_use() as engine:
                 if engine is None:  # replaced by a model that is still loading
-                    self.notify(
-                        "No model is ready to re-embed it; edit it again once the model has loaded (F5: settings).",
-                        title="The paragraph was not changed",
+                    self.app.notify(
+                        "No model is ready to re-embed it; save it again once the model has loaded (F5: settings).",
+                        title="Your edit is still in the editor",
                         severity="warning",
                         timeout=12,
                     )
-                    return
+                    return False
                 updated = await engine.edit_paragraph(step_id, text)
-        except LongyarnError as error:
-            self.notify(str(error), title="The paragraph was not changed", severity="error")
-            return
-        self.story_view.replace_step(updated)
-        if self.position.head is not None and updated.id == self.position.head.id:
-            self.position = Position(updated, self.position.siblings, self.position.children)
-        self._show_status("Saved the edit; its long-term memory was updated too.")
+        except Exception as error:  # e.g. the database stayed locked: say so, keep the words
+            problem = str(error) if isinstance(error, LongyarnError) else store_failure(error, "save the paragraph")
+            self.app.notify(problem, title="Your edit is still in the editor", severity="error", timeout=15)
+            return False
+        if self.is_attached:
+            self.story_view.replace_step(updated)
+            if self.position.head is not None and updated.id == self.position.head.id:
+                self.position = Position(updated, self.position.siblings, self.position.children)
+            self._show_status("Saved the edit; its long-term memory was updated too.")
+        return True
 
     def action_delete_paragraph(self) -> None:
         view = self.selected_paragraph()
