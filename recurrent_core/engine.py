@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal
@@ -56,15 +57,21 @@ OPENING_INSTRUCTION = (
     "Open the story: set the scene and introduce the main character, following the outline."
 )
 MAX_INSTRUCTION_CHARS = 4000
+_THINK_TAG = re.compile(r"</?think(?:ing)?>", re.IGNORECASE)
 
 
 def default_sampling() -> dict[Role, Sampling]:
-    """Per-role sampling: a freer writer, a steadier memory keeper and planner."""
+    """Per-role sampling: a freer writer, a steadier memory keeper and planner.
+
+    max_tokens is a ceiling, not a target: the prompts ask for about 220 words of prose, 150 of
+    memory. It leaves room for stories outside English, where a word can cost 3-4 tokens
+    (Cyrillic or CJK text on Llama-3 or Mistral tokenizers).
+    """
     return {
-        "bible": Sampling(temperature=0.9, max_tokens=700),
-        "writer": Sampling(temperature=0.9, top_p=0.95, max_tokens=500),
-        "memory": Sampling(temperature=0.3, max_tokens=400),
-        "planner": Sampling(temperature=0.8, max_tokens=400),
+        "bible": Sampling(temperature=0.9, max_tokens=1200),
+        "writer": Sampling(temperature=0.9, top_p=0.95, max_tokens=900),
+        "memory": Sampling(temperature=0.3, max_tokens=800),
+        "planner": Sampling(temperature=0.8, max_tokens=600),
         "chooser": Sampling(temperature=0.2, max_tokens=20),
     }
 
@@ -82,6 +89,7 @@ class EngineConfig:
 class _RoleReply:
     text: str | None  # None: no readable reply after the retries
     usage: Usage
+    cut_off: bool = False  # the reply hit max_tokens (finish_reason "length")
 
 
 class Engine:
@@ -122,7 +130,7 @@ class Engine:
         fallbacks: tuple[str, ...] = ()
         if title is None or outline is None:
             bible = await self._ask_structured("bible", self._bible_prompt(premise, genre))
-            parsed = parsing.parse_bible(bible.text or "")
+            parsed = parsing.parse_bible(bible.text or "", cut_off=bible.cut_off)
             fallbacks_list = []
             if title is None:
                 title = parsed.title or _title_from_premise(premise)
@@ -135,6 +143,11 @@ class Engine:
                 if not parsed.outline:
                     fallbacks_list.append(
                         "The model's outline could not be read, so the premise serves as the outline."
+                    )
+                elif parsed.truncated:
+                    fallbacks_list.append(
+                        "The model's outline was cut off by its length limit, so the part that "
+                        "arrived is the outline."
                     )
             fallbacks = tuple(fallbacks_list)
         story = await asyncio.to_thread(
@@ -181,24 +194,48 @@ class Engine:
 
         usage = Usage()
         paragraph = ""
+        paragraph_fallbacks: tuple[str, ...] = ()
         for attempt in range(1, self.config.step_attempts + 1):
             yield PhaseChanged("writing")
-            snapshot = ""
+            raw, shown, finish_reason = "", "", None
             try:
                 async for chunk in self.backend.stream(self._request("writer", writer_prompt)):
                     if chunk.usage:
                         usage += chunk.usage
-                    if chunk.text:
-                        snapshot += chunk.text
-                        yield ParagraphDelta(chunk.text, snapshot)
+                    finish_reason = chunk.finish_reason or finish_reason
+                    if not chunk.text:
+                        continue
+                    raw += chunk.text
+                    # Reasoning and template tokens never reach the screen.
+                    visible = parsing.streamed_prose(raw)
+                    if not visible.startswith(shown):
+                        # A lone </think>: what was shown so far was reasoning. Start over.
+                        yield PhaseChanged("writing")
+                        shown = ""
+                    if len(visible) > len(shown):
+                        delta, shown = visible[len(shown) :], visible
+                        yield ParagraphDelta(delta, shown)
             except ModelError as error:
                 if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
                     raise
                 log.warning("paragraph stream was cut; writing it again (%s)", error)
                 continue
-            paragraph = parsing.clean_paragraph(snapshot)
+            paragraph = parsing.clean_paragraph(raw, instruction)
+            if paragraph and finish_reason == "length" and parsing.ends_mid_sentence(paragraph):
+                trimmed = parsing.trim_to_last_sentence(paragraph)
+                if trimmed != paragraph:
+                    paragraph, paragraph_fallbacks = trimmed, (parsing.PARAGRAPH_CUT,)
+                else:
+                    paragraph_fallbacks = (parsing.PARAGRAPH_CUT_KEPT,)
             if paragraph:
                 break
+            if finish_reason == "length" and _THINK_TAG.search(raw):
+                # Asking again would only reason again.
+                raise ModelError(
+                    "The model spent its whole length limit reasoning (<think>) and wrote no "
+                    "paragraph; nothing was stored, so turn its thinking off (e.g. /no_think for "
+                    "Qwen3) or raise the writer's max_tokens."
+                )
             if attempt == self.config.step_attempts:
                 raise ModelError(
                     "The model returned an empty paragraph twice; nothing was stored; "
@@ -229,7 +266,10 @@ class Engine:
             old_memory=short_term_memory,
             paragraph=paragraph,
             outline=story.outline,
+            memory_cut_off=memory_reply.cut_off,
+            planner_cut_off=planner_reply.cut_off,
         )
+        fallbacks = paragraph_fallbacks + outputs.fallbacks
 
         yield PhaseChanged("committing")
         new_step = NewStep(
@@ -242,7 +282,7 @@ class Engine:
             next_instructions=outputs.instructions,
             backend=self.backend.info.name,
             model=self.backend.info.model,
-            fallbacks=outputs.fallbacks,
+            fallbacks=fallbacks,
             branch_owner=branch_owner,
             # Stored with the step, so the context viewer can show it for any paragraph later.
             context=record_step_context(writer_prompt.context, recalled),
@@ -250,7 +290,7 @@ class Engine:
         # Once committing starts it finishes, even if the caller is cancelled meanwhile:
         # a half-known outcome would be worse than a step that landed.
         step = await asyncio.shield(asyncio.to_thread(self._commit, new_step, paragraph_vector, move_head))
-        yield StepCompleted(step, usage, outputs.fallbacks)
+        yield StepCompleted(step, usage, fallbacks)
 
     async def run_step(self, story_id: str, instruction: str | None = None, **kwargs) -> StepCompleted:
         """Run a step to completion and return its final event (for scripts and batch)."""
@@ -355,24 +395,33 @@ class Engine:
             self.recall_index.note_commit(new_step.story_id, entry, vector, version)
         return step
 
-    def _request(self, role: str, prompt: Prompt, json_schema: dict | None = None) -> GenerationRequest:
+    def _request(
+        self, role: str, prompt: Prompt, json_schema: dict | None = None, *, token_scale: int = 1
+    ) -> GenerationRequest:
         sampling = self.config.sampling.get(role) or Sampling()
+        if token_scale > 1:
+            sampling = sampling.model_copy(
+                update={"max_tokens": min(32768, sampling.max_tokens * token_scale)}
+            )
         return GenerationRequest(prompt=prompt, sampling=sampling, json_schema=json_schema)
 
-    async def _complete(self, request: GenerationRequest) -> tuple[str, Usage]:
-        text, usage = "", Usage()
+    async def _complete(self, request: GenerationRequest) -> tuple[str, Usage, bool]:
+        """The whole reply, its usage, and whether max_tokens cut it off."""
+        text, usage, cut_off = "", Usage(), False
         for attempt in range(1, self.config.step_attempts + 1):
-            text, usage = "", Usage()
+            text, usage, cut_off = "", Usage(), False
             try:
                 async for chunk in self.backend.stream(request):
                     text += chunk.text
                     if chunk.usage:
                         usage += chunk.usage
-                return text, usage
+                    if chunk.finish_reason:
+                        cut_off = chunk.finish_reason == "length"
+                return text, usage, cut_off
             except ModelError as error:
                 if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
                     raise
-        return text, usage
+        return text, usage, cut_off
 
     async def _ask_structured(self, role: str, prompt: Prompt, *, give_up_quietly: bool = False) -> _RoleReply:
         """Ask a role for structured output; repair unreadable replies a bounded number of times.
@@ -382,22 +431,27 @@ class Engine:
         schema = prompts.JSON_SCHEMAS.get(role)
         request = self._request(role, prompt, schema)
         usage = Usage()
+        token_scale = 1
         for _ in range(self.config.parse_retries + 1):
             try:
-                text, call_usage = await self._complete(request)
+                text, call_usage, cut_off = await self._complete(request)
             except ModelError as error:
                 if not give_up_quietly:
                     raise
                 log.warning("the %s call failed; using its fallback (%s)", role, error)
                 return _RoleReply(None, usage)
             usage += call_usage
-            problem = parsing.describe_problem(role, text)
+            problem = parsing.describe_problem(role, text, cut_off=cut_off)
             if problem is None:
-                return _RoleReply(text, usage)
+                return _RoleReply(text, usage, cut_off)
             log.info("unreadable %s reply (%s); asking again", role, problem)
-            request = self._request(role, self._repair_prompt(prompt, text, problem), schema)
+            if cut_off:
+                token_scale *= 2  # the same limit would cut the answer again
+            request = self._request(
+                role, self._repair_prompt(prompt, text, problem), schema, token_scale=token_scale
+            )
         # The last reply may still hold usable parts; the resolvers decide and say so.
-        return _RoleReply(text if text.strip() else None, usage)
+        return _RoleReply(text if text.strip() else None, usage, cut_off)
 
     def _section(self, name: str, text: str) -> ContextSection:
         return ContextSection(name, text, self.backend.count_tokens(text))

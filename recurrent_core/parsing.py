@@ -10,7 +10,10 @@ with a short-term memory, a reason and three instructions, plus a sentence for t
 for each gap it filled.
 
 How a reply is read, in order:
-1. `<think>...</think>` blocks (reasoning models) are dropped.
+1. `<think>...</think>` blocks (reasoning models) are dropped, and so is everything before a
+   lone `</think>` (a chat template that opened the block itself); the reply ends at a leaked
+   chat-template token (`<|eot_id|>`, `<|im_end|>` ...); trailing talk to the user ("Let me
+   know if ...") is dropped.
 2. JSON: every object or array in the reply (fenced or bare) is decoded; one cut off at the
    end is repaired by closing its open string and brackets, or by dropping its last,
    incomplete member. Keys are matched by meaning ("short_term_memory", "Updated memory",
@@ -35,6 +38,8 @@ __all__ = [
     "StepOutputs",
     "clean_paragraph",
     "describe_problem",
+    "ends_mid_sentence",
+    "trim_to_last_sentence",
     "instructions_from_paragraph",
     "parse_bible",
     "parse_choice",
@@ -143,6 +148,11 @@ REASON_MISSING = "The model gave no reason for its memory update."
 DEFAULT_REASON = "(The model gave no reason for this update.)"
 KEPT_REASON = "(The previous short-term memory was kept: the model's update could not be read.)"
 STARTED_REASON = "(Started from the new paragraph: the model's update could not be read.)"
+PARAGRAPH_CUT = (
+    "The model reached its length limit mid-sentence, so the paragraph was cut back to its "
+    "last full sentence."
+)
+PARAGRAPH_CUT_KEPT = "The model reached its length limit, so the paragraph ends mid-sentence."
 INSTRUCTIONS_DERIVED = (
     "The model's next instructions could not be read, so three were derived from the new "
     "paragraph."
@@ -153,7 +163,17 @@ MEMORY_WORD_LIMIT = 150
 
 # ---- text helpers --------------------------------------------------------------------
 
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_THINK_BLOCK = re.compile(r"<(think|thinking)>.*?(?:</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+# A closing tag with no opening one: the server's chat template opened the block in the prompt
+# (DeepSeek-R1 distills, QwQ), so everything before it is reasoning.
+_THINK_CLOSE = re.compile(r"</(?:think|thinking)>", re.IGNORECASE)
+# Chat-template tokens that a misconfigured server lets through as text: the reply ends there.
+_TURN_MARKER = re.compile(
+    r"<\|(?:eot_id|eom_id|im_end|im_start|end|endoftext|end_of_text|start_header_id|"
+    r"end_header_id|assistant|user|system)\|>|</s>|\[/?INST\]|<(?:end|start)_of_turn>",
+    re.IGNORECASE,
+)
+_MARKER_ROLE = re.compile(r"\A\s*(?:assistant|model)?[ \t]*\n", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)[\w+-]*[ \t]*$", re.MULTILINE)
 _FENCED_BLOCK = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
@@ -165,7 +185,65 @@ def _prepare(text: object) -> str:
     if not isinstance(text, str):
         return ""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _THINK_BLOCK.sub("", text).strip()
+    text = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end() :]
+    return _without_turn_markers(text).strip()
+
+
+def _without_turn_markers(text: str) -> str:
+    """The text up to the first leaked chat-template token (leading ones are skipped)."""
+    while (match := _TURN_MARKER.match(text.lstrip())) is not None:
+        text = text.lstrip()[match.end() :]
+        role = _MARKER_ROLE.match(text)
+        if role:
+            text = text[role.end() :]
+    match = _TURN_MARKER.search(text)
+    return text[: match.start()] if match else text
+
+
+# A trailing block of talk to the user ("Let me know if ...") rather than part of the answer.
+# For prose the openers must be unmistakable, since a story's last paragraph can begin with
+# "I hope" or "This"; a first-person opener counts only when it talks about the writing.
+_COMMENTARY_OPENER = re.compile(
+    r"""^[\W_]*(?:
+        let\ me\ know | feel\ free | would\ you\ like | do\ you\ want\ me | shall\ i\b
+        | should\ i\ (?:continue|go\ on|write) | if\ you(?:'d|’d|\ would)\ like | hope\ this\ helps
+        | (?:approximate\ )?word\ count\b | \d{2,4}\ words?\b
+        | (?:this|the\ above|in\ this)\ (?:paragraph|continuation|passage|update|version|outline
+            |summary|memory)\b
+        | (?:these|all\ three|each\ of\ these)\ (?:three\ )?(?:directions|options|instructions
+            |choices|ideas|suggestions|continuations|paths)\b
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_FIRST_PERSON_OPENER = re.compile(r"^[\W_]*(?:i|i've|i’ve|i\ have|i'm|i’m|here)\b", re.IGNORECASE)
+_ABOUT_THE_WRITING = re.compile(
+    r"\b(?:paragraph|continuation|the\ direction|the\ instruction|the\ tone|pacing|word\ count"
+    r"|captures|helps|you\ asked|you\ wanted|requested|the\ story\ so\ far)\b",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BLOCK_BREAK = re.compile(r"\n[ \t]*(?:(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*)?\n(?:[ \t]*\n)*")
+
+
+def _is_commentary(block: str) -> bool:
+    block = block.strip()
+    if _COMMENTARY_OPENER.match(block):
+        return True
+    return bool(_FIRST_PERSON_OPENER.match(block) and _ABOUT_THE_WRITING.search(block))
+
+
+def _without_trailing_commentary(text: str) -> str:
+    """Drop blocks of commentary that follow the answer (never the only block)."""
+    blocks = _BLOCK_BREAK.split(text)
+    while len(blocks) > 1 and (not blocks[-1].strip() or _is_commentary(blocks[-1])):
+        blocks.pop()
+    if len(blocks) == len(_BLOCK_BREAK.split(text)):
+        return text
+    # Rejoin from the original text, so separators inside the kept part stay as they were.
+    breaks = list(_BLOCK_BREAK.finditer(text))
+    return text[: breaks[len(blocks) - 1].start()]
 
 
 def _normalise_label(label: str) -> str:
@@ -496,6 +574,13 @@ def _match_label(line: str, vocabulary: frozenset[str]) -> _Section | None:
         rest = suffix.group("rest").strip()
         if suffix.group("close_after") and not prefix.group("open"):
             rest = suffix.group("close_after") + rest  # "Memory: **Mara** ...": emphasis of the text
+        opened = prefix.group("open")
+        if opened and not suffix.group("close") and not suffix.group("close_after"):
+            if rest.endswith(opened) and opened not in rest[: -len(opened)]:
+                # "**Option 1: The Storm**": the bold covers a title; what follows describes it.
+                rest = rest[: -len(opened)].rstrip()
+                if rest and not re.search(r"[.!?…。！？:：]$", rest):
+                    rest += ":"
         if label in _NUMBERED_ONLY_LABELS and not number:
             continue
         colon = separator in (":", "：")
@@ -576,9 +661,13 @@ def _best_section(sections: list[_Section], names: tuple[str, ...]) -> _Section 
 # ---- the bible ------------------------------------------------------------------------
 
 
-def parse_bible(text: str | None) -> BibleParse:
-    """The title and outline of a story bible reply; either may be None."""
-    text = _prepare(text)
+def parse_bible(text: str | None, *, cut_off: bool = False) -> BibleParse:
+    """The title and outline of a story bible reply; either may be None.
+
+    `cut_off`: the reply hit the length limit; an outline that stops mid-sentence is cut back
+    to its last full sentence and the parse is marked `truncated`.
+    """
+    text = _without_trailing_commentary(_prepare(text))
     if not text:
         return BibleParse(None, None)
     values, truncated = _json_values(text)
@@ -600,6 +689,8 @@ def parse_bible(text: str | None) -> BibleParse:
         label_title, label_outline = _bible_from_labels(text, from_json=bool(values))
         title = title or label_title
         outline = outline or label_outline
+    if cut_off and not truncated and outline and ends_mid_sentence(outline):
+        outline, truncated = trim_to_last_sentence(outline), True
     return BibleParse(title or None, outline or None, truncated)
 
 
@@ -643,9 +734,13 @@ def _bible_from_labels(text: str, *, from_json: bool) -> tuple[str | None, str |
 # ---- the memory update ---------------------------------------------------------------
 
 
-def parse_memory_update(text: str | None) -> MemoryParse:
-    """The updated short-term memory and the model's reason; None where missing."""
-    text = _prepare(text)
+def parse_memory_update(text: str | None, *, cut_off: bool = False) -> MemoryParse:
+    """The updated short-term memory and the model's reason; None where missing.
+
+    `cut_off`: the reply hit the length limit, so its last part is incomplete. A memory that
+    was that last part is marked `truncated` and cut back to its last full sentence.
+    """
+    text = _without_trailing_commentary(_prepare(text))
     if not text:
         return MemoryParse(None, None)
     values, truncated = _json_values(text)
@@ -653,8 +748,11 @@ def parse_memory_update(text: str | None) -> MemoryParse:
     reason_field = _find_json_field(values, REASON_NAMES)
     memory = _as_text(memory_field[1]) if memory_field else None
     reason = _as_text(reason_field[1]) if reason_field else None
+    memory_last = False  # whether the memory is the reply's last part (the one a cut hits)
     if memory is None or reason is None:
         leading, sections = _sections(text)
+        if sections:
+            memory_last = sections[-1].label in MEMORY_NAMES
         memory_section = _best_section(sections, MEMORY_NAMES)
         reason_section = _best_section(sections, REASON_NAMES)
         if memory is None and memory_section:
@@ -665,6 +763,12 @@ def parse_memory_update(text: str | None) -> MemoryParse:
         # that ended with "Short-term memory:"): the unlabelled start is the memory.
         if memory is None and reason_section and not values and _has_words(leading):
             memory = leading
+    if cut_off and not truncated and not values and memory is not None:
+        if memory_last:
+            truncated = True
+            memory = trim_to_last_sentence(memory)
+        elif reason is not None:
+            reason = trim_to_last_sentence(reason)
     memory = memory if memory and _has_words(memory) else None
     reason = reason if reason and _has_words(reason) else None
     return MemoryParse(memory, reason, truncated and memory is not None)
@@ -673,21 +777,25 @@ def parse_memory_update(text: str | None) -> MemoryParse:
 # ---- the instructions -----------------------------------------------------------------
 
 _LIST_ITEM = re.compile(
-    r"^[ \t]*(?:[-*+•▪]|\(?\d{1,2}[.):]|\(?[A-Ca-c][.)]|\#\d{1,2}[.:]?)[ \t]+(?P<item>\S.*)$"
+    r"^[ \t]*(?P<heading>\#{1,6}[ \t]*)?(?:\*\*|__)?"
+    r"(?:[-*+•▪]|\(?\d{1,2}[.):]|\(?[A-Ca-c][.)]|\#\d{1,2}[.:]?)(?:\*\*|__)?[ \t]+(?P<item>\S.*)$"
 )
 _LETTER_NUMBERS = {"a": "1", "b": "2", "c": "3"}
 
 
-def parse_instructions(text: str | None) -> list[str]:
+def parse_instructions(text: str | None, *, cut_off: bool = False) -> list[str]:
     """The candidate instructions in a planner reply: cleaned, de-duplicated, in order.
 
     May return fewer or more than three; `resolve_step_outputs` makes it exactly three.
+    `cut_off`: the reply hit the length limit, so a last item that stops mid-sentence is
+    half an instruction and is dropped.
     """
-    text = _prepare(text)
+    text = _without_trailing_commentary(_prepare(text))
     if not text:
         return []
     values, _ = _json_values(text)
     items = _instructions_from_json(values) if values else []
+    from_json = bool(items)  # a repaired JSON list has already lost its half-written item
     if not items:
         items = _instructions_from_labels(text)
     if not items:
@@ -701,6 +809,8 @@ def parse_instructions(text: str | None) -> list[str]:
             and not line.lstrip().startswith(("{", "[", "```"))
             and _match_label(line, _ALL_LABELS) is None
         ]
+    if cut_off and not from_json and items and ends_mid_sentence(items[-1]):
+        items = items[:-1]
     return _unique_instructions(items)
 
 
@@ -757,7 +867,7 @@ def _json_list_items(items: list[object]) -> list[str]:
 def _instructions_from_labels(text: str) -> list[str]:
     leading, sections = _sections(text)
     item_sections = [s for s in sections if s.label in INSTRUCTION_ITEM_NAMES]
-    items = [s.content.replace("\n", " ") for s in item_sections if _has_words(s.content)]
+    items = [_join_item_lines(s.content) for s in item_sections if _has_words(s.content)]
     if item_sections and _has_words(leading):
         first_number = item_sections[0].number or ""
         if _LETTER_NUMBERS.get(first_number.lower(), first_number) == "2":
@@ -775,19 +885,59 @@ def _instructions_from_labels(text: str) -> list[str]:
 
 
 def _list_items(text: str) -> list[str]:
-    """Numbered or bulleted list items; an item's wrapped lines join it."""
-    items: list[str] = []
-    continuing = False
+    """Numbered or bulleted list items; an item's wrapped lines join it.
+
+    An item that is only a title ("### 1. The Storm", "1. **The Storm**") takes the lines
+    below it, indented or not, as its description: "The Storm: Mara ...".
+    """
+    items: list[list[str]] = []
+    continuing = titled = False
     for line in _FENCE_LINE.sub("", text).split("\n"):
         match = _LIST_ITEM.match(line)
         if match:
-            items.append(match.group("item"))
+            item = match.group("item")
+            titled = bool(match.group("heading")) or _is_bold_title(item)
+            items.append([item])
             continuing = True
-        elif continuing and line.strip() and line[:1] in " \t":
-            items[-1] += " " + line.strip()
+        elif not line.strip():
+            # A blank line between a title and its description does not end the item.
+            continuing = continuing and titled and len(items[-1]) == 1
+        elif continuing and (line[:1] in " \t" or titled):
+            items[-1].append(line.strip())
         else:
             continuing = False
-    return items
+    return [_join_item_lines("\n".join(lines)) for lines in items]
+
+
+_TITLE_WORD = re.compile(r"[^\W\d_][\w'’-]{2,}")
+
+
+def _is_bold_title(text: str) -> bool:
+    text = text.strip().rstrip(":")
+    return len(text) > 4 and text[:2] in ("**", "__") and text.endswith(text[:2]) and text[:2] not in text[2:-2]
+
+
+def _looks_like_title(line: str) -> bool:
+    """A short heading such as "The Confrontation", not the start of a wrapped sentence."""
+    line = line.strip()
+    if _is_bold_title(line):
+        return True
+    words = _TITLE_WORD.findall(line)
+    return (
+        0 < len(line.split()) <= 8
+        and not re.search(r"[.!?…。！？,;]$", line)
+        and bool(words)
+        and all(word[0].isupper() for word in words)
+    )
+
+
+def _join_item_lines(text: str) -> str:
+    """One instruction from its lines: "Title: description" when the first line is a title."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if len(lines) > 1 and _looks_like_title(lines[0]):
+        title = _clean_value(lines[0]).rstrip(":：").strip()
+        return f"{title}: {' '.join(lines[1:])}"
+    return " ".join(lines)
 
 
 # ---- the chooser ------------------------------------------------------------------------
@@ -826,33 +976,59 @@ def parse_choice(text: str | None) -> int | None:
 _PREFACE = re.compile(
     r"^(?:sure|certainly|of course|okay|ok|here is|here's|here are|below is)\b.*:\s*$", re.IGNORECASE
 )
+# A preface that ends with "." or "!" instead of ":" ("Sure, here's the next paragraph."), or
+# a bare "Sure!": only when it names what follows, since prose may open with "Here is".
+_PREFACE_SENTENCE = re.compile(
+    r"^(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[\s,!.]*)?"
+    r"(?:(?:here is|here's|here are|below is)\b.{0,80}?\b(?:paragraph|continuation|passage|next part)\b.*"
+    r"|(?:sure|certainly|of course|absolutely)\s*)[.!:]?\s*$",
+    re.IGNORECASE,
+)
 _SEPARATOR_LINE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$")
 _PARAGRAPH_KEYS = ("paragraph", "next paragraph", "text", "content", "story", "prose")
+# A heading the prompt did not ask for: "# Chapter 3", "**The Door**", "Chapter Two: Ash".
+_TITLE_LINE = re.compile(
+    r"^\s*(?:\#{1,6}\s+\S.*|(?:\*\*|__)[^*_]{1,80}(?:\*\*|__)|(?:chapter|part)\s+[\w-]+(?:\s*[:.—–-].{0,60})?)\s*$",
+    re.IGNORECASE,
+)
+# The instruction echoed as a label before the prose: "Direction: ...", "**Instruction:** ...".
+_ECHO_LABEL = re.compile(
+    r"^[\s>*_#]*(?:instruction|direction|task|prompt|plan)\s*(?:\*\*|__)?\s*[:：]", re.IGNORECASE
+)
 
 
-def clean_paragraph(text: str | None) -> str:
+def clean_paragraph(text: str | None, instruction: str | None = None) -> str:
     """The writer's reply as story prose.
 
     Drops a reasoning block, code fences, a preface ("Here is the next paragraph:"), a leading
-    label ("Paragraph:", "**Paragraph 2:**"), and anything from an appended "Short-term memory:"
-    or "Instruction 1:" section on. Quotes are removed only when they enclose the whole reply.
+    label ("Paragraph:", "**Paragraph 2:**") or title ("# Chapter 3"), the instruction echoed
+    before the prose (labelled, or as `instruction` word for word), trailing talk to the user
+    ("Let me know if ..."), and anything from an appended "Short-term memory:" or
+    "Instruction 1:" section on. Quotes are removed only when they enclose the whole reply.
     A reply of several paragraphs is kept whole, its paragraphs joined by single newlines
     (blank lines are dropped), since splitting it would lose prose the reader already saw.
     """
     text = _prepare(text)
     if not text:
         return ""
-    if text.lstrip().startswith("{"):
+    unfenced = _FENCE_LINE.sub("", text).strip()
+    if unfenced.startswith("{") or _json_after_preface(unfenced):
         values, _ = _json_values(text)
         field = _find_json_field(values, _PARAGRAPH_KEYS)
         if field and isinstance(field[1], str):
             text = field[1]
+    text = _without_trailing_commentary(text)
+    echo = _dedupe_key(instruction or "")
     lines = [line for line in _FENCE_LINE.sub("", text).split("\n")]
     kept: list[str] = []
-    for line in lines:
+    for index, line in enumerate(lines):
         if not kept and not line.strip():
             continue
-        if not kept and _PREFACE.match(line.strip()):
+        if not kept and (_PREFACE.match(line.strip()) or _PREFACE_SENTENCE.match(line.strip())):
+            continue
+        if not kept and (_ECHO_LABEL.match(line) or (echo and _dedupe_key(line) == echo)):
+            continue
+        if not kept and _is_title_line(line) and any(rest.strip() for rest in lines[index + 1 :]):
             continue
         if kept and _DECORATED_NOTE.match(line):
             break
@@ -868,7 +1044,44 @@ def clean_paragraph(text: str | None) -> str:
     while kept and (_SEPARATOR_LINE.match(kept[-1]) or not kept[-1].strip()):
         kept.pop()
     prose = "\n".join(line.strip() for line in kept if line.strip())
-    return _strip_enclosing_quotes(prose).strip()
+    prose = _strip_enclosing_quotes(prose).strip()
+    if echo and len(echo.split()) >= 4:
+        # The instruction restated as the paragraph's first sentence.
+        first, _, rest = prose.partition("\n")
+        sentences = _SENTENCE_END.split(first, maxsplit=1)
+        if len(sentences) == 2 and _dedupe_key(sentences[0]) == echo:
+            prose = "\n".join(part for part in (sentences[1].strip(), rest) if part)
+    return prose
+
+
+def _is_title_line(line: str) -> bool:
+    """A heading such as "# Chapter 3: The Door" or "**The Door**"; "# the bells rang" is prose."""
+    return bool(_TITLE_LINE.match(line)) and _looks_like_title(_clean_value(line.lstrip("# \t")))
+
+
+def _json_after_preface(text: str) -> bool:
+    first, _, rest = text.partition("\n")
+    return bool(_PREFACE.match(first.strip()) or _PREFACE_SENTENCE.match(first.strip())) and rest.strip().startswith("{")
+
+
+# A sentence's end: terminal punctuation, closing quotes or brackets, then space or the end.
+# "Mr." and the like do not end a sentence.
+_SENTENCE_STOP = re.compile(
+    r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?…。！？][\"”’'»」』)\]*_]*(?=\s|$)"
+)
+
+
+def ends_mid_sentence(text: str) -> bool:
+    """Whether prose stops without a sentence's closing punctuation (a cut-off reply)."""
+    text = text.rstrip()
+    return bool(text) and not any(match.end() == len(text) for match in _SENTENCE_STOP.finditer(text))
+
+
+def trim_to_last_sentence(text: str) -> str:
+    """`text` up to the end of its last complete sentence; unchanged if it has none."""
+    text = text.rstrip()
+    ends = [match.end() for match in _SENTENCE_STOP.finditer(text)]
+    return text[: ends[-1]].rstrip() if ends else text
 
 
 # ---- deterministic instructions ---------------------------------------------------------
@@ -970,6 +1183,8 @@ def resolve_step_outputs(
     old_memory: str,
     paragraph: str,
     outline: str = "",
+    memory_cut_off: bool = False,
+    planner_cut_off: bool = False,
 ) -> StepOutputs:
     """The step's memory, reason and three instructions, whatever the model replied.
 
@@ -979,7 +1194,7 @@ def resolve_step_outputs(
     from the paragraph; more than three are cut to the first three.
     """
     fallbacks: list[str] = []
-    parsed = parse_memory_update(memory_reply)
+    parsed = parse_memory_update(memory_reply, cut_off=memory_cut_off)
     if parsed.short_term_memory is not None:
         short_term_memory = parsed.short_term_memory
         if parsed.truncated:
@@ -996,7 +1211,7 @@ def resolve_step_outputs(
         short_term_memory, memory_reason = _memory_from_paragraph(paragraph), STARTED_REASON
         fallbacks.append(MEMORY_STARTED)
 
-    instructions = parse_instructions(planner_reply)[:3]
+    instructions = parse_instructions(planner_reply, cut_off=planner_cut_off)[:3]
     if len(instructions) < 3:
         taken = {_dedupe_key(item) for item in instructions}
         missing = 3 - len(instructions)
@@ -1018,26 +1233,32 @@ def resolve_step_outputs(
     return StepOutputs(short_term_memory, memory_reason, (first, second, third), tuple(fallbacks))
 
 
-def describe_problem(role: str, text: str | None) -> str | None:
+CUT_OFF_PROBLEM = "The reply was cut off by the length limit before it ended; answer more briefly."
+
+
+def describe_problem(role: str, text: str | None, *, cut_off: bool = False) -> str | None:
     """What is wrong with a reply, as a sentence for a repair prompt; None if it reads fully.
 
-    `role` is "bible", "memory", "planner", "chooser" or "writer".
+    `role` is "bible", "memory", "planner", "chooser" or "writer"; `cut_off`: the reply hit
+    the length limit (the server's finish_reason was "length").
     """
     if not _prepare(text):
         return "The reply was empty."
     if role == "writer":
         return None if clean_paragraph(text) else "The reply held no paragraph of prose."
     if role == "memory":
-        memory = parse_memory_update(text)
+        memory = parse_memory_update(text, cut_off=cut_off)
         if memory.short_term_memory is None:
             return "The reply had no readable short-term memory."
         if memory.truncated:
-            return "The reply was cut off before its JSON ended."
+            return CUT_OFF_PROBLEM
         if memory.reason is None:
             return "The reply gave no reason for the memory update."
         return None
     if role == "planner":
-        count = len(parse_instructions(text))
+        count = len(parse_instructions(text, cut_off=cut_off))
+        if count == 0 and cut_off:
+            return CUT_OFF_PROBLEM
         if count == 0:
             return "The reply had no readable instructions."
         if count < 3:
@@ -1045,7 +1266,7 @@ def describe_problem(role: str, text: str | None) -> str | None:
             return f"The reply had only {count} distinct instruction{plural}; three are needed."
         return None
     if role == "bible":
-        bible = parse_bible(text)
+        bible = parse_bible(text, cut_off=cut_off)
         if bible.title is None and bible.outline is None:
             return "The reply had neither a readable title nor an outline."
         if bible.title is None:
@@ -1053,9 +1274,41 @@ def describe_problem(role: str, text: str | None) -> str | None:
         if bible.outline is None:
             return "The reply had no readable outline."
         if bible.truncated:
-            return "The reply was cut off before its JSON ended."
+            return CUT_OFF_PROBLEM
         return None
     if role == "chooser":
         choice = parse_choice(text)
         return None if choice in (1, 2, 3) else "The reply did not name a choice of 1, 2 or 3."
     raise ValueError(f"no reply format is known for the role {role!r}")
+
+
+# ---- what the reader sees while the paragraph streams ----------------------------------
+
+_HELD_TAGS = ("<think>", "<thinking>", "</think>", "</thinking>", "<|", "</s>", "[INST]", "[/INST]",
+              "<end_of_turn>", "<start_of_turn>")
+_OPEN_THINK = re.compile(r"<(?:think|thinking)>", re.IGNORECASE)
+
+
+def streamed_prose(raw: str) -> str:
+    """The part of a writer reply streamed so far that may be shown as the paragraph.
+
+    Reasoning (`<think>` blocks, or everything before a lone `</think>`) and leaked template
+    tokens are never shown; a tail that may be the start of such a tag is held back until the
+    next piece shows what it is. The result can stop being a prefix of the previous one (a lone
+    `</think>` arrives): the caller then starts the shown text over.
+    """
+    text = _THINK_BLOCK.sub("", raw.replace("\r\n", "\n"))
+    opened = _OPEN_THINK.search(text)
+    if opened:  # an unclosed block: hold everything from it on
+        text = text[: opened.start()]
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end() :]
+    text = _without_turn_markers(text)
+    tail_start = max(text.rfind("<"), text.rfind("["))
+    if tail_start >= 0 and len(text) - tail_start < 16:
+        tail = text[tail_start:].lower()
+        unclosed_token = tail.startswith("<|") and "|>" not in tail
+        if unclosed_token or any(tag.lower().startswith(tail) for tag in _HELD_TAGS):
+            text = text[:tail_start]
+    return text.lstrip()

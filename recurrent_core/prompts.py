@@ -84,11 +84,12 @@ JSON_SCHEMAS: dict[str, dict] = {
     "memory": {
         "title": "memory_update",
         "type": "object",
+        # The reason first: servers that enforce the schema generate keys in this order.
         "properties": {
-            "short_term_memory": {"type": "string"},
             "reason": {"type": "string"},
+            "short_term_memory": {"type": "string"},
         },
-        "required": ["short_term_memory", "reason"],
+        "required": ["reason", "short_term_memory"],
         "additionalProperties": False,
     },
     "planner": {

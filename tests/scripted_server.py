@@ -58,6 +58,10 @@ class Reply:
     error_message: str | None = None  # non-200: overrides the default message for the status
     error_code: str | None = None  # non-200: overrides the default error code
     raw_body: str | None = None  # sent as it is, instead of JSON or SSE events (malformed replies)
+    finish_reason: str = "stop"  # "length": the text is what a server sends when max_tokens cut it
+    empty_choices_first: bool = False  # streamed: a chunk with "choices": [] before the text
+    # (as Azure OpenAI sends its prompt filter results)
+    usage_without_choices: bool = False  # streamed: the usage chunk has no "choices" key at all
 
 
 Responder = Callable[[dict], Reply]
@@ -89,6 +93,8 @@ class ScriptedServer:
     - `disconnects`: how many streamed replies the client abandoned before their end;
       `completed_streams`: how many were sent to the end.
     - `max_concurrent`: the most requests that were being handled at the same time.
+    - `rejected_parameters`: a request carrying any of these body keys gets the 400 that vLLM's
+      request validation sends for a field it does not know, naming the field.
     """
 
     def __init__(
@@ -98,11 +104,13 @@ class ScriptedServer:
         json_schema_supported: bool = True,
         latency_s: float = 0.0,
         known_models: tuple[str, ...] | None = None,
+        rejected_parameters: tuple[str, ...] = (),
     ) -> None:
         self.responder: Responder = responder or story_responder
         self.json_schema_supported = json_schema_supported
         self.latency_s = latency_s
         self.known_models = known_models
+        self.rejected_parameters = rejected_parameters
         self.requests: list[dict] = []
         self.disconnects = 0
         self.completed_streams = 0
@@ -249,6 +257,14 @@ async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: st
             f"The model `{model}` does not exist or you do not have access to it.",
             "model_not_found",
         )
+    for name in server.rejected_parameters:
+        if name in body:
+            return _error_response(
+                400,
+                f"[{{'type': 'extra_forbidden', 'loc': ('body', '{name}'), "
+                f"'msg': 'Extra inputs are not permitted', 'input': {body[name]!r}}}]",
+                "BadRequestError",
+            )
     if not server.json_schema_supported and _response_format_type(body) == "json_schema":
         return _error_response(
             400,
@@ -270,7 +286,9 @@ async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: st
     text = _apply_stop(reply.text, body.get("stop"))
     if body.get("stream"):
         return _SSEStream(server, reply, text, body, kind=kind)
-    return JSONResponse(_whole_reply(text, body, kind=kind), headers=reply.headers)
+    return JSONResponse(
+        _whole_reply(text, body, kind=kind, finish_reason=reply.finish_reason), headers=reply.headers
+    )
 
 
 async def _sleep_while_connected(http_request: Request, seconds: float) -> bool:
@@ -352,7 +370,7 @@ def _usage(text: str, body: dict) -> dict:
     }
 
 
-def _whole_reply(text: str, body: dict, *, kind: str) -> dict:
+def _whole_reply(text: str, body: dict, *, kind: str, finish_reason: str = "stop") -> dict:
     common = {"created": int(time.time()), "model": body.get("model") or DEFAULT_MODEL}
     if kind == "chat":
         return {
@@ -364,7 +382,7 @@ def _whole_reply(text: str, body: dict, *, kind: str) -> dict:
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": _usage(text, body),
@@ -373,7 +391,7 @@ def _whole_reply(text: str, body: dict, *, kind: str) -> dict:
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
         **common,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
         "usage": _usage(text, body),
     }
 
@@ -447,6 +465,12 @@ class _SSEStream(Response):
         if self._kind == "chat":
             opening = self._chunk(None, **usage_field)
             opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+            if reply.empty_choices_first:
+                filters = self._chunk(None)
+                filters["choices"] = []
+                filters["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": {}}]
+                if not await event(filters):
+                    return False
             if not await event(opening):
                 return False
 
@@ -468,11 +492,13 @@ class _SSEStream(Response):
         if reply.stream_cut_after is not None and len(pieces) >= reply.stream_cut_after:
             raise _DeliberateStreamCut()
 
-        if not await event(self._chunk(None, "stop", **usage_field)):
+        if not await event(self._chunk(None, reply.finish_reason, **usage_field)):
             return False
         if include_usage:
             final = self._chunk(None, usage=_usage(self._text, self._body))
             final["choices"] = []
+            if reply.usage_without_choices:
+                del final["choices"]
             if not await event(final):
                 return False
         if not await event("[DONE]"):

@@ -51,10 +51,15 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of generated text; the last chunk of a stream may carry usage and no text."""
+    """A piece of generated text; the last chunk of a stream may carry usage and no text.
+
+    `finish_reason` comes with the last chunk where the backend knows it: "length" means the
+    reply was cut off by max_tokens.
+    """
 
     text: str = ""
     usage: Usage | None = None
+    finish_reason: str | None = None
 
 
 @dataclass

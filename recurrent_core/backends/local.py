@@ -70,6 +70,10 @@ DEFAULT_MAX_PROMPT_TOKENS = 8192
 # (see local_lm.sampling), with the engine's paragraph length. Other roles keep the
 # engine's defaults: penalties on repeated tokens would fight JSON and labelled output.
 LOCAL_WRITER_SAMPLING = STORY_WRITING_SAMPLING.model_copy(update={"max_tokens": 500})
+# The engine's ceilings allow for tokenizers that spend 3-4 tokens a word outside English.
+# The RWKV World tokenizer does not, and a local model pays for every token it rambles past
+# a cut (the base demo model rarely writes these formats at all), so its ceilings stay lower.
+LOCAL_MAX_TOKENS = {"bible": 700, "memory": 400, "planner": 400}
 
 # Prefix-state checkpoints: every CHECKPOINT_SPACING tokens, spaced wider on long prompts so
 # that one prompt keeps at most about MAX_SPACED_CHECKPOINTS states (each is 2.4 MB at 0.1B).
@@ -429,9 +433,15 @@ class LocalBackend(ModelBackend):
         )
 
     @staticmethod
-    def recommended_sampling() -> dict[str, Sampling]:
-        """Per-role sampling that suits a local RWKV model; merge it over the engine's defaults."""
-        return {"writer": LOCAL_WRITER_SAMPLING}
+    def recommended_sampling(defaults: Mapping[str, Sampling]) -> dict[str, Sampling]:
+        """Per-role sampling that suits a local RWKV model; merge it over the engine's `defaults`."""
+        recommended = {
+            role: defaults[role].model_copy(update={"max_tokens": max_tokens})
+            for role, max_tokens in LOCAL_MAX_TOKENS.items()
+            if role in defaults
+        }
+        recommended["writer"] = LOCAL_WRITER_SAMPLING
+        return recommended
 
     # ---- the backend interface ------------------------------------------------------------
 
@@ -459,7 +469,8 @@ class LocalBackend(ModelBackend):
                 yield Chunk(text=piece)
         finally:
             await generation.aclose()
-        yield Chunk(usage=generation.usage)
+        # "length" tells the engine the reply was cut off by max_tokens.
+        yield Chunk(usage=generation.usage, finish_reason=generation.finish_reason)
 
     def generate(
         self,

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,16 @@ LOCAL_SERVER_PLACEHOLDER_KEY = "not-needed"
 # A server that asks us to wait longer than this gets a clear error instead of a silent wait.
 LONGEST_RETRY_AFTER_S = 60.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Parameters a request works without; a server that refuses one by name is asked again
+# without it. (response_format and max_tokens have their own fallbacks.)
+OPTIONAL_PARAMETERS = (
+    "stream_options", "seed", "top_p", "top_k", "presence_penalty", "frequency_penalty", "stop",
+    "temperature",  # OpenAI's reasoning models accept only their default
+)
+_UNSUPPORTED_WORDS = (
+    "unsupported", "not supported", "unrecognized", "unknown", "extra inputs", "extra_forbidden",
+    "not permitted", "not allowed", "invalid", "unexpected",
+)
 
 
 class OpenAIBackend(ModelBackend):
@@ -77,6 +88,7 @@ class OpenAIBackend(ModelBackend):
         # Kept only to scrub it from server messages we quote; never shown anywhere.
         self._api_key = api_key
         self._use_max_completion_tokens = False
+        self._dropped_parameters: set[str] = set()  # optional parameters this server refused
         self._jitter = random.Random()
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=0
@@ -107,18 +119,20 @@ class OpenAIBackend(ModelBackend):
             yielded_text = False
             try:
                 response = await self._client.chat.completions.create(**arguments)
-                finished, usage = False, None
+                finished, usage = None, None
                 async with response:
                     async for event in response:
-                        if event.usage is not None:  # some servers report it on every chunk
+                        if getattr(event, "usage", None) is not None:  # some send it every chunk
                             usage = _usage(event.usage)
-                        for choice in event.choices[:1]:
-                            text = choice.delta.content if choice.delta else None
+                        # A usage-only chunk may carry "choices": [] or null, or none at all.
+                        for choice in (getattr(event, "choices", None) or [])[:1]:
+                            delta = getattr(choice, "delta", None)
+                            text = getattr(delta, "content", None)
                             if text:
                                 yielded_text = True
                                 yield Chunk(text=text)
-                            if choice.finish_reason:
-                                finished = True
+                            if getattr(choice, "finish_reason", None):
+                                finished = str(choice.finish_reason)
                 if not finished:
                     # The body ended cleanly but without a finish_reason: a proxy or server
                     # dropped the rest. Treat it as the broken stream it is.
@@ -126,8 +140,7 @@ class OpenAIBackend(ModelBackend):
                         message="The stream ended before the reply did.",
                         request=response.response.request,
                     )
-                if usage is not None:
-                    yield Chunk(usage=usage)
+                yield Chunk(usage=usage, finish_reason=finished)
                 return
             except ValueError as error:  # undecodable JSON or a chunk of the wrong shape
                 if yielded_text:
@@ -140,6 +153,14 @@ class OpenAIBackend(ModelBackend):
             except openai.APIError as error:
                 if yielded_text:
                     raise self._interrupted() from error
+                rejected = self._rejected_parameter(error, arguments)
+                if rejected is not None:
+                    # Some vLLM, llama.cpp and LM Studio versions refuse a parameter that others
+                    # accept (stream_options, seed, penalties ...): drop it for this server.
+                    self._dropped_parameters.add(rejected)
+                    log.info("%s refuses %r; asking without it", self._shown_url, rejected)
+                    attempt -= 1
+                    continue
                 if use_schema and _rejects_json_schema(error):
                     self.info.supports_json_schema = False
                     log.info("%s refuses json_schema; asking in words instead", self._shown_url)
@@ -194,7 +215,29 @@ class OpenAIBackend(ModelBackend):
                     "strict": False,
                 },
             }
+        for name in self._dropped_parameters:
+            arguments.pop(name, None)
+            arguments.get("extra_body", {}).pop(name, None)
+        if not arguments.get("extra_body", True):
+            del arguments["extra_body"]
         return arguments
+
+    def _rejected_parameter(self, error: openai.APIError, arguments: dict) -> str | None:
+        """The optional parameter a 400/422 names as unsupported, if we sent it."""
+        if not isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError)):
+            return None
+        sent = {
+            name for name in OPTIONAL_PARAMETERS
+            if name in arguments or name in arguments.get("extra_body", {})
+        } - self._dropped_parameters
+        param = getattr(error, "param", None)
+        if isinstance(param, str) and param in sent:
+            return param
+        text = f"{error.message} {error.body}".lower()
+        if not any(word in text for word in _UNSUPPORTED_WORDS):
+            return None
+        named = [name for name in sent if re.search(rf"\b{name}\b", text)]
+        return named[0] if len(named) == 1 else None
 
     def _interrupted(self) -> StreamInterrupted:
         return StreamInterrupted(
@@ -252,6 +295,13 @@ class OpenAIBackend(ModelBackend):
             return ModelError(
                 f"The server at {url} has no chat completions endpoint (404); nothing was written, "
                 "so check --base-url (most servers want it to end in /v1)."
+            )
+        if status in (400, 413, 422) and _exceeds_context(error):
+            return ModelError(
+                f"The prompt is longer than model '{model}' at {url} can read "
+                f"({self._server_message(error)}); nothing was written, so lower "
+                "context_budget_tokens or this role's max_tokens in the settings, or use a model "
+                "with a longer context."
             )
         if status == 429 and _error_code(error) == "insufficient_quota":
             return ModelError(
@@ -342,6 +392,14 @@ def _rejects_json_schema(error: openai.APIError) -> bool:
         return True
     return isinstance(error, openai.BadRequestError) and _mentions(
         error, "response_format", "json_schema", "response format"
+    )
+
+
+def _exceeds_context(error: openai.APIError) -> bool:
+    # OpenAI: context_length_exceeded; vLLM: "maximum context length is"; llama.cpp:
+    # "exceeds the available context size".
+    return _error_code(error) in ("context_length_exceeded", "exceed_context_size_error") or _mentions(
+        error, "maximum context length", "context size", "context window", "context_length_exceeded"
     )
 
 

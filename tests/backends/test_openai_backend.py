@@ -292,6 +292,48 @@ async def test_a_server_that_wants_max_completion_tokens_gets_it():
     assert [sent.get("max_completion_tokens") for sent in server.requests] == [None, 200, 200]
 
 
+@pytest.mark.parametrize("parameter", ["stream_options", "seed"])
+async def test_a_server_that_refuses_an_optional_parameter_is_asked_without_it_and_remembered(parameter):
+    # Some vLLM versions validate the body strictly and answer 400 "Extra inputs are not
+    # permitted" for a field they do not know.
+    with ScriptedServer(rejected_parameters=(parameter,)) as server:
+        backend = make_backend(server.base_url, max_attempts=1)
+        _, first = await collect(backend, make_request(seed=7))
+        _, second = await collect(backend, make_request(seed=7))
+
+    assert first == second != ""
+    assert [parameter in sent for sent in server.requests] == [True, False, False]
+
+
+async def test_filter_chunks_without_choices_and_a_bare_usage_chunk_still_stream(server):
+    server.enqueue(Reply(PARAGRAPH, empty_choices_first=True, usage_without_choices=True))
+    chunks, text = await collect(make_backend(server.base_url), make_request())
+    assert text == PARAGRAPH
+    assert chunks[-1].usage.completion_tokens == len(PARAGRAPH.split())
+
+
+async def test_a_reply_cut_by_max_tokens_says_so_in_its_last_chunk(server):
+    server.enqueue(Reply(PARAGRAPH[:40], finish_reason="length"), Reply(PARAGRAPH))
+    backend = make_backend(server.base_url)
+    cut, _ = await collect(backend, make_request())
+    whole, _ = await collect(backend, make_request())
+    assert (cut[-1].finish_reason, whole[-1].finish_reason) == ("length", "stop")
+
+
+async def test_a_prompt_longer_than_the_context_window_says_which_setting_to_lower(server):
+    server.enqueue(
+        Reply(
+            status=400,
+            error_message="This model's maximum context length is 8192 tokens. However, you requested "
+            "9000 tokens (8100 in the messages, 900 in the completion).",
+        )
+    )
+    with pytest.raises(ModelError) as failure:
+        await collect(make_backend(server.base_url, max_attempts=1), make_request())
+    message = str(failure.value)
+    assert "context_budget_tokens" in message and "8192" in message and "\n" not in message
+
+
 # ---- errors a person can act on ---------------------------------------------------------
 
 

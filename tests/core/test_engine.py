@@ -249,3 +249,101 @@ async def test_a_finished_paragraph_is_kept_when_memory_and_planner_calls_fail(s
     assert len(set(completed.step.next_instructions)) == 3
     assert len(completed.fallbacks) >= 2, "both stand-ins are stated"
     assert store.count_steps(story.id) == 2
+
+
+# ---- what instruction-tuned servers really send -----------------------------------------
+
+REASONING = "Okay, the user wants the ferryman to meet a ghost. I should keep it eerie."
+GHOST_PROSE = (
+    "The lantern guttered as the ferry touched the landing. A figure waited there in a coat "
+    "too thin for the cold, and when the ferryman raised the light, it cast no shadow at all."
+)
+
+
+def writer_replies(*replies: Reply):
+    """The writer gets these replies in turn; other roles answer as usual."""
+    queue = list(replies)
+
+    def respond(request):
+        if request["_role"] == "writer" and queue:
+            return queue.pop(0)
+        return story_responder(request)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(f"{REASONING}\n</think>\n\n{GHOST_PROSE}", id="lone </think> (R1 distill, QwQ)"),
+        pytest.param(f"<think>{REASONING}</think>\n\n{GHOST_PROSE}", id="<think> block (Qwen3)"),
+    ],
+)
+async def test_reasoning_never_reaches_the_story_or_the_screen(store, server, embedder, raw):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    server.responder = writer_replies(Reply(raw, chunk_chars=9))
+    events = await collect(engine, story.id, "The ferryman meets a ghost.")
+    assert events[-1].step.paragraph == GHOST_PROSE
+    # What the screen shows since the last (re)start of the paragraph is the prose alone.
+    last_start = max(i for i, e in enumerate(events) if isinstance(e, PhaseChanged) and e.phase == "writing")
+    shown = "".join(e.delta for e in events[last_start:] if isinstance(e, ParagraphDelta))
+    assert shown == GHOST_PROSE
+    if raw.startswith("<think>"):
+        assert not any("user wants" in e.snapshot for e in events if isinstance(e, ParagraphDelta))
+
+
+async def test_a_paragraph_cut_off_by_max_tokens_ends_at_its_last_full_sentence(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    server.responder = writer_replies(Reply(GHOST_PROSE + " The ferryman opened his mouth to", finish_reason="length"))
+    completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
+    assert completed.step.paragraph == GHOST_PROSE
+    assert completed.fallbacks[0] == (
+        "The model reached its length limit mid-sentence, so the paragraph was cut back to its "
+        "last full sentence."
+    )
+    assert store.get_step(completed.step.id).fallbacks == completed.fallbacks
+
+
+async def test_a_reasoning_model_that_only_reasons_gets_a_clear_error_and_nothing_is_stored(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    server.responder = writer_replies(Reply(f"<think>{REASONING} " * 20, finish_reason="length"))
+    with pytest.raises(ModelError) as failure:
+        await collect(engine, story.id, "The ferryman meets a ghost.")
+    message = str(failure.value)
+    assert "reasoning" in message and "max_tokens" in message and "\n" not in message
+    assert store.count_steps(story.id) == 0
+    assert len([r for r in server.requests if r["_role"] == "writer"]) == 1, "asking again would reason again"
+
+
+async def test_instructions_cut_off_by_max_tokens_are_asked_again_with_room_to_finish(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    cut = Reply(
+        "Instruction 1: Have the ferryman refuse the fare.\nInstruction 2: Show the ghost's face.\n"
+        "Instruction 3: Let the river",
+        finish_reason="length",
+    )
+    whole = Reply(
+        "Instruction 1: Have the ferryman refuse the fare.\nInstruction 2: Show the ghost's face.\n"
+        "Instruction 3: Let the river rise over the landing."
+    )
+    planner_replies = [cut, whole]
+
+    def respond(request):
+        if request["_role"] == "planner" and planner_replies:
+            return planner_replies.pop(0)
+        return story_responder(request)
+
+    server.responder = respond
+    completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
+    assert completed.step.next_instructions == (
+        "Have the ferryman refuse the fare.",
+        "Show the ghost's face.",
+        "Let the river rise over the landing.",
+    )
+    assert completed.fallbacks == ()
+    planner_requests = [r for r in server.requests if r["_role"] == "planner"]
+    assert planner_requests[1]["max_tokens"] == 2 * planner_requests[0]["max_tokens"]

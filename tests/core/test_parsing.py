@@ -398,3 +398,166 @@ def test_a_derived_instruction_never_repeats_one_the_model_gave():
 def test_describe_problem_for_unknown_role_is_a_programming_error():
     with pytest.raises(ValueError):
         describe_problem("narrator", "text")
+
+
+# ---- reply shapes from instruction-tuned servers (vLLM, Ollama, llama.cpp, OpenAI) ---------
+
+PROSE = "Mara pressed the key into the lock. The door gave way with a groan."
+ASKED = "Have Mara open the lighthouse door."
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            "Okay, the user wants Mara to open the door. Keep it tense.\n</think>\n\n" + PROSE,
+            id="R1 distill: template opened the think block, only </think> in the reply",
+        ),
+        pytest.param("<thinking>Plan the beat.</thinking>\n" + PROSE, id="thinking tags"),
+        pytest.param("Sure, here's the next paragraph.\n\n" + PROSE, id="preface ending in a full stop"),
+        pytest.param("Certainly!\n\n" + PROSE, id="bare 'Certainly!'"),
+        pytest.param(PROSE + "\n\nLet me know if you'd like me to adjust the tone or pacing!", id="let me know"),
+        pytest.param(PROSE + "\n\nI hope this paragraph captures the tension you wanted.", id="I hope this captures"),
+        pytest.param(PROSE + "\n\n---\n\n(Word count: 182)", id="word count after a rule"),
+        pytest.param('```json\n{"paragraph": "%s"}\n```' % PROSE, id="fenced JSON"),
+        pytest.param('Here is the paragraph:\n{"next_paragraph": "%s"}' % PROSE, id="preface then JSON"),
+        pytest.param("**Direction:** Have Mara open the lighthouse door.\n\n" + PROSE, id="echoed direction label"),
+        pytest.param(ASKED + "\n\n" + PROSE, id="echoed instruction line"),
+        pytest.param(ASKED + " " + PROSE, id="instruction restated as the first sentence"),
+        pytest.param("# Chapter 3: The Door\n\n" + PROSE, id="markdown chapter heading"),
+        pytest.param("**The Door**\n\n" + PROSE, id="bold title line"),
+        pytest.param(PROSE + "<|eot_id|>assistant\n\nShort-term memory: x", id="Llama-3 end token leaked"),
+        pytest.param(PROSE + "<|im_end|>\n<|im_start|>user\nGreat, go on.", id="ChatML end token leaked"),
+        pytest.param("<|im_start|>assistant\n" + PROSE, id="ChatML start token leaked"),
+    ],
+)
+def test_a_writer_reply_keeps_only_the_story(reply):
+    assert clean_paragraph(reply, ASKED) == PROSE
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        PROSE + "\nI hope this rain stops before dawn, Mara thought.",
+        '"Here is the paragraph he underlined," Tomas said. ' + PROSE,
+        "Part of her wanted to run.\n" + PROSE,
+        PROSE + "\nThis was the door her father had sealed.",
+    ],
+)
+def test_closing_remarks_go_but_prose_that_looks_like_them_stays(prose):
+    reply = prose + "\n\nLet me know if you would like a darker tone."
+    assert clean_paragraph(reply, ASKED) == prose
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            "**Option 1: The Confrontation**\nHave Mara confront Tomas at the pier.\n\n"
+            "**Option 2: The Map**\nShow Tomas hiding the map.\n\n"
+            "**Option 3: Fog**\nLet the fog roll in over the town.",
+            id="bold titled options",
+        ),
+        pytest.param(
+            "### 1. The Confrontation\nHave Mara confront Tomas at the pier.\n\n"
+            "### 2. The Map\nShow Tomas hiding the map.\n\n### 3. Fog\nLet the fog roll in over the town.",
+            id="numbered headings",
+        ),
+        pytest.param(
+            "1. **The Confrontation**\n   Have Mara confront Tomas at the pier.\n"
+            "2. **The Map**\n   Show Tomas hiding the map.\n3. **Fog**\n   Let the fog roll in over the town.",
+            id="bold titles with indented descriptions",
+        ),
+    ],
+)
+def test_titled_instructions_keep_title_and_description_without_markup(reply):
+    assert parse_instructions(reply) == [
+        "The Confrontation: Have Mara confront Tomas at the pier.",
+        "The Map: Show Tomas hiding the map.",
+        "Fog: Let the fog roll in over the town.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            numbered("Instruction {mark}: {text}")
+            + "\n\nThese directions keep the tension high while leaving room to unfold.",
+            id="closing remark after labels",
+        ),
+        pytest.param(
+            "Let me weigh instruction 1: maybe a chase. Option 2: no.\n</think>\n"
+            + numbered("Instruction {mark}: {text}"),
+            id="reasoning before a lone </think>",
+        ),
+        pytest.param(numbered("Instruction {mark}: {text}") + "<|eot_id|>", id="end token leaked"),
+    ],
+)
+def test_instructions_leave_out_commentary_and_reasoning(reply):
+    assert parse_instructions(reply) == THREE
+
+
+def test_an_instruction_cut_off_by_the_length_limit_is_dropped_not_offered():
+    reply = "Instruction 1: Have Mara unlock the door.\nInstruction 2: Show Tomas lying.\nInstruction 3: Let the fog"
+    assert parse_instructions(reply, cut_off=True) == ["Have Mara unlock the door.", "Show Tomas lying."]
+    assert describe_problem("planner", reply, cut_off=True) is not None
+    outputs = resolve_step_outputs(
+        memory_reply=f"Reason: {REASON}\nShort-term memory: {MEMORY}",
+        planner_reply=reply, old_memory="", paragraph=PARAGRAPH, planner_cut_off=True,
+    )
+    assert "Let the fog" not in outputs.instructions
+    assert "only 2 of the three" in outputs.fallbacks[0]
+
+
+def test_a_memory_cut_off_after_its_reason_keeps_its_full_sentences_and_says_so():
+    reply = f"Reason: {REASON}\nShort-term memory: Mara holds the brass key. Tomas follows her to the"
+    parsed = parse_memory_update(reply, cut_off=True)
+    assert parsed.short_term_memory == "Mara holds the brass key."
+    assert parsed.reason == REASON and parsed.truncated
+    assert "cut off" in describe_problem("memory", reply, cut_off=True)
+    outputs = resolve_step_outputs(
+        memory_reply=reply, planner_reply="\n".join(THREE), old_memory="Old.", paragraph=PARAGRAPH,
+        memory_cut_off=True,
+    )
+    assert outputs.fallbacks == ("The model's memory update was cut off, so the part that arrived was kept.",)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            f"Short-term memory: {MEMORY}\nReason: {REASON}\n\nLet me know if you need anything else!",
+            id="closing offer",
+        ),
+        pytest.param(
+            f"The storm is over. Reason: it passed.\n</think>\nShort-term memory: {MEMORY}\nReason: {REASON}",
+            id="reasoning with a label before a lone </think>",
+        ),
+    ],
+)
+def test_memory_leaves_out_commentary_and_reasoning(reply):
+    parsed = parse_memory_update(reply)
+    assert (parsed.short_term_memory, parsed.reason) == (MEMORY, REASON)
+
+
+def test_a_choice_after_reasoning_is_the_one_after_the_reasoning():
+    assert parse_choice("Options 1 and 3 are dull.\n</think>\nChoice: 2") == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("<thi", ""),
+        ("<think>Mara should", ""),
+        ("<think>plan</think>\n\nMara ran", "Mara ran"),
+        ("Okay, so</think>Mara ran", "Mara ran"),
+        ("Mara ran<|eo", "Mara ran"),
+        ("Mara ran<|eot_id|>assistant\n\nSure", "Mara ran"),
+        ("Mara [whispered] <", "Mara [whispered] "),
+    ],
+)
+def test_what_streams_to_the_screen_never_shows_reasoning_or_template_tokens(raw, shown):
+    from recurrent_core.parsing import streamed_prose
+
+    assert streamed_prose(raw) == shown

@@ -212,3 +212,12 @@ def test_template_comments_and_preamble_are_not_sent():
 def test_an_unknown_role_has_no_template(role):
     with pytest.raises(PromptTemplateError):
         load_template(role)
+
+
+def test_the_memory_keeper_gives_its_reason_before_it_rewrites_the_memory():
+    # RecurrentGPT's order: decide what to drop and add, then write. Servers that enforce the
+    # schema generate its keys in order, so the order is in the schema as well as the words.
+    assert list(JSON_SCHEMAS["memory"]["properties"]) == ["reason", "short_term_memory"]
+    _, _, output_format = load_template("memory").render(instruction="Mara runs.")
+    assert output_format.index('"reason"') < output_format.index('"short_term_memory"')
+    assert output_format.index("\nReason:") < output_format.index("\nShort-term memory:")

@@ -30,7 +30,7 @@ async def write(engine, story_id: str) -> dict[str, StepStarted]:
     return started_by_step
 
 
-@pytest.mark.parametrize("budget", [3000, 600, 150])
+@pytest.mark.parametrize("budget", [3000, 500, 150])
 async def test_the_context_viewer_reads_back_exactly_what_each_step_sent(store, server, embedder, budget):
     engine = make_engine(store, server, embedder, context_budget_tokens=budget, recall_k=2)
     outline = "The ferry crosses the black river, and every crossing costs a memory. " * 12
@@ -50,7 +50,7 @@ async def test_the_context_viewer_reads_back_exactly_what_each_step_sent(store, 
     # Smaller budgets cut sections partway (the end, or the start of the previous paragraph),
     # so the rebuilt cuts are checked too.
     cut = {s.name for st in started_by_step.values() for s in st.context if s.trimmed_chars and s.text}
-    assert cut == {3000: set(), 600: {"Recalled passages", "Story bible"}, 150: {"Story bible", "Previous paragraph"}}[budget]
+    assert cut == {3000: set(), 500: {"Recalled passages", "Story bible"}, 150: {"Story bible", "Previous paragraph"}}[budget]
 
 
 async def test_a_steps_stored_context_is_small_next_to_the_text_it_describes(store, server, embedder):
