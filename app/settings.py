@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         if self.resolved_backend() == "local":
             from recurrent_core.backends.local import LocalBackend  # imports torch: only here
 
-            sampling.update(LocalBackend.recommended_sampling())
+            sampling.update(LocalBackend.recommended_sampling(sampling))
         sampling.update(self.sampling)
         return EngineConfig(
             recall_k=self.recall_k,
@@ -173,7 +173,7 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
     defaults = default_sampling()
     from recurrent_core.backends.local import LocalBackend
 
-    local_defaults = {**defaults, **LocalBackend.recommended_sampling()}
+    local_defaults = {**defaults, **LocalBackend.recommended_sampling(defaults)}
     sampling = {
         role: chosen.model_dump(exclude_defaults=True)
         for role, chosen in settings.sampling.items()

@@ -48,6 +48,18 @@ def test_per_role_sampling_from_the_environment_reaches_the_engine(monkeypatch):
     assert config.sampling["planner"].temperature == Settings().engine_config().sampling["planner"].temperature
 
 
+def test_the_local_model_keeps_short_reply_ceilings_and_a_server_model_gets_room(monkeypatch):
+    # A small model on a CPU pays for every token past a cut; a server model may need 3-4
+    # tokens a word outside English.
+    local = load_settings(backend="local").engine_config().sampling
+    server = load_settings(backend="openai", base_url="http://127.0.0.1:9/v1").engine_config().sampling
+    for role in ("memory", "planner", "bible"):
+        assert local[role].max_tokens < server[role].max_tokens, role
+        assert local[role].temperature == server[role].temperature, role
+    monkeypatch.setenv("LONGYARN_SAMPLING__MEMORY__MAX_TOKENS", "1000")
+    assert load_settings(backend="local").engine_config().sampling["memory"].max_tokens == 1000
+
+
 def test_bad_values_are_one_clear_sentence(monkeypatch):
     write_config("recall_k = -3\n")
     with pytest.raises(InvalidInput) as failure:
