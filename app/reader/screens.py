@@ -446,6 +446,10 @@ class ReadingScreen(Screen):
                 elif isinstance(event, ParagraphDelta):
                     self.passage.streaming.append(event.delta)
                 elif isinstance(event, PhaseChanged):
+                    if event.phase == "writing" and streamed:
+                        # The engine starts the paragraph over (a cut stream, or what came
+                        # before a lone </think> was reasoning): drop what was shown.
+                        self.passage.streaming.begin()
                     self._status(WRITING_WORDS.get(event.phase, "…") + "  (Escape stops it)")
                 elif isinstance(event, StepCompleted):
                     self.passage.streaming.end()
