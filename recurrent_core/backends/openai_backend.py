@@ -47,6 +47,11 @@ _UNSUPPORTED_WORDS = (
 )
 
 
+# Han, kana, hangul and their punctuation: scripts without spaces between words, about a
+# token a character.
+_IDEOGRAPHIC = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
 class OpenAIBackend(ModelBackend):
     """Streams chat completions from an OpenAI-compatible server.
 
@@ -336,11 +341,19 @@ class OpenAIBackend(ModelBackend):
     # ---- the rest of the interface ----------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
-        """A cheap estimate (about four characters, or three quarters of a word, per token);
-        exact tokenizers would need downloads at run time."""
+        """A cheap estimate; exact tokenizers would need downloads at run time.
+
+        English runs about four characters, or three quarters of a word, to a token. Other
+        scripts cost more: about a token a character for Chinese, Japanese and Korean, and one
+        per two characters for other non-ASCII letters (Cyrillic, Greek, accented Latin).
+        """
         if not text:
             return 0
-        return max(1, math.ceil(len(text) / 4), math.ceil(len(text.split()) * 4 / 3))
+        ideographic = len(_IDEOGRAPHIC.findall(text))
+        other_non_ascii = sum(1 for character in text if ord(character) > 127) - ideographic
+        ascii_characters = len(text) - ideographic - other_non_ascii
+        by_characters = ascii_characters / 4 + other_non_ascii / 2 + ideographic
+        return max(1, math.ceil(by_characters), math.ceil(len(text.split()) * 4 / 3))
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

@@ -413,3 +413,15 @@ async def test_a_real_writer_prompt_reaches_the_story_responder(server, jrt_repe
 
     assert "Ilse opens the tin of letters > and reads the last one" in text
     assert server.requests[0]["messages"][-1]["content"].count("tin of letters") == jrt_repeats
+
+
+def test_token_estimates_do_not_undercount_stories_outside_english() -> None:
+    # Real tokenizers (cl100k, Llama 3) spend about a token per Chinese character and one per
+    # 2-3 Cyrillic letters; a 4-characters-a-token guess let such prompts overrun the budget.
+    backend = make_backend("http://127.0.0.1:9/v1")
+    english = "The keeper climbed the stairs and looked out over the grey water. " * 6
+    chinese = "灯塔看守人爬上楼梯，望向灰色的海水。" * 20
+    russian = "Смотритель поднялся по лестнице и посмотрел на серую воду. " * 6
+    assert abs(backend.count_tokens(english) - len(english) / 4) < 0.15 * len(english) / 4
+    assert backend.count_tokens(chinese) >= len(chinese)
+    assert backend.count_tokens(russian) >= len(russian) / 3
