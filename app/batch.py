@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, TextIO
+from typing import Callable, TextIO
 
 from recurrent_core.engine import Engine
 from recurrent_core.errors import InvalidInput
 from recurrent_core.types import StepCompleted
 
+from .choosing import DEFAULT_CHOICE, Choose, next_instruction
 from .export import render_story, write_atomically
 
-Choose = Literal["first", "random", "model"]
 OUT_REFRESH_S = 30.0
 
 
@@ -67,7 +66,7 @@ async def write_novel(
     job: NovelJob,
     *,
     paragraphs: int,
-    choose: Choose = "first",
+    choose: Choose = DEFAULT_CHOICE,
     seed: int = 0,
     reporter: Reporter,
     on_story: Callable[[str], None] | None = None,
@@ -116,13 +115,9 @@ async def _write_paragraphs(
     last_written = time.monotonic()
     while done < paragraphs:
         head = branch[-1] if branch else None
-        instruction = None
-        if head is not None:
-            # Seeded by story and position, so a resumed run makes the same choices.
-            rng = random.Random(f"{seed}:{story_id}:{done}")
-            instruction, fallback = await engine.choose_instruction(head, choose, rng)
-            if fallback:
-                reporter.progress(f"[{story_id}] fallback: {fallback}")
+        instruction, fallback = await next_instruction(engine, story_id, head, done, choose, seed)
+        if fallback:
+            reporter.progress(f"[{story_id}] fallback: {fallback}")
         completed: StepCompleted = await engine.run_step(story_id, instruction)
         done += 1
         branch.append(completed.step)

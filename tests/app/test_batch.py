@@ -29,8 +29,15 @@ def longyarn(*args: str, server: ScriptedServer | None = None, **popen) -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (`cmd &`) ignores SIGINT, and
+        # children would inherit that, so the Ctrl-C tests would test nothing.
+        preexec_fn=_interruptible,
         **popen,
     )
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(*args: str, server: ScriptedServer | None = None, timeout: float = 300) -> tuple[int, str, str]:

@@ -11,8 +11,11 @@ from typing import Callable
 from app.settings import Settings
 from app.tui import make_app
 from app.tui.app import LongyarnApp
+from textual.widgets import Button
+
 from app.tui.screens.dialogs import (
-    ConfirmDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog, UnsavedEditDialog,
+    ConfirmDialog, KeepWritingDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog,
+    UnsavedEditDialog,
 )
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.library import LibraryScreen
@@ -381,6 +384,149 @@ async def test_a_model_error_is_one_clear_notice_and_the_screen_recovers(store, 
         assert screen.check_action("write_next", ()) is True
 
 
+# ---- keep writing ---------------------------------------------------------------------
+
+
+def status_text(screen: WritingScreen) -> str:
+    return str(screen.query_one("#status").render())
+
+
+def slow_writer_on(slow: set[int], chunk_delay_s: float):
+    """Story replies, with only the writer's paragraphs numbered in `slow` (from 1) streamed slowly."""
+    calls = []
+
+    def respond(request: dict) -> Reply:
+        reply = story_responder(request)
+        if request.get("_role") == "writer":
+            calls.append(request)
+            if len(calls) in slow:
+                reply.chunk_chars, reply.chunk_delay_s = 4, chunk_delay_s
+        return reply
+
+    return respond
+
+
+async def start_keep_writing(pilot, count: str | None = None) -> KeepWritingDialog:
+    """Press Ctrl+O and, given `count`, type it over the dialog's 5 and press Enter."""
+    await pilot.press("ctrl+o")
+    dialog = await wait_for_screen(pilot, KeepWritingDialog)
+    if count is not None:
+        await pilot.press("backspace", *count, "enter")
+    return dialog
+
+
+async def test_keep_writing_writes_paragraph_after_paragraph_and_undo_takes_them_back_one_by_one(
+    store, server, embedder
+):
+    server.responder = slow_writer_on({2}, 0.02)
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        # The writer highlights the second instruction; the dialog says the run starts from it.
+        screen.query_one("#instructions").focus()
+        await pilot.press("down")
+        dialog = await start_keep_writing(pilot)
+        said = str(dialog.query_one(".dialog-text").render())
+        assert said.startswith("The first paragraph follows “Tobias tells the truth about the fire.”; "
+                               "each after it follows the first instruction the model proposes")
+        assert dialog.query_one("#count").value == "5"
+
+        # Out of range: one sentence, and the dialog stays.
+        for wrong in ("0", "101"):
+            dialog.query_one("#count").value = ""
+            await pilot.press(*wrong, "enter")
+            await pilot.pause()
+            assert app.screen is dialog
+            assert str(dialog.query_one("#count-problem").render()) == (
+                "Give a whole number of paragraphs from 1 to 100."
+            )
+        assert not server.requests, "nothing was written"
+        dialog.query_one("#count").value = ""
+        await pilot.press("3", "enter")
+        await wait_for_screen(pilot, WritingScreen)
+
+        # Progress shows while it runs; each paragraph is stored as it lands.
+        await wait_until(pilot, lambda: status_text(screen).startswith("Keep writing: paragraph 2 of 3")
+                         and screen.story_view.streaming.text, what="the second paragraph to stream")
+        assert len(store.branch(story.id)) == 4, "the first is stored already"
+        await wait_for_step(pilot, screen)
+
+        branch = store.branch(story.id)
+        assert len(branch) == 6 and shown_paragraphs(screen) == [s.paragraph for s in branch]
+        assert branch[3].instruction == "Tobias tells the truth about the fire."
+        # After the first, each follows the first instruction proposed, as batch's default does.
+        assert branch[4].instruction == branch[3].next_instructions[0]
+        assert branch[5].instruction == branch[4].next_instructions[0]
+        assert status_text(screen) == "Kept writing: 3 paragraphs written and saved."
+        assert screen.check_action("write_next", ()) is True
+
+        # Undo goes back one paragraph at a time.
+        for left in (5, 4, 3):
+            await history_move(pilot, screen, "ctrl+z")
+            assert shown_paragraphs(screen) == [s.paragraph for s in branch[:left]]
+        assert shown_paragraphs(screen) == PARAGRAPHS
+
+
+async def test_escape_stops_keep_writing_and_keeps_every_paragraph_already_written(store, server, embedder):
+    server.responder = slow_writer_on({3}, 0.2)
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await start_keep_writing(pilot, "5")
+        streaming = screen.story_view.streaming
+        await wait_until(pilot, lambda: len(store.branch(story.id)) == 5 and len(streaming.text) > 20,
+                         timeout=60, what="the third paragraph to stream")
+        assert status_text(screen).startswith("Keep writing: paragraph 3 of 5")
+        await pilot.press(*"Mara takes over")  # the writer types the next instruction meanwhile
+        await pilot.press("escape")
+        await wait_for_step(pilot, screen)
+
+        branch = store.branch(story.id)
+        assert len(branch) == 5 and store.children(story.id, branch[-1].id) == [], "the third was not stored"
+        assert shown_paragraphs(screen) == [s.paragraph for s in branch]
+        said = "Keep writing stopped: 2 of 5 written and saved; the one in progress was not kept."
+        assert status_text(screen) == said
+        assert any(n.message == said for n in app._notifications)
+        assert screen.instruction_input.value == "Mara takes over", "the writer's words are kept"
+        await pilot.pause(0.5)
+        assert len(store.branch(story.id)) == 5, "nothing more is written"
+
+        # The writer takes over from there.
+        server.responder = story_responder
+        await run_step(pilot, screen, "enter")
+        assert store.branch(story.id)[-1].instruction == "Mara takes over"
+
+
+async def test_a_model_error_stops_keep_writing_and_keeps_what_was_written(store, server, embedder):
+    writer_calls = []
+
+    def fails_on_the_third_paragraph(request: dict) -> Reply:
+        if request.get("_role") == "writer":
+            writer_calls.append(request)
+            if len(writer_calls) >= 3:
+                return Reply(status=401)
+        return story_responder(request)
+
+    server.responder = fails_on_the_third_paragraph
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        before = screen.step_worker
+        await start_keep_writing(pilot, "5")
+        await wait_until(pilot, lambda: screen.step_worker is not before, what="the run to start")
+        await wait_for_step(pilot, screen)
+
+        [notice] = [n for n in app._notifications if n.severity == "error"]
+        assert notice.title == "No paragraph was written" and "Traceback" not in notice.message
+        assert status_text(screen) == "Keep writing stopped: 2 of 5 written and saved; see the notice."
+        branch = store.branch(story.id)
+        assert len(branch) == 5 and shown_paragraphs(screen) == [s.paragraph for s in branch]
+        assert len(writer_calls) == 3, "the run stopped at the error"
+
+
 # ---- history --------------------------------------------------------------------------
 
 
@@ -615,6 +761,93 @@ async def test_quitting_from_the_paragraph_editor_keeps_the_edit(store, server, 
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
     assert store.get_step(third.id).paragraph == PARAGRAPHS[2] + " It was warm."
+
+
+async def test_escape_in_the_outline_dialog_asks_before_an_edit_is_lost(store, server, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        # Unchanged: Escape just closes.
+        await pilot.press("f4")
+        await wait_for_screen(pilot, OutlineDialog)
+        await pilot.press("escape")
+        await wait_for_screen(pilot, WritingScreen)
+
+        # Changed: Escape asks, and its Escape (the default) goes back to the words.
+        await pilot.press("f4")
+        dialog = await wait_for_screen(pilot, OutlineDialog)
+        area = dialog.query_one("#outline")
+        area.focus()
+        area.move_cursor(area.document.end)
+        await pilot.press(*" The ferry stops running in winter.")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.press("escape")
+        assert await wait_for_screen(pilot, OutlineDialog) is dialog
+        assert area.text == story.outline + " The ferry stops running in winter."
+
+        # Discarding leaves the outline as it was.
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.click("#discard")
+        await wait_for_screen(pilot, WritingScreen)
+        assert store.get_story(story.id).outline == story.outline
+
+        # Saving from the question stores the edit.
+        await pilot.press("f4")
+        dialog = await wait_for_screen(pilot, OutlineDialog)
+        dialog.query_one("#title").focus()
+        await pilot.press("end", *" Again")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: store.get_story(story.id).title == "The Salt Marsh Key Again",
+                         what="the title to be saved")
+        assert store.get_story(story.id).outline == story.outline
+        assert "The Salt Marsh Key Again" in str(screen.query_one("#story-header").render())
+
+
+async def test_escape_in_the_new_story_dialog_asks_before_the_premise_is_lost(store, server, embedder):
+    app = build_app(store, make_engine(store, server, embedder))
+    async with app.run_test(size=(100, 30)) as pilot:
+        library = await wait_for_screen(pilot, LibraryScreen)
+        # Nothing typed: Escape just closes.
+        await pilot.press("n")
+        await wait_for_screen(pilot, NewStoryDialog)
+        await pilot.press("escape")
+        await wait_for_screen(pilot, LibraryScreen)
+
+        # Typed: Escape asks, and its Escape (the default) goes back to the words.
+        await pilot.press("n")
+        dialog = await wait_for_screen(pilot, NewStoryDialog)
+        await pilot.press(*"fable", "enter", *"A lighthouse keeper finds a door in the sea.")
+        await pilot.press("escape")
+        question = await wait_for_screen(pilot, UnsavedEditDialog)
+        assert str(question.query_one("#save", Button).label) == "Create  ^s"
+        await pilot.press("escape")
+        assert await wait_for_screen(pilot, NewStoryDialog) is dialog
+        assert dialog.query_one("#genre").value == "fable"
+        assert dialog.query_one("#premise").text == "A lighthouse keeper finds a door in the sea."
+
+        # Discarding closes it and no story is made.
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.click("#discard")
+        assert await wait_for_screen(pilot, LibraryScreen) is library
+        assert store.list_stories() == [] and not server.requests
+
+        # Creating from the question makes the story from the words typed.
+        await pilot.press("n")
+        await wait_for_screen(pilot, NewStoryDialog)
+        await pilot.press(*"fable", "enter", *"A lighthouse keeper finds a door in the sea.")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, UnsavedEditDialog)
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, OutlineDialog)
+        [story] = store.list_stories()
+        assert story.genre == "fable" and story.premise == "A lighthouse keeper finds a door in the sea."
 
 
 # ---- autosave and the first run ----------------------------------------------------------

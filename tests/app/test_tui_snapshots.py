@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import update
 
+from app.tui.screens.dialogs import KeepWritingDialog
 from app.tui.screens.writing import WritingScreen
 from storage.models import StoryRow
 from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen, wait_until
@@ -103,3 +104,15 @@ def test_context_viewer(snap_compare, store, server, embedder, stories):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=after_a_step)
+
+
+def test_keep_writing_dialog(snap_compare, store, server, embedder, stories):
+    """The count to write, and which instruction the first paragraph follows."""
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def ask(pilot):
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("ctrl+o")
+        await wait_for_screen(pilot, KeepWritingDialog)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ask)

@@ -10,7 +10,7 @@ from app.settings import Settings, config_path
 from app.tui import load_keymap, make_app
 from app.tui.formatting import mask_key
 from app.tui.screens.context import NOT_RECORDED, ContextScreen
-from app.tui.screens.dialogs import ExportDialog
+from app.tui.screens.dialogs import ExportDialog, KeepWritingDialog
 from app.tui.screens.library import LibraryScreen
 from app.tui.screens.memory import MemoryScreen
 from app.tui.screens.settings import SettingsScreen
@@ -24,6 +24,8 @@ from tests.app.test_tui import (
     seed_story,
     shown_paragraphs,
     slow_writer,
+    slow_writer_on,
+    start_keep_writing,
     wait_for_screen,
     wait_for_step,
     wait_until,
@@ -453,6 +455,15 @@ async def test_the_command_palette_runs_any_action_that_can_run_now(store, serve
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for_screen(pilot, ContextScreen)
+        await pilot.press("escape")
+        await wait_for_screen(pilot, WritingScreen)
+
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"keep writing")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for_screen(pilot, KeepWritingDialog)
 
 
 async def test_f1_shows_every_key_even_those_the_footer_has_no_room_for(store, server, embedder):
@@ -466,6 +477,10 @@ async def test_f1_shows_every_key_even_those_the_footer_has_no_room_for(store, s
         help_key = next(key for key in footer.query("FooterKey") if key.action == "help")
         # Docked at the right edge: a narrow terminal cuts other keys, never this one.
         assert help_key.region.right == 80 and help_key.region.y == 23
+        # A key with no room is hidden whole, never shown in part beside F1.
+        shown = [key for key in footer.query("FooterKey") if key.display and key is not help_key]
+        assert all(key.region.right <= help_key.region.x for key in shown)
+        assert "keep_writing" not in {key.action for key in shown}, "at 80 columns it gives way to the others"
         await pilot.press("f1")
         help_screen = await wait_for_screen(pilot, HelpScreen)
         rows = dict(
@@ -474,6 +489,7 @@ async def test_f1_shows_every_key_even_those_the_footer_has_no_room_for(store, s
         )
         assert rows["^b"] == "Undo", "the writer's keymap"
         assert rows["f4"] == "Outline" and rows["f6"] == "Export", "keys the footer does not show"
+        assert rows["^o"] == "Keep writing: several paragraphs one after another; Escape stops"
         assert rows["e"] == "Edit paragraph (in the story)"
         assert rows["2"] == "Take the second instruction (in the instructions)"
         assert "^p" in rows and "^q" in rows
@@ -495,7 +511,7 @@ async def test_the_command_palette_lists_the_writers_commands_not_text_editing_k
         await pilot.pause(0.3)
         commands = app.screen.query_one(CommandList)
         titles = [str(commands.get_option_at_index(i).prompt).split("\n")[0] for i in range(commands.option_count)]
-        assert {"Write", "Undo", "Memory", "Context", "Outline", "Export", "Library"} <= set(titles)
+        assert {"Write", "Keep writing", "Undo", "Memory", "Context", "Outline", "Export", "Library"} <= set(titles)
         assert not [title for title in titles if "character" in title or "selected text" in title], titles
 
 
@@ -657,3 +673,23 @@ async def test_sampling_saved_mid_step_leaves_that_step_as_it_began(store, serve
         server.responder = story_responder
         await run_step(pilot, screen, "ctrl+g")
         assert [r for r in server.requests if r["_role"] == "memory"][-1]["temperature"] == 0.05
+
+
+async def test_settings_saved_while_keeping_writing_apply_from_the_next_paragraph(store, server, embedder):
+    server.responder = slow_writer_on({1}, 0.05)
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = app_switching_models(store, server, embedder, story.id)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: pilot.app.engine is not None, what="the first model")
+        await start_keep_writing(pilot, "3")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: len(screen.story_view.streaming.text) > 20, what="text to stream in")
+
+        await save_model_in_settings(pilot, "second-model")
+        await wait_for_screen(pilot, WritingScreen)
+        await wait_until(pilot, lambda: len(store.branch(story.id)) == 6, timeout=60, what="the whole run")
+        await wait_for_step(pilot, screen)
+        assert [s.model for s in store.branch(story.id)[3:]] == ["first-model", "second-model", "second-model"]
+        assert str(screen.query_one("#status").render()) == "Kept writing: 3 paragraphs written and saved."
+        assert not [n for n in pilot.app._notifications if n.severity == "error"]

@@ -1,5 +1,5 @@
 """Small modal dialogs: confirm, save or discard an edit, one line of text, a paragraph, a new
-story, an outline, export, publishing to readers."""
+story, an outline, how many paragraphs to keep writing, export, publishing to readers."""
 
 from __future__ import annotations
 
@@ -92,9 +92,10 @@ class UnsavedEditDialog(Dialog):
         Binding("ctrl+s", "save", "Save", id="unsaved-save"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, save_label: str = "Save") -> None:
         super().__init__()
         self.question = question
+        self.save_label = save_label
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -102,7 +103,7 @@ class UnsavedEditDialog(Dialog):
             with Horizontal(classes="buttons"):
                 yield Button("Keep editing", id="cancel")
                 yield Button("Discard", id="discard", variant="error")
-                yield Button("Save  ^s", id="save", variant="primary")
+                yield Button(f"{self.save_label}  ^s", id="save", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#cancel").focus()  # the safe answer is the default
@@ -116,7 +117,40 @@ class UnsavedEditDialog(Dialog):
         self.dismiss("discard")
 
 
-class ParagraphEditor(Dialog):
+class EditingDialog(Dialog):
+    """A dialog holding the writer's words. Escape (or Cancel) closes it at once when nothing
+    was changed; otherwise it asks first: keep editing (the default), save, or discard."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Close", id="dialog-cancel",
+                tooltip="Close; if you changed anything, ask first: keep editing, save or discard"),
+    ]
+
+    unsaved_question = "You changed this. Save the change?"
+    unsaved_save_label = "Save"  # what the question's save button says; it runs `save_edit`
+
+    @property
+    def changed(self) -> bool:
+        raise NotImplementedError
+
+    def save_edit(self) -> None:
+        raise NotImplementedError
+
+    def action_cancel(self) -> None:
+        if not self.changed:
+            self.dismiss(None)
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "save":
+                self.save_edit()
+            elif choice == "discard":
+                self.dismiss(None)
+
+        self.app.push_screen(UnsavedEditDialog(self.unsaved_question, self.unsaved_save_label), answered)
+
+
+class ParagraphEditor(EditingDialog):
     """Edit a paragraph. Ctrl+S stores it through `store_edit` and closes once it is stored; if
     it cannot be, the editor stays open with the writer's words. Escape closes, asking first
     when the paragraph was changed. Dismisses with None (the edit is stored by `store_edit`)."""
@@ -149,20 +183,14 @@ class ParagraphEditor(Dialog):
     def changed(self) -> bool:
         return self.is_mounted and self.edited_text() != self.paragraph.strip()
 
+    unsaved_question = "You changed this paragraph. Save the change?"
+
     def action_cancel(self) -> None:
-        if self._saving is not None:
-            return  # it closes by itself once stored
-        if not self.changed:
-            self.dismiss(None)
-            return
+        if self._saving is None:  # else it closes by itself once stored
+            super().action_cancel()
 
-        def answered(choice: str | None) -> None:
-            if choice == "save":
-                self.action_save()
-            elif choice == "discard":
-                self.dismiss(None)
-
-        self.app.push_screen(UnsavedEditDialog("You changed this paragraph. Save the change?"), answered)
+    def save_edit(self) -> None:
+        self.action_save()
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
@@ -215,10 +243,22 @@ class NewStoryRequest:
     genre: str
 
 
-class NewStoryDialog(Dialog):
+class NewStoryDialog(EditingDialog):
     """A genre and a premise; the model writes the title and outline from them."""
 
     BINDINGS = [Binding("ctrl+s", "create", "Create", id="new-story-create")]
+
+    unsaved_question = "You started a new story. Create it, or discard what you wrote?"
+    unsaved_save_label = "Create"
+
+    @property
+    def changed(self) -> bool:
+        return self.is_mounted and bool(
+            self.query_one("#genre", Input).value.strip() or self.query_one("#premise", TextArea).text.strip()
+        )
+
+    def save_edit(self) -> None:
+        self.action_create()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -251,16 +291,30 @@ class OutlineEdit:
     outline: str
 
 
-class OutlineDialog(Dialog):
+class OutlineDialog(EditingDialog):
     """The story's title and outline, which every step reads; dismisses with the edit, or None."""
 
     BINDINGS = [Binding("ctrl+s", "save", "Save", id="outline-save")]
+
+    unsaved_question = "You changed the title or the outline. Save the change?"
 
     def __init__(self, title: str, outline: str, *, save_label: str = "Save") -> None:
         super().__init__()
         self.story_title = title
         self.outline = outline
-        self.save_label = save_label
+        self.save_label = self.unsaved_save_label = save_label
+
+    def edit(self) -> OutlineEdit:
+        return OutlineEdit(
+            self.query_one("#title", Input).value.strip(), self.query_one("#outline", TextArea).text.strip()
+        )
+
+    @property
+    def changed(self) -> bool:
+        return self.is_mounted and self.edit() != OutlineEdit(self.story_title.strip(), self.outline.strip())
+
+    def save_edit(self) -> None:
+        self.action_save()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -274,12 +328,61 @@ class OutlineDialog(Dialog):
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
-        title = self.query_one("#title", Input).value.strip()
-        outline = self.query_one("#outline", TextArea).text.strip()
-        if not title or not outline:
+        edit = self.edit()
+        if not edit.title or not edit.outline:
             self.notify("The title and the outline both need some words.", severity="warning")
             return
-        self.dismiss(OutlineEdit(title, outline))
+        self.dismiss(edit)
+
+
+KEEP_WRITING_MOST = 100
+
+
+class KeepWritingDialog(Dialog):
+    """How many paragraphs to write one after another; dismisses with the number, or None."""
+
+    def __init__(self, first: str | None, default: int = 5) -> None:
+        """`first`: the instruction the first paragraph follows (None: the story's opening)."""
+        super().__init__()
+        self.first = first
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        if self.first is None:
+            first = "The first paragraph opens the story"
+        else:
+            first = f"The first paragraph follows “{self.first}”"
+        with Vertical(classes="dialog wide"):
+            yield Label("Keep writing", classes="dialog-title")
+            yield Static(
+                f"{first}; each after it follows the first instruction the model proposes, as "
+                "longyarn batch does. Each paragraph is saved as it lands; Escape stops.",
+                classes="dialog-text",
+                markup=False,
+            )
+            yield Label(f"How many paragraphs? (1 to {KEEP_WRITING_MOST})")
+            yield Input(str(self.default), id="count", type="integer")
+            yield Static("", id="count-problem", classes="problem", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Start", id="start", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#count-problem").display = False
+        self.query_one("#count", Input).focus()
+
+    @on(Input.Submitted, "#count")
+    @on(Button.Pressed, "#start")
+    def _start(self) -> None:
+        raw = self.query_one("#count", Input).value.strip()
+        count = int(raw) if raw.lstrip("-").isdigit() else 0
+        if 1 <= count <= KEEP_WRITING_MOST:
+            self.dismiss(count)
+            return
+        problem = self.query_one("#count-problem", Static)
+        problem.update(f"Give a whole number of paragraphs from 1 to {KEEP_WRITING_MOST}.")
+        problem.display = True
+        self.query_one("#count", Input).focus()
 
 
 @dataclass(frozen=True)

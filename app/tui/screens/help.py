@@ -27,16 +27,45 @@ GLOBAL_NOTES = (
 
 class KeysFooter(Footer):
     """The footer, with F1 docked right where a narrow terminal never cuts it off; the
-    command palette (^p) is listed in the help instead."""
+    command palette (^p) is listed in the help instead. The actions a screen names in
+    `FOOTER_LAST` come after the others, so they are the ones a narrow terminal cuts."""
 
     def __init__(self) -> None:
         super().__init__(compact=True, show_command_palette=False)
 
     def compose(self) -> ComposeResult:
+        last_actions = getattr(self.screen, "FOOTER_LAST", ())
+        last = []
         for widget in super().compose():
             if isinstance(widget, FooterKey) and widget.action == "help":
                 widget.add_class("-command-palette")
+            if isinstance(widget, FooterKey) and widget.action in last_actions:
+                last.append(widget)
+                continue
             yield widget
+        yield from last
+        self.call_after_refresh(self._hide_cut_keys)
+
+    def on_resize(self) -> None:
+        for key in self.query(FooterKey):
+            key.display = True  # measured again at the new width
+        self.call_after_refresh(self._hide_cut_keys)
+
+    def _hide_cut_keys(self, tries: int = 10) -> None:
+        """Hide the first key F1 would cut and those after it, so a narrow terminal shows no
+        half key (F1 lists them all)."""
+        keys = list(self.query(FooterKey))
+        if self.region and tries and not any(key.region for key in keys):
+            # Keys just recomposed are laid out a refresh later.
+            self.call_after_refresh(self._hide_cut_keys, tries - 1)
+            return
+        docked = [key for key in keys if key.has_class("-command-palette")]
+        limit = docked[0].region.x if docked else self.region.right
+        cut = False
+        for key in keys:
+            if key not in docked:
+                cut = cut or not key.region or key.region.right > limit  # no region: out of view
+                key.display = not cut
 
 
 def own_bindings(node_type: type) -> list[Binding]:

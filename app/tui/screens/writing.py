@@ -2,7 +2,8 @@
 
 The step runs in a worker (`Engine.step` is an async generator); its events are rendered as
 they come, so typing and scrolling never wait for the model. Escape cancels the worker; the
-engine commits only at the very end, so a cancelled step leaves the story as it was.
+engine commits only at the very end, so a cancelled step leaves the story as it was. Keep
+writing runs several steps in a row in one worker, each committed as it lands.
 
 Every write to the store (a short-term memory edit, undo, redo, a version switch, a delete)
 runs in a thread too: `longyarn batch` may hold the database's write lock for seconds, and the
@@ -37,10 +38,11 @@ from recurrent_core.types import (
     Story,
 )
 
+from ...choosing import next_instruction
 from ..formatting import paragraphs_label, store_failure
 from ..widgets import InstructionList, ParagraphView, StoryView
 from .context import ContextScreen
-from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit, ParagraphEditor
+from .dialogs import ConfirmDialog, KeepWritingDialog, OutlineDialog, OutlineEdit, ParagraphEditor
 from .help import KeysFooter
 from .memory import MemoryScreen
 
@@ -55,6 +57,13 @@ PHASE_WORDS = {
     "planning": "Planning what comes next…",
     "committing": "Saving…",
 }
+# The same, shorter, after "Keep writing: paragraph 2 of 5 · " (the status line is one line).
+RUN_PHASE_WORDS = {
+    "writing": "writing…",
+    "remembering": "remembering and planning…",
+    "planning": "planning…",
+    "committing": "saving…",
+}
 
 # What Enter does with an empty instruction box (see `chosen_instruction`).
 NEXT_PLACEHOLDER = "Enter: write from the highlighted instruction, or type your own"
@@ -63,7 +72,7 @@ OPENING_PLACEHOLDER = "Enter: write the opening paragraph, or type how it should
 # Actions that change the story; none of them may start while a step is being written.
 STORY_CHANGING_ACTIONS = frozenset(
     {
-        "write_next", "undo", "redo", "retry", "previous_branch", "next_branch",
+        "write_next", "keep_writing", "undo", "redo", "retry", "previous_branch", "next_branch",
         "edit_paragraph", "delete_paragraph", "edit_outline",
     }
 )
@@ -93,6 +102,9 @@ class WritingScreen(Screen):
 
     BINDINGS = [
         Binding("ctrl+g", "write_next", "Write", id="write", priority=True),
+        # Not ctrl+k: the instruction box and the memory panel use it to delete to the line's end.
+        Binding("ctrl+o", "keep_writing", "Keep writing", id="keep-writing",
+                tooltip="Keep writing: several paragraphs one after another; Escape stops"),
         Binding("escape", "cancel_step", "Cancel step", id="cancel", priority=True),
         Binding("ctrl+z", "undo", "Undo", id="undo"),
         Binding("ctrl+y", "redo", "Redo", id="redo"),
@@ -105,6 +117,9 @@ class WritingScreen(Screen):
         Binding("f6", "export", "Export", id="export", show=False),
         Binding("ctrl+l", "library", "Library", id="library"),
     ]
+
+    # The footer shows these after the others: at 80 columns they give way, and F1 lists them.
+    FOOTER_LAST = ("keep_writing",)
 
     HELP_TITLE = "Keys for writing"
     # F1 cannot open over a dialog (it is modal), so the editor's keys are listed here.
@@ -134,6 +149,8 @@ class WritingScreen(Screen):
         # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
         self._memory_write: asyncio.Task[bool] | None = None
         self._undone: list[str] = []  # steps undone, newest last: what redo brings back
+        self.keep_writing_progress = ""  # "Keep writing: paragraph 2 of 5" while a run goes on
+        self._cancel_landed = False  # whether the step cancelled last had been stored already
 
     # ---- layout ----
 
@@ -213,7 +230,8 @@ class WritingScreen(Screen):
     async def _load_position(self, head: Step | None) -> None:
         self.position = await asyncio.to_thread(self._read_position, head)
         self.memory_editor.load_text(head.short_term_memory if head else "")
-        self.memory_editor.read_only = head is None
+        # A step (or a Keep writing run) has read the short-term memory already: an edit now would be lost.
+        self.memory_editor.read_only = head is None or self.generating
         instructions = self.query_one("#instructions", InstructionList)
         instructions.show_instructions(head.next_instructions if head else ())
         self.instruction_input.placeholder = NEXT_PLACEHOLDER if head else OPENING_PLACEHOLDER
@@ -309,7 +327,7 @@ class WritingScreen(Screen):
     def _can_run(self, action: str) -> bool:
         """Whether `action` makes sense now, a step or move aside (else it leaves the footer)."""
         position = self.position
-        if action == "write_next":
+        if action in ("write_next", "keep_writing"):
             return self.app.engine is not None
         if action == "undo":
             return position.head is not None
@@ -389,27 +407,55 @@ class WritingScreen(Screen):
 
     @work(exclusive=True, group="step", exit_on_error=False)
     async def run_step(self, instruction: str | None, parent: str | None | Literal["head"], retry: bool) -> None:
+        try:
+            completed = await self._write_paragraph(instruction, parent)
+        except asyncio.CancelledError:
+            if self.is_attached:  # not when the screen itself is closing
+                if self._cancel_landed:
+                    self.notify("The paragraph had already been saved when the step was cancelled.")
+                else:
+                    self.notify("Cancelled; nothing was stored.", timeout=4)
+                    self._show_status("Cancelled; the story is as it was.")
+            raise
+        finally:
+            self._step_over()
+        if completed and retry:
+            self.notify("The new version is beside the old one: alt+←/→ switches between them.")
+
+    def _step_over(self) -> None:
+        if self.is_attached:
+            self.story_view.streaming.end()
+        self.generating = False
+        self.keep_writing_progress = ""
+        if self.is_attached:
+            self.memory_editor.read_only = self.position.head is None
+
+    async def _write_paragraph(self, instruction: str | None, parent: str | None | Literal["head"]) -> bool:
+        """Write one paragraph, streamed, and show it once stored: True then. A model error or a
+        failure is told in a notice (False). On a cancel the screen shows what the store holds
+        (`_cancel_landed` says whether the paragraph had been stored) and CancelledError goes on."""
         head_before = self.position.head.id if self.position.head else None
         completed = committing = False
+        self._cancel_landed = False
         try:
             # Held to the end: settings saved meanwhile apply from the next step.
             async with self.app.engine_in_use() as engine:
                 if engine is None:  # replaced by a model that is still loading
                     self.app.explain_no_model()
                     self._show_status("The step did not run; the story is as it was.")
-                    return
+                    return False
                 if not await self.memory_edit_stored():
                     self._show_status(
                         "The step did not run: your memory edit is not saved yet; the story is as it was."
                     )
-                    return
+                    return False
                 async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
                     await self.show_event(event)
                     completed = completed or isinstance(event, StepCompleted)
                     committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
         except asyncio.CancelledError:
-            if self.is_attached:  # not when the screen itself is closing
-                await self._after_cancel(head_before, committing)
+            if self.is_attached:
+                self._cancel_landed = await self._after_cancel(head_before, committing)
             raise
         except LongyarnError as error:
             self.notify(str(error), title="No paragraph was written", severity="error", timeout=15)
@@ -427,25 +473,103 @@ class WritingScreen(Screen):
         finally:
             if self.is_attached:
                 self.story_view.streaming.end()
-                self.memory_editor.read_only = self.position.head is None
-            self.generating = False
-        if completed and retry:
-            self.notify("The new version is beside the old one: alt+←/→ switches between them.")
+        return completed
+
+    # ---- keep writing: several steps in a row, each committed as it lands ----
+
+    def action_keep_writing(self) -> None:
+        if self.app.engine is None:
+            self.app.explain_no_model()
+            return
+        if self.generating or self.moving:
+            return
+        # What Enter would write now comes first, so the writer's typed or picked instruction is used.
+        first = self.chosen_instruction()
+
+        def start(count: int | None) -> None:
+            if count and not (self.generating or self.moving):
+                self.save_memory_edit()
+                self.generating = True
+                self.memory_editor.read_only = True
+                self.step_worker = self.keep_writing(first, count)
+
+        self.app.push_screen(KeepWritingDialog(first), start)
+
+    @work(exclusive=True, group="step", exit_on_error=False)
+    async def keep_writing(self, first: str | None, count: int) -> None:
+        """Write `count` paragraphs in a row: the first from `first`, each after it from the
+        instruction batch's default policy chooses. Each is a step of its own, stored as it
+        lands, so undo takes them back one at a time and a stop or an error keeps them."""
+        written = 0
+        in_progress = False  # a paragraph is being written (not between two)
+        try:
+            for number in range(1, count + 1):
+                self.keep_writing_progress = f"Keep writing: paragraph {number} of {count}"
+                self._show_status(self.keep_writing_progress)
+                instruction = first if number == 1 else await self._next_instruction()
+                if number > 1 and instruction is None:
+                    break  # no model: the notice says why
+                in_progress = True
+                if not await self._write_paragraph(instruction, "head"):
+                    break  # the notice says why
+                in_progress = False
+                written += 1
+        except asyncio.CancelledError:
+            if self.is_attached:
+                written += int(self._cancel_landed)
+                dropped = "; the one in progress was not kept" if in_progress and not self._cancel_landed else ""
+                self._say_kept_writing(f"Keep writing stopped: {written} of {count} written and saved{dropped}.")
+            raise
+        finally:
+            self._step_over()
+        if written == count:
+            self._say_kept_writing(f"Kept writing: {paragraphs_label(written)} written and saved.")
+        elif self.is_attached:
+            self._show_status(f"Keep writing stopped: {written} of {count} written and saved; see the notice.")
+
+    async def _next_instruction(self) -> str | None:
+        """The instruction batch's default policy takes after the head; None if there is no
+        model to ask (after settings were saved, this waits for their model to load)."""
+        while self.app.model_loading:
+            self._show_status(f"{self.keep_writing_progress} · waiting for the new model to load…")
+            await asyncio.sleep(0.1)
+        async with self.app.engine_in_use() as engine:
+            if engine is None:
+                self.app.explain_no_model()
+                return None
+            instruction, fallback = await next_instruction(
+                engine, self.story_id, self.position.head, len(self.story_view.steps)
+            )
+        if fallback:
+            self.notify(fallback, severity="warning", timeout=8)
+        return instruction
+
+    def _say_kept_writing(self, text: str) -> None:
+        if self.is_attached:
+            self.notify(text, timeout=8)
+            self._show_status(text)
 
     async def show_event(self, event: StepEvent) -> None:
         """Render one event of the step as it arrives."""
+        progress = f"{self.keep_writing_progress} · " if self.keep_writing_progress else ""
         if isinstance(event, ParagraphDelta):
             self.story_view.streaming.append(event.delta)
         elif isinstance(event, StepStarted):
             self.last_started = event
             self.story_view.streaming.begin()
             self.story_view.follow_end()
-            self._show_status("Writing the paragraph… (Escape cancels; nothing is saved until the step ends)")
+            if progress:
+                self._show_status(f"{progress}writing…  (Escape stops)")
+            else:
+                self._show_status("Writing the paragraph… (Escape cancels; nothing is saved until the step ends)")
         elif isinstance(event, PhaseChanged):
             if event.phase == "writing":
                 # The engine starts the paragraph over after a cut stream: drop the broken start.
                 self.story_view.streaming.begin()
-            self._show_status(PHASE_WORDS.get(event.phase, event.phase) + "  (Escape cancels)")
+            if progress:
+                self._show_status(f"{progress}{RUN_PHASE_WORDS.get(event.phase, event.phase)}  (Escape stops)")
+            else:
+                self._show_status(PHASE_WORDS.get(event.phase, event.phase) + "  (Escape cancels)")
         elif isinstance(event, StepCompleted):
             await self._step_landed(event)
 
@@ -457,13 +581,17 @@ class WritingScreen(Screen):
             await self.story_view.remove_step(self.position.head.id)
         await self.story_view.append_step(step)
         self.story = await asyncio.to_thread(self.app.store.get_story, self.story_id)
-        self.instruction_input.value = ""
+        if self.instruction_input.value.strip() == step.instruction:
+            # Used up; words typed meanwhile (say, to take over from Keep writing) stay.
+            self.instruction_input.value = ""
         await self._load_position(step)
         for sentence in event.fallbacks:
             self.notify(sentence, severity="warning", timeout=8)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
-    async def _after_cancel(self, head_before: str | None, committing: bool) -> None:
+    async def _after_cancel(self, head_before: str | None, committing: bool) -> bool:
+        """Show the story as the store holds it after a cancel; True if the paragraph had been
+        stored already (a commit, once started, always finishes)."""
         self.story_view.streaming.end()
         store = self.app.store
         story = await asyncio.to_thread(store.get_story, self.story_id)
@@ -474,12 +602,9 @@ class WritingScreen(Screen):
             await asyncio.sleep(0.05)
             story = await asyncio.to_thread(store.get_story, self.story_id)
         if story.head_step_id != head_before:
-            # The cancel came while committing, which always finishes: show what landed.
             await self.reload()
-            self.notify("The paragraph had already been saved when the step was cancelled.")
-        else:
-            self.notify("Cancelled; nothing was stored.", timeout=4)
-            self._show_status("Cancelled; the story is as it was.")
+            return True
+        return False
 
     def action_cancel_step(self) -> None:
         if self.step_worker is not None and self.step_worker.is_running:
