@@ -207,21 +207,24 @@ def _without_turn_markers(text: str) -> str:
 # For prose the openers must be unmistakable, since a story's last paragraph can begin with
 # "I hope" or "This"; a first-person opener counts only when it talks about the writing.
 _COMMENTARY_OPENER = re.compile(
-    r"""^[\W_]*(?:
-        let\ me\ know | feel\ free | would\ you\ like | do\ you\ want\ me | shall\ i\b
+    r"""^[\s*_(\[]*(?:
+        let\ me\ know | feel\ free | would\ you\ like\ (?:me|a|another|more|the\ next)\b
+        | do\ you\ want\ me | shall\ i\b
         | should\ i\ (?:continue|go\ on|write) | if\ you(?:'d|’d|\ would)\ like | hope\ this\ helps
         | (?:approximate\ )?word\ count\b | \d{2,4}\ words?\b
-        | (?:this|the\ above|in\ this)\ (?:paragraph|continuation|passage|update|version|outline
-            |summary|memory)\b
+        | (?:this|the\ above|in\ this)\ (?:paragraph|continuation|update|outline|summary)\b
         | (?:these|all\ three|each\ of\ these)\ (?:three\ )?(?:directions|options|instructions
             |choices|ideas|suggestions|continuations|paths)\b
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_FIRST_PERSON_OPENER = re.compile(r"^[\W_]*(?:i|i've|i’ve|i\ have|i'm|i’m|here)\b", re.IGNORECASE)
+# Markup may precede the opener, a quotation mark may not: a closing line of dialogue
+# ("Let me know if you see him," she said.) is the story's.
+_FIRST_PERSON_OPENER = re.compile(r"^[\s*_(\[]*(?:i|i've|i’ve|i\ have|i'm|i’m|here)\b", re.IGNORECASE)
+# Only words about the writing itself: "helps", "the tone" or "pacing" occur in first-person prose.
 _ABOUT_THE_WRITING = re.compile(
-    r"\b(?:paragraph|continuation|the\ direction|the\ instruction|the\ tone|pacing|word\ count"
-    r"|captures|helps|you\ asked|you\ wanted|requested|the\ story\ so\ far)\b",
+    r"\b(?:paragraph|continuation|the\ direction|the\ instruction|word\ count"
+    r"|as\ requested|you\ requested|the\ story\ so\ far)\b",
     re.IGNORECASE | re.VERBOSE,
 )
 _BLOCK_BREAK = re.compile(r"\n[ \t]*(?:(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*)?\n(?:[ \t]*\n)*")

@@ -450,6 +450,24 @@ def test_closing_remarks_go_but_prose_that_looks_like_them_stays(prose):
 
 
 @pytest.mark.parametrize(
+    "last_block",
+    [
+        '"Let me know if you see him," she said.',
+        '"I did what you asked," Tomas said, and turned away.',
+        "I asked the doctor whether the medicine helps, and he only shrugged.",
+        "I didn't like the tone of his voice, or the way he kept pacing the pier.",
+        "Would you like to know what she found? So did I, and so did the sea.",
+        "This passage led down to the cellar, colder with every step.",
+        "This memory would stay with her for years.",
+    ],
+)
+def test_a_last_block_of_first_person_prose_or_dialogue_is_kept(last_block):
+    # A second paragraph of the reply that merely resembles a remark to the user is story.
+    reply = PROSE + "\n\n" + last_block
+    assert clean_paragraph(reply, ASKED) == PROSE + "\n" + last_block
+
+
+@pytest.mark.parametrize(
     "reply",
     [
         pytest.param(
