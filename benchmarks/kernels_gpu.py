@@ -522,8 +522,10 @@ def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None
         bound = bandwidth / bytes_read_per_token(shape, dtype)
         print(f"\n{shape.name}: bound {bound:8.1f} tokens/s")
         measured = {}
+        lm = LocalLM.from_state_dict(state_dict, device=device, dtype=dtype)
+        del state_dict
         for variant, cuda_graphs in variants:
-            lm = LocalLM.from_state_dict(state_dict, device=device, dtype=dtype, cuda_graphs=cuda_graphs)
+            lm.cuda_graphs = cuda_graphs
             _, state = lm.forward([1, 2, 3])
             for _ in range(3):  # the first single token compiles kernels; the second captures the graph
                 _, state = lm.forward([1], state)
@@ -536,10 +538,9 @@ def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None
             problems = [text for text in (lm.fused_decode_error, lm.cuda_graph_error) if text]
             note = f"   FELL BACK: {'; '.join(problems)}" if problems else ""
             print(f"  {variant:<12} {measured[variant]:8.1f} tokens/s   {measured[variant] / bound:6.1%} of bound{note}")
-            del lm
         if len(measured) == 2:
             print(f"  CUDA graph / eager: {measured['CUDA graph'] / measured['eager']:.2f}x")
-        del state_dict
+        del lm
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -365,7 +365,8 @@ class LocalLM:
         self._fused_decode_ran = False
         # Why the fused decode path was given up, if it failed on its first call.
         self.fused_decode_error: str | None = None
-        self._cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # Replay single tokens as CUDA graphs; False decodes eagerly (set it any time).
+        self.cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._decode_graphs: dict[int, _DecodeGraph] = {}
         self._eager_decodes = 0
         # Why single tokens stopped being replayed as CUDA graphs, if capturing one failed.
@@ -420,21 +421,15 @@ class LocalLM:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         tokenizer: Any | None = None,
-        cuda_graphs: bool | None = None,
     ) -> LocalLM:
-        """A model from in-memory weights with BlinkDL key names (e.g. during training).
-
-        cuda_graphs: replay single-token steps as CUDA graphs (default: on CUDA).
-        """
+        """A model from in-memory weights with BlinkDL key names (e.g. during training)."""
         from .checkpoint import _infer_rwkv7_config
 
         resolved_device = _resolve_device(device)
         resolved_dtype = _resolve_dtype(dtype, resolved_device)
         config = _infer_rwkv7_config(state_dict, "The given state dict")
         cpu_weights = {k: v.detach().to("cpu") for k, v in state_dict.items()}
-        return cls(
-            cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer, cuda_graphs=cuda_graphs
-        )
+        return cls(cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer)
 
     @property
     def vocab_size(self) -> int:
@@ -469,7 +464,7 @@ class LocalLM:
                     state.wkv,
                     state.channel_mix_shift.to(self.dtype),
                 )
-        if seq_len == 1 and self._cuda_graphs and self._eager_decodes > 0:
+        if seq_len == 1 and self.cuda_graphs and self._eager_decodes > 0:
             replayed = self._replay_decode_graph(tokens[:, 0], state)
             if replayed is not None:
                 logits, new_state = replayed
@@ -612,7 +607,7 @@ class LocalLM:
                 raise RuntimeError(f"the replayed step differs from the eager one by {error:.1e} of scale")
             return decode
         except Exception as failure:
-            self._cuda_graphs = False
+            self.cuda_graphs = False
             self._decode_graphs.clear()
             self.cuda_graph_error = f"{type(failure).__name__}: {str(failure)[:200]}"
             warnings.warn(

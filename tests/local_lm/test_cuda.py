@@ -86,7 +86,8 @@ def test_a_cpu_state_on_a_gpu_model_is_refused(tiny_checkpoint):
 def test_cuda_graph_decoding_equals_eager_decoding_and_never_changes_a_state(batch, checkpoint_01b_layout):
     graphed = LocalLM.load(checkpoint_01b_layout.path, device="cuda")
     loaded = load_checkpoint(checkpoint_01b_layout.path)
-    eager = LocalLM(loaded.state_dict, loaded.config, torch.device("cuda"), torch.bfloat16, cuda_graphs=False)
+    eager = LocalLM(loaded.state_dict, loaded.config, torch.device("cuda"), torch.bfloat16)
+    eager.cuda_graphs = False
     vocab = checkpoint_01b_layout.vocab_size
     prompt = torch.tensor([_tokens(vocab, 20, 10 + row) for row in range(batch)], device="cuda")
     _, graphed_state = graphed.forward(prompt)
