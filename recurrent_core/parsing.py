@@ -163,7 +163,11 @@ MEMORY_WORD_LIMIT = 150
 
 # ---- text helpers --------------------------------------------------------------------
 
-_THINK_BLOCK = re.compile(r"<(think|thinking)>.*?(?:</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+# A closed block anywhere; an unclosed one only where reasoning starts, at the reply's start
+# (a literal "<thinking>" later in prose must not swallow the rest).
+_THINK_BLOCK = re.compile(
+    r"<(think|thinking)>.*?</\1>|\A\s*<(?:think|thinking)>.*\Z", re.DOTALL | re.IGNORECASE
+)
 # A closing tag with no opening one: the server's chat template opened the block in the prompt
 # (DeepSeek-R1 distills, QwQ), so everything before it is reasoning.
 _THINK_CLOSE = re.compile(r"</(?:think|thinking)>", re.IGNORECASE)
@@ -204,43 +208,60 @@ def _without_turn_markers(text: str) -> str:
 
 
 # A trailing block of talk to the user ("Let me know if ...") rather than part of the answer.
-# For prose the openers must be unmistakable, since a story's last paragraph can begin with
-# "I hope" or "This"; a first-person opener counts only when it talks about the writing.
-_COMMENTARY_OPENER = re.compile(
+# A story's last paragraph may begin "Let me know when...", "Shall I tell you..." or "I read
+# the last paragraph of her letter", so only unmistakable remarks count: an opener that asks
+# the user what to do next or names the text as the model's output, in a short block. Markup
+# may precede it, a quotation mark may not (dialogue is the story's).
+_REMARK_OPENER = re.compile(
     r"""^[\s*_(\[]*(?:
-        let\ me\ know | feel\ free | would\ you\ like\ (?:me|a|another|more|the\ next)\b
-        | do\ you\ want\ me | shall\ i\b
-        | should\ i\ (?:continue|go\ on|write) | if\ you(?:'d|’d|\ would)\ like | hope\ this\ helps
-        | (?:approximate\ )?word\ count\b | \d{2,4}\ words?\b
-        | (?:this|the\ above|in\ this)\ (?:paragraph|continuation|update|outline|summary)\b
+        let\ me\ know\ if | feel\ free\ to | hope\ this\ helps
+        | (?:would\ you\ like\ me\ to | do\ you\ want\ me\ to | if\ you(?:'d|’d|\ would)\ like\ me\ to
+            | (?:shall|should)\ i)
+          \ (?:continue|go\ on|keep\ going|write|rewrite|revise|change|adjust|expand|shorten|tweak|modify)\b
+        | (?:approximate\ )?word\ count\b | \d{2,4}\ words\)
+        | (?:this|the\ above)\ (?:paragraph|continuation)\ (?:builds|continues|keeps|maintains|sets
+            |introduces|captures|follows|adds|focuses|shows|ends|uses)\b
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# In replies that are not prose (memory, instructions, outline), a remark about the answer.
+_ANSWER_REMARK_OPENER = re.compile(
+    r"""^[\s*_(\[]*(?:
+        (?:this|the\ above|in\ this)\ (?:paragraph|continuation|update|outline|summary|memory)\b
         | (?:these|all\ three|each\ of\ these)\ (?:three\ )?(?:directions|options|instructions
             |choices|ideas|suggestions|continuations|paths)\b
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-# Markup may precede the opener, a quotation mark may not: a closing line of dialogue
-# ("Let me know if you see him," she said.) is the story's.
 _FIRST_PERSON_OPENER = re.compile(r"^[\s*_(\[]*(?:i|i've|i’ve|i\ have|i'm|i’m|here)\b", re.IGNORECASE)
-# Only words about the writing itself: "helps", "the tone" or "pacing" occur in first-person prose.
+# With a first-person opener: words only a note about the model's own output uses.
 _ABOUT_THE_WRITING = re.compile(
-    r"\b(?:paragraph|continuation|the\ direction|the\ instruction|word\ count"
-    r"|as\ requested|you\ requested|the\ story\ so\ far)\b",
+    r"\b(?:this\ paragraph|the\ paragraph\ above|this\ continuation|word\ count|as\ requested"
+    r"|you\ requested|the\ story\ so\ far|your\ (?:instructions?|directions?|prompt))\b",
     re.IGNORECASE | re.VERBOSE,
 )
+# Remarks are a sentence or two; a longer block is more likely the story's.
+REMARK_MAX_WORDS = 50
 _BLOCK_BREAK = re.compile(r"\n[ \t]*(?:(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*)?\n(?:[ \t]*\n)*")
 
 
-def _is_commentary(block: str) -> bool:
+def _is_commentary(block: str, prose: bool) -> bool:
     block = block.strip()
-    if _COMMENTARY_OPENER.match(block):
+    if len(block.split()) > REMARK_MAX_WORDS:
+        return False
+    if _REMARK_OPENER.match(block) or (not prose and _ANSWER_REMARK_OPENER.match(block)):
         return True
     return bool(_FIRST_PERSON_OPENER.match(block) and _ABOUT_THE_WRITING.search(block))
 
 
-def _without_trailing_commentary(text: str) -> str:
-    """Drop blocks of commentary that follow the answer (never the only block)."""
+def _without_trailing_commentary(text: str, *, prose: bool = False) -> str:
+    """Drop blocks of commentary that follow the answer (never the only block).
+
+    `prose`: the answer is story text, so remarks about "these options" or "this memory" are
+    read as story.
+    """
     blocks = _BLOCK_BREAK.split(text)
-    while len(blocks) > 1 and (not blocks[-1].strip() or _is_commentary(blocks[-1])):
+    while len(blocks) > 1 and (not blocks[-1].strip() or _is_commentary(blocks[-1], prose)):
         blocks.pop()
     if len(blocks) == len(_BLOCK_BREAK.split(text)):
         return text
@@ -983,7 +1004,7 @@ _PREFACE = re.compile(
 # a bare "Sure!": only when it names what follows, since prose may open with "Here is".
 _PREFACE_SENTENCE = re.compile(
     r"^(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[\s,!.]*)?"
-    r"(?:(?:here is|here's|here are|below is)\b.{0,80}?\b(?:paragraph|continuation|passage|next part)\b.*"
+    r"(?:(?:here is|here's|here are|below is)\b.{0,60}?\b(?:paragraph|continuation|next part)\b[^.!?]{0,40}"
     r"|(?:sure|certainly|of course|absolutely)\s*)[.!:]?\s*$",
     re.IGNORECASE,
 )
@@ -1020,7 +1041,7 @@ def clean_paragraph(text: str | None, instruction: str | None = None) -> str:
         field = _find_json_field(values, _PARAGRAPH_KEYS)
         if field and isinstance(field[1], str):
             text = field[1]
-    text = _without_trailing_commentary(text)
+    text = _without_trailing_commentary(text, prose=True)
     echo = _dedupe_key(instruction or "")
     lines = [line for line in _FENCE_LINE.sub("", text).split("\n")]
     kept: list[str] = []
@@ -1029,7 +1050,7 @@ def clean_paragraph(text: str | None, instruction: str | None = None) -> str:
             continue
         if not kept and (_PREFACE.match(line.strip()) or _PREFACE_SENTENCE.match(line.strip())):
             continue
-        if not kept and (_ECHO_LABEL.match(line) or (echo and _dedupe_key(line) == echo)):
+        if not kept and echo and _echoes(line, echo):
             continue
         if not kept and _is_title_line(line) and any(rest.strip() for rest in lines[index + 1 :]):
             continue
@@ -1057,6 +1078,16 @@ def clean_paragraph(text: str | None, instruction: str | None = None) -> str:
     return prose
 
 
+def _echoes(line: str, echo: str) -> bool:
+    """Whether `line` restates the instruction (its dedupe key `echo`), labelled or bare."""
+    label = _ECHO_LABEL.match(line)
+    key = _dedupe_key(line[label.end() :] if label else line)
+    if key == echo:
+        return True
+    # "Direction: Have Mara open the door" for "Have Mara open the lighthouse door."
+    return bool(label) and len(key.split()) >= 3 and (key in echo or echo in key)
+
+
 def _is_title_line(line: str) -> bool:
     """A heading such as "# Chapter 3: The Door" or "**The Door**"; "# the bells rang" is prose."""
     return bool(_TITLE_LINE.match(line)) and _looks_like_title(_clean_value(line.lstrip("# \t")))
@@ -1067,10 +1098,12 @@ def _json_after_preface(text: str) -> bool:
     return bool(_PREFACE.match(first.strip()) or _PREFACE_SENTENCE.match(first.strip())) and rest.strip().startswith("{")
 
 
-# A sentence's end: terminal punctuation, closing quotes or brackets, then space or the end.
-# "Mr." and the like do not end a sentence.
+# A sentence's end: terminal punctuation and any closing quotes or brackets, then space or
+# the end; Chinese and Japanese stops need no space after them. "Mr." does not end one.
+_CLOSERS = "\"”“’'»›‹」』）)\\]*_"
 _SENTENCE_STOP = re.compile(
-    r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?…。！？][\"”’'»」』)\]*_]*(?=\s|$)"
+    rf"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)"
+    rf"(?:[.!?…][{_CLOSERS}]*(?=\s|$)|[。！？][{_CLOSERS}]*)"
 )
 
 

@@ -7,12 +7,14 @@ import pytest
 from recurrent_core.parsing import (
     clean_paragraph,
     describe_problem,
+    ends_mid_sentence,
     instructions_from_paragraph,
     parse_bible,
     parse_choice,
     parse_instructions,
     parse_memory_update,
     resolve_step_outputs,
+    trim_to_last_sentence,
 )
 from recurrent_core.prompts import completion_cue
 
@@ -450,6 +452,32 @@ def test_closing_remarks_go_but_prose_that_looks_like_them_stays(prose):
 
 
 @pytest.mark.parametrize(
+    "prose",
+    [
+        "Here is the passage beneath the chapel. Mara lifted the lantern and went down.",
+        "Plan: get in, get the ledger, get out. That was all Mara had.",
+        "She was <thinking> about it, and the tide was turning.",
+        "Direction: north, the compass insisted, though the stars disagreed.",
+    ],
+)
+def test_prose_that_opens_like_a_preface_or_label_is_kept_whole(prose):
+    assert clean_paragraph(prose, ASKED) == prose
+
+
+@pytest.mark.parametrize(
+    ("cut", "kept"),
+    [
+        ("他走了。她笑了。\n他说：“再见。”然后他", "他走了。她笑了。\n他说：“再见。”"),
+        ("Sie ging zur Tür. „Komm her.“ Er kam nicht, und", "Sie ging zur Tür. „Komm her.“"),
+        ("She left. “Come back,” he said. Then he", "She left. “Come back,” he said."),
+    ],
+)
+def test_a_cut_reply_keeps_every_complete_sentence_in_any_language(cut, kept):
+    assert ends_mid_sentence(cut)
+    assert trim_to_last_sentence(cut) == kept
+
+
+@pytest.mark.parametrize(
     "last_block",
     [
         '"Let me know if you see him," she said.',
@@ -459,6 +487,15 @@ def test_closing_remarks_go_but_prose_that_looks_like_them_stays(prose):
         "Would you like to know what she found? So did I, and so did the sea.",
         "This passage led down to the cellar, colder with every step.",
         "This memory would stay with her for years.",
+        "I ran in the direction of the lighthouse, my lungs burning, and did not look back.",
+        "I read the last paragraph of her letter twice before I folded it away.",
+        "Shall I tell you what the sea gave back that night?",
+        "Let me know when you arrive, the note said, and nothing else.",
+        "Would you like a table by the window, the waiter asked.",
+        "Do you want me to say it? she asked, and he nodded.",
+        "If you'd like to know how it ended, ask the keeper's daughter.",
+        "300 words, no more, survived of the captain's log.",
+        "This summary of his life, the judge said, is a lie.",
     ],
 )
 def test_a_last_block_of_first_person_prose_or_dialogue_is_kept(last_block):
