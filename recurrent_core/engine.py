@@ -432,10 +432,16 @@ class Engine:
         request = self._request(role, prompt, schema)
         usage = Usage()
         token_scale = 1
+        cut_text: str | None = None  # the latest reply cut off by max_tokens: its complete part is usable
         for _ in range(self.config.parse_retries + 1):
             try:
                 text, call_usage, cut_off = await self._complete(request)
             except ModelError as error:
+                if cut_text is not None:
+                    # Asking again failed (e.g. the larger max_tokens overran the context): keep
+                    # what the cut reply gave; the resolvers say it was cut.
+                    log.warning("asking the %s again failed; using its cut reply (%s)", role, error)
+                    return _RoleReply(cut_text, usage, True)
                 if not give_up_quietly:
                     raise
                 log.warning("the %s call failed; using its fallback (%s)", role, error)
@@ -444,12 +450,17 @@ class Engine:
             problem = parsing.describe_problem(role, text, cut_off=cut_off)
             if problem is None:
                 return _RoleReply(text, usage, cut_off)
+            if cut_off and text.strip():
+                cut_text = text
             log.info("unreadable %s reply (%s); asking again", role, problem)
             if cut_off:
                 token_scale *= 2  # the same limit would cut the answer again
             request = self._request(
                 role, self._repair_prompt(prompt, text, problem), schema, token_scale=token_scale
             )
+        if cut_text is not None and not cut_off:
+            # A cut reply beats a later one that could not be read at all ("I'm sorry ...").
+            return _RoleReply(cut_text, usage, True)
         # The last reply may still hold usable parts; the resolvers decide and say so.
         return _RoleReply(text if text.strip() else None, usage, cut_off)
 

@@ -43,8 +43,11 @@ OPTIONAL_PARAMETERS = (
 )
 _UNSUPPORTED_WORDS = (
     "unsupported", "not supported", "unrecognized", "unknown", "extra inputs", "extra_forbidden",
-    "not permitted", "not allowed", "invalid", "unexpected",
+    "not permitted", "not allowed", "unexpected",
 )
+# A refused value ("temperature: decimal above maximum value") is the user's to fix, not a
+# parameter to drop for every later request.
+_OUT_OF_RANGE_WORDS = ("maximum", "minimum", "above", "below", "range", "greater than", "less than")
 
 
 # Han, kana, hangul and their punctuation: scripts without spaces between words, about a
@@ -235,12 +238,14 @@ class OpenAIBackend(ModelBackend):
             name for name in OPTIONAL_PARAMETERS
             if name in arguments or name in arguments.get("extra_body", {})
         } - self._dropped_parameters
+        text = f"{error.message} {error.body}".lower()
+        if not any(word in text for word in _UNSUPPORTED_WORDS) or any(
+            word in text for word in _OUT_OF_RANGE_WORDS
+        ):
+            return None
         param = getattr(error, "param", None)
         if isinstance(param, str) and param in sent:
             return param
-        text = f"{error.message} {error.body}".lower()
-        if not any(word in text for word in _UNSUPPORTED_WORDS):
-            return None
         named = [name for name in sent if re.search(rf"\b{name}\b", text)]
         return named[0] if len(named) == 1 else None
 

@@ -305,6 +305,24 @@ async def test_a_server_that_refuses_an_optional_parameter_is_asked_without_it_a
     assert [parameter in sent for sent in server.requests] == [True, False, False]
 
 
+async def test_a_refused_value_is_an_error_and_the_parameter_is_still_sent_afterwards(server):
+    # OpenAI caps temperature at 2: that is a setting to fix, not a parameter this server lacks.
+    server.enqueue(
+        Reply(
+            status=400,
+            error_message="Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead.",
+            error_code="decimal_above_max_value",
+        ),
+        Reply(PARAGRAPH),
+    )
+    backend = make_backend(server.base_url, max_attempts=1)
+    with pytest.raises(ModelError, match="temperature"):
+        await collect(backend, make_request(temperature=3.0))
+    _, text = await collect(backend, make_request(temperature=0.3))
+    assert text == PARAGRAPH
+    assert [sent.get("temperature") for sent in server.requests] == [3.0, 0.3]
+
+
 async def test_filter_chunks_without_choices_and_a_bare_usage_chunk_still_stream(server):
     server.enqueue(Reply(PARAGRAPH, empty_choices_first=True, usage_without_choices=True))
     chunks, text = await collect(make_backend(server.base_url), make_request())

@@ -347,3 +347,50 @@ async def test_instructions_cut_off_by_max_tokens_are_asked_again_with_room_to_f
     assert completed.fallbacks == ()
     planner_requests = [r for r in server.requests if r["_role"] == "planner"]
     assert planner_requests[1]["max_tokens"] == 2 * planner_requests[0]["max_tokens"]
+
+
+async def test_a_cut_memory_update_is_used_when_asking_again_brings_nothing_readable(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+    cut = Reply(
+        "Reason: The ghost matters now.\nShort-term memory: The ferryman keeps the crossing. A ghost "
+        "has asked to be taken over. The river is",
+        finish_reason="length",
+    )
+    memory_replies = [cut] + [Reply("I'm sorry, I can't help with that.")] * 5
+
+    def respond(request):
+        if request["_role"] == "memory" and memory_replies:
+            return memory_replies.pop(0)
+        return story_responder(request)
+
+    server.responder = respond
+    completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
+    # The complete sentences of the cut update, not the memory from before the paragraph.
+    assert completed.step.short_term_memory == (
+        "The ferryman keeps the crossing. A ghost has asked to be taken over."
+    )
+    assert any("cut" in fallback for fallback in completed.fallbacks)
+
+
+async def test_a_cut_outline_is_kept_when_asking_again_overruns_the_context(store, server, embedder):
+    engine = make_engine(store, server, embedder)
+    bible_replies = [
+        Reply(
+            "Title: The Last Crossing\nOutline: 1. A ferryman takes a ghost across. 2. The ghost "
+            "names the ferryman's debt. 3. The",
+            finish_reason="length",
+        ),
+        Reply(status=400, error_message="This model's maximum context length is 4096 tokens."),
+    ]
+
+    def respond(request):
+        if request["_role"] == "bible" and bible_replies:
+            return bible_replies.pop(0)
+        return story_responder(request)
+
+    server.responder = respond
+    story, fallbacks = await engine.start_story("A ferryman who carries ghosts.", "ghost story")
+    assert story.title == "The Last Crossing"
+    assert story.outline.startswith("1. A ferryman takes a ghost across. 2. The ghost names the ferryman's debt.")
+    assert any("cut off" in fallback for fallback in fallbacks)
