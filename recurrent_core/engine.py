@@ -109,6 +109,8 @@ class Engine:
         self.recall_index = RecallIndex(store, embedder.name)
         self._branch_cache: dict[str, tuple[str, list[str]]] = {}
         self._branch_lock = threading.Lock()
+        # Commits under way by story: a cancelled step's commit still finishes (see `step`).
+        self._commits_in_flight: dict[str, asyncio.Future] = {}
 
     # ---- stories -------------------------------------------------------------------
 
@@ -289,8 +291,28 @@ class Engine:
         )
         # Once committing starts it finishes, even if the caller is cancelled meanwhile:
         # a half-known outcome would be worse than a step that landed.
-        step = await asyncio.shield(asyncio.to_thread(self._commit, new_step, paragraph_vector, move_head))
+        commit = asyncio.ensure_future(asyncio.to_thread(self._commit, new_step, paragraph_vector, move_head))
+        self._commits_in_flight[story_id] = commit
+        commit.add_done_callback(lambda done: self._forget_commit(story_id, done))
+        step = await asyncio.shield(commit)
         yield StepCompleted(step, usage, fallbacks)
+
+    async def wait_for_commit(self, story_id: str) -> Step | None:
+        """The step a cancelled `step` of this story was committing, once it has landed.
+
+        None if no commit was under way, or if it failed (the step then left storage as it was).
+        """
+        commit = self._commits_in_flight.get(story_id)
+        if commit is None:
+            return None
+        try:
+            return await asyncio.shield(commit)
+        except Exception:  # the failure was the step's to report; nothing landed
+            return None
+
+    def _forget_commit(self, story_id: str, done: asyncio.Future) -> None:
+        if self._commits_in_flight.get(story_id) is done:
+            del self._commits_in_flight[story_id]
 
     async def run_step(self, story_id: str, instruction: str | None = None, **kwargs) -> StepCompleted:
         """Run a step to completion and return its final event (for scripts and batch)."""

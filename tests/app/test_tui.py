@@ -351,6 +351,26 @@ async def test_escape_cancels_a_step_and_nothing_is_stored_while_typing_goes_on(
         await wait_until(pilot, lambda: len(store.branch(story.id)) == 4, what="the next step")
 
 
+async def test_escape_while_saving_waits_for_the_save_however_long_the_database_makes_it_wait(
+    store, server, embedder, db_path
+):
+    # A `longyarn batch` on the same file holds the write lock for 6 s: the step's save waits
+    # for it (up to SQLite's 10 s), and a cancel meanwhile must not report "nothing stored".
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        with database_held_by_another_process(db_path):
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: status_text(screen).startswith("Saving"), what="the save")
+            await pilot.press("escape")
+            await pilot.pause(6)
+        await wait_for_step(pilot, screen)
+        assert len(store.branch(story.id)) == 4, "the save, once begun, finished"
+        assert len(shown_paragraphs(screen)) == 4 and shown_paragraphs(screen)[:3] == PARAGRAPHS
+        assert not any(n.message.startswith("Cancelled; nothing was stored") for n in app._notifications)
+
+
 async def test_while_a_paragraph_streams_the_footer_offers_only_what_can_come_back(store, server, embedder):
     server.responder = slow_writer()
     story = seed_story(store, embedder, PARAGRAPHS)

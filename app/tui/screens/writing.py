@@ -47,6 +47,8 @@ from .help import KeysFooter
 from .memory import MemoryScreen
 
 if TYPE_CHECKING:
+    from recurrent_core.engine import Engine
+
     from ..app import LongyarnApp
 
 log = logging.getLogger(__name__)
@@ -436,6 +438,7 @@ class WritingScreen(Screen):
         (`_cancel_landed` says whether the paragraph had been stored) and CancelledError goes on."""
         head_before = self.position.head.id if self.position.head else None
         completed = committing = False
+        engine = None
         self._cancel_landed = False
         try:
             # Held to the end: settings saved meanwhile apply from the next step.
@@ -455,7 +458,7 @@ class WritingScreen(Screen):
                     committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
         except asyncio.CancelledError:
             if self.is_attached:
-                self._cancel_landed = await self._after_cancel(head_before, committing)
+                self._cancel_landed = await self._after_cancel(head_before, engine if committing else None)
             raise
         except LongyarnError as error:
             self.notify(str(error), title="No paragraph was written", severity="error", timeout=15)
@@ -589,18 +592,16 @@ class WritingScreen(Screen):
             self.notify(sentence, severity="warning", timeout=8)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
-    async def _after_cancel(self, head_before: str | None, committing: bool) -> bool:
+    async def _after_cancel(self, head_before: str | None, committing_engine: Engine | None) -> bool:
         """Show the story as the store holds it after a cancel; True if the paragraph had been
-        stored already (a commit, once started, always finishes)."""
+        stored already. `committing_engine`: the engine whose step was saving when cancelled."""
         self.story_view.streaming.end()
-        store = self.app.store
-        story = await asyncio.to_thread(store.get_story, self.story_id)
-        # A commit, once started, always finishes (the engine shields it): wait to see it land.
-        for _ in range(100 if committing else 0):
-            if story.head_step_id != head_before:
-                break
-            await asyncio.sleep(0.05)
-            story = await asyncio.to_thread(store.get_story, self.story_id)
+        if committing_engine is not None:
+            # A commit, once started, always finishes (the engine shields it): wait for it,
+            # however long the database makes it wait for its lock.
+            self._show_status("Saving the paragraph that was already written…")
+            await committing_engine.wait_for_commit(self.story_id)
+        story = await asyncio.to_thread(self.app.store.get_story, self.story_id)
         if story.head_step_id != head_before:
             await self.reload()
             return True
