@@ -387,6 +387,17 @@ def test_a_key_is_shown_only_by_its_prefix_and_last_four_characters():
     assert mask_key(None) == ""
 
 
+async def test_f6_exports_even_while_the_short_term_memory_is_being_edited(store, embedder, server):
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.memory_editor.focus()
+        await pilot.pause()
+        await pilot.press("f6")
+        await wait_for_screen(pilot, ExportDialog)
+
+
 async def test_export_writes_markdown_or_plain_text_to_the_chosen_path(store, embedder, server, tmp_path):
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id)

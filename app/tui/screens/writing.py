@@ -116,7 +116,8 @@ class WritingScreen(Screen):
         Binding("f2", "memories", "Memory", id="memories"),
         Binding("f3", "context", "Context", id="context"),
         Binding("f4", "edit_outline", "Outline", id="outline", show=False),
-        Binding("f6", "export", "Export", id="export", show=False),
+        # priority: the memory panel (a TextArea) would take F6 for itself.
+        Binding("f6", "export", "Export", id="export", show=False, priority=True),
         Binding("ctrl+l", "library", "Library", id="library"),
     ]
 
