@@ -466,10 +466,19 @@ async def test_keep_writing_writes_paragraph_after_paragraph_and_undo_takes_them
         await pilot.press("3", "enter")
         await wait_for_screen(pilot, WritingScreen)
 
-        # Progress shows while it runs; each paragraph is stored as it lands.
-        await wait_until(pilot, lambda: status_text(screen).startswith("Keep writing: paragraph 2 of 3")
-                         and screen.story_view.streaming.text, what="the second paragraph to stream")
-        assert len(store.branch(story.id)) == 4, "the first is stored already"
+        # Progress shows while it runs; each paragraph is stored as it lands. Until the status
+        # says the second is saving, its commit has not begun (the phases come in order).
+        stored_while_writing_the_second: list[int] = []
+
+        def writing_the_second() -> bool:
+            status = status_text(screen)
+            if not status.startswith("Keep writing: paragraph 2 of 3") or "saving" in status:
+                return False
+            stored_while_writing_the_second.append(len(store.branch(story.id)))
+            return True
+
+        await wait_until(pilot, writing_the_second, what="the second paragraph to stream")
+        assert stored_while_writing_the_second == [4], "the first is stored already"
         await wait_for_step(pilot, screen)
 
         branch = store.branch(story.id)
