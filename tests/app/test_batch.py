@@ -46,6 +46,21 @@ def run(*args: str, server: ScriptedServer | None = None, timeout: float = 300) 
     return process.returncode, stdout, stderr
 
 
+def slow_story_responder(request: dict) -> Reply:
+    """Story replies streamed slowly, so that a Ctrl-C lands while a novel is being written."""
+    reply = story_responder(request)
+    reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
+    return reply
+
+
+def wait_for_writer_requests(server: ScriptedServer, process: subprocess.Popen, count: int) -> None:
+    """Wait (at most 2 minutes) until the batch process has asked for `count` paragraphs."""
+    deadline = time.monotonic() + 120
+    while sum(r["_role"] == "writer" for r in server.requests) < count:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+
+
 def step_rows(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as connection:
         return connection.execute("SELECT id, parent_id, paragraph FROM steps").fetchall()
@@ -132,21 +147,13 @@ def test_a_batch_killed_mid_step_resumes_without_losing_or_repeating_paragraphs(
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     db = tmp_path / "novels.db"
 
-    def slow(request):
-        reply = story_responder(request)
-        reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
-        return reply
-
-    with ScriptedServer(slow) as server:
+    with ScriptedServer(slow_story_responder) as server:
         process = longyarn(
             "batch", "--db", str(db), "--premise", "A diver finds a bell.", "--paragraphs", "20",
             "--model", "scripted-model", server=server,
         )
         story_id = process.stdout.readline().split()[1]
-        deadline = time.monotonic() + 120
-        while sum(r["_role"] == "writer" for r in server.requests) < 2:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_for_writer_requests(server, process, 2)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -208,21 +215,13 @@ def test_ctrl_c_during_several_novels_names_each_saved_story(tmp_path):
     premises = tmp_path / "premises.txt"
     premises.write_text("A lighthouse that walks.\nA courier who delivers dreams.\n")
 
-    def slow(request):
-        reply = story_responder(request)
-        reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
-        return reply
-
-    with ScriptedServer(slow) as server:
+    with ScriptedServer(slow_story_responder) as server:
         process = longyarn(
             "batch", "--db", str(tmp_path / "n.db"), "--premises", str(premises), "--paragraphs", "20",
             "--concurrency", "2", "--model", "scripted-model", server=server,
         )
         ids = [process.stdout.readline().split()[1] for _ in range(2)]
-        deadline = time.monotonic() + 120
-        while sum(r["_role"] == "writer" for r in server.requests) < 3:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_for_writer_requests(server, process, 3)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr
@@ -233,21 +232,13 @@ def test_ctrl_c_during_several_novels_names_each_saved_story(tmp_path):
 def test_ctrl_c_with_out_leaves_the_saved_paragraphs_in_the_file(tmp_path):
     db, novel = tmp_path / "novels.db", tmp_path / "novel.md"
 
-    def slow(request):
-        reply = story_responder(request)
-        reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
-        return reply
-
-    with ScriptedServer(slow) as server:
+    with ScriptedServer(slow_story_responder) as server:
         process = longyarn(
             "batch", "--db", str(db), "--premise", "A diver finds a bell.", "--paragraphs", "20",
             "--out", str(novel), "--model", "scripted-model", server=server,
         )
         story_id = process.stdout.readline().split()[1]
-        deadline = time.monotonic() + 120
-        while sum(r["_role"] == "writer" for r in server.requests) < 3:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_for_writer_requests(server, process, 3)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr

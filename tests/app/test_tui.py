@@ -706,6 +706,12 @@ async def open_paragraph_editor(pilot, screen: WritingScreen) -> ParagraphEditor
     return editor
 
 
+async def escape_asks(pilot) -> UnsavedEditDialog:
+    """Press Escape in an editing dialog holding changed words; it asks before they are lost."""
+    await pilot.press("escape")
+    return await wait_for_screen(pilot, UnsavedEditDialog)
+
+
 async def test_escape_in_the_paragraph_editor_asks_before_an_edit_is_lost(store, server, embedder):
     story = seed_story(store, embedder, PARAGRAPHS)
     third = store.branch(story.id)[-1]
@@ -735,15 +741,13 @@ async def test_escape_in_the_paragraph_editor_asks_before_an_edit_is_lost(store,
         # Changed: Escape asks, and its Escape (the default) goes back to the words.
         editor = await open_paragraph_editor(pilot, screen)
         await pilot.press(*" It was warm.")
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.press("escape")
         assert await wait_for_screen(pilot, ParagraphEditor) is editor
         assert editor.query_one("#paragraph").text == PARAGRAPHS[2] + " It was warm."
 
         # Discarding leaves the paragraph as it was.
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.click("#discard")
         await wait_for_screen(pilot, WritingScreen)
         assert store.get_step(third.id).paragraph == PARAGRAPHS[2]
@@ -752,8 +756,7 @@ async def test_escape_in_the_paragraph_editor_asks_before_an_edit_is_lost(store,
         # Saving from the question stores the edit and closes the editor.
         await open_paragraph_editor(pilot, screen)
         await pilot.press(*" It was warm.")
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.press("ctrl+s")
         await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: shown_paragraphs(screen)[-1].endswith("It was warm."), what="the edit")
@@ -810,15 +813,13 @@ async def test_escape_in_the_outline_dialog_asks_before_an_edit_is_lost(store, s
         area.focus()
         area.move_cursor(area.document.end)
         await pilot.press(*" The ferry stops running in winter.")
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.press("escape")
         assert await wait_for_screen(pilot, OutlineDialog) is dialog
         assert area.text == story.outline + " The ferry stops running in winter."
 
         # Discarding leaves the outline as it was.
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.click("#discard")
         await wait_for_screen(pilot, WritingScreen)
         assert store.get_story(story.id).outline == story.outline
@@ -828,8 +829,7 @@ async def test_escape_in_the_outline_dialog_asks_before_an_edit_is_lost(store, s
         dialog = await wait_for_screen(pilot, OutlineDialog)
         dialog.query_one("#title").focus()
         await pilot.press("end", *" Again")
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.press("ctrl+s")
         await wait_for_screen(pilot, WritingScreen)
         await wait_until(pilot, lambda: store.get_story(story.id).title == "The Salt Marsh Key Again",
@@ -852,8 +852,7 @@ async def test_escape_in_the_new_story_dialog_asks_before_the_premise_is_lost(st
         await pilot.press("n")
         dialog = await wait_for_screen(pilot, NewStoryDialog)
         await pilot.press(*"fable", "enter", *"A lighthouse keeper finds a door in the sea.")
-        await pilot.press("escape")
-        question = await wait_for_screen(pilot, UnsavedEditDialog)
+        question = await escape_asks(pilot)
         assert str(question.query_one("#save", Button).label) == "Create  ^s"
         await pilot.press("escape")
         assert await wait_for_screen(pilot, NewStoryDialog) is dialog
@@ -861,8 +860,7 @@ async def test_escape_in_the_new_story_dialog_asks_before_the_premise_is_lost(st
         assert dialog.query_one("#premise").text == "A lighthouse keeper finds a door in the sea."
 
         # Discarding closes it and no story is made.
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.click("#discard")
         assert await wait_for_screen(pilot, LibraryScreen) is library
         assert store.list_stories() == [] and not server.requests
@@ -871,8 +869,7 @@ async def test_escape_in_the_new_story_dialog_asks_before_the_premise_is_lost(st
         await pilot.press("n")
         await wait_for_screen(pilot, NewStoryDialog)
         await pilot.press(*"fable", "enter", *"A lighthouse keeper finds a door in the sea.")
-        await pilot.press("escape")
-        await wait_for_screen(pilot, UnsavedEditDialog)
+        await escape_asks(pilot)
         await pilot.press("ctrl+s")
         await wait_for_screen(pilot, OutlineDialog)
         [story] = store.list_stories()

@@ -129,11 +129,14 @@ class EditingDialog(Dialog):
     unsaved_question = "You changed this. Save the change?"
     unsaved_save_label = "Save"  # what the question's save button says; it runs `save_edit`
 
+    # Each editing dialog defines these two.
     @property
     def changed(self) -> bool:
+        """Whether the words differ from those the dialog opened with."""
         raise NotImplementedError
 
     def save_edit(self) -> None:
+        """Save the words, as the dialog's own Save does."""
         raise NotImplementedError
 
     def action_cancel(self) -> None:
