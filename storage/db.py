@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,13 +146,31 @@ def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:  
     try:
         # busy_timeout first: switching a fresh file to WAL may have to wait for a lock.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
     # SQLite's own lower() folds only ASCII; search must find "Élodie" when asked for "élodie".
     dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the file in WAL mode (a no-op once it is), waiting out other processes doing the same.
+
+    While another connection holds the write lock of a file not yet in WAL mode, SQLite answers
+    "database is locked" at once instead of waiting busy_timeout: several `longyarn batch` runs
+    opening one new database together would otherwise fail. So wait here, as long as SQLite would.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _unicode_lower(value: object) -> object:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import sqlite3
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -246,6 +248,23 @@ def test_processes_opening_a_new_database_at_once_all_get_the_newest_schema(empt
     assert [process.exitcode for process in processes] == [0, 0, 0]
     with open_store(empty_database) as store:
         assert current_revisions(store.engine) == schema_heads()
+
+
+def test_opening_waits_for_another_process_writing_a_file_not_yet_in_wal_mode(db_path):
+    # What a second process meets while the first switches a new file to WAL: SQLite says
+    # "database is locked" at once there, without waiting its busy timeout.
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_program (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other_program VALUES (1)")
+    threading.Timer(0.5, other.execute, ("COMMIT",)).start()
+    try:
+        with open_store(db_path) as store:
+            assert current_revisions(store.engine) == schema_heads()
+        assert other.execute("SELECT x FROM other_program").fetchall() == [(1,)]
+    finally:
+        other.close()
 
 
 def test_a_database_from_a_newer_longyarn_is_left_untouched(empty_database):
