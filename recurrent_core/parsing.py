@@ -1089,8 +1089,19 @@ def _echoes(line: str, echo: str) -> bool:
 
 
 def _is_title_line(line: str) -> bool:
-    """A heading such as "# Chapter 3: The Door" or "**The Door**"; "# the bells rang" is prose."""
+    """A heading such as "# Chapter 3: The Door", "**The Door**", or a book's "CHAPTER XXV."
+    and "THE SEA-COOK" (models trained on books write these); "# the bells rang" is prose."""
+    if _BOOK_HEADING.match(line) and len(line.split()) <= 20:
+        return True
     return bool(_TITLE_LINE.match(line)) and _looks_like_title(_clean_value(line.lstrip("# \t")))
+
+
+# A book's chapter line ("CHAPTER XXV. The Sea-Cook", "Chapter 12") or a heading in capitals
+# of up to 20 words; a shout in the story is quoted, so a line opening with a quote is prose.
+_BOOK_HEADING = re.compile(
+    r"^\s*(?:(?:CHAPTER|Chapter|BOOK|Book|PART|Part)\s+(?:[IVXLC]+|\d+)\b(?![\w,'’])"
+    r"|(?=[^a-z\"“«„'‘]*[A-Z]{2})[^a-z\"“«„'‘\s][^a-z]*$)",
+)
 
 
 def _json_after_preface(text: str) -> bool:

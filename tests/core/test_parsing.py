@@ -437,6 +437,27 @@ def test_a_writer_reply_keeps_only_the_story(reply):
     assert clean_paragraph(reply, ASKED) == PROSE
 
 
+def test_book_headings_before_the_prose_go():
+    # What a model trained on books (the demo model) writes before its prose.
+    reply = "THE OLD SEA-DOG AT THE ADMIRAL BENBOW\nCHAPTER XXV. I Strike the Jolly Roger\n" + PROSE
+    assert clean_paragraph(reply, ASKED) == PROSE
+    assert clean_paragraph("Chapter 12\n\n" + PROSE, ASKED) == PROSE
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        '"STOP!" he cried, and the lantern swung.\n' + PROSE,
+        "STOP, he thought, and the lantern swung.\n" + PROSE,
+        "Chapter 12, she said, was where the book went wrong.\n" + PROSE,
+        "A VERY old man stood in the doorway.\n" + PROSE,
+        PROSE + "\nNO ENTRY, said the sign.",
+    ],
+)
+def test_prose_that_opens_in_capitals_or_with_a_chapter_stays(prose):
+    assert clean_paragraph(prose, ASKED) == prose
+
+
 @pytest.mark.parametrize(
     "prose",
     [
