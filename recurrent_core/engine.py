@@ -130,7 +130,11 @@ class Engine:
         """
         premise = _clean_text(premise, "premise")
         fallbacks: tuple[str, ...] = ()
-        if title is None or outline is None:
+        if (title is None or outline is None) and self.backend.info.prose_only:
+            title = title or _title_from_premise(premise)
+            outline = premise if outline is None else outline
+            fallbacks = (parsing.PROSE_ONLY_BIBLE,)
+        elif title is None or outline is None:
             bible = await self._ask_structured("bible", self._bible_prompt(premise, genre))
             parsed = parsing.parse_bible(bible.text or "", cut_off=bible.cut_off)
             fallbacks_list = []
@@ -245,32 +249,16 @@ class Engine:
                 )
 
         yield PhaseChanged("remembering")
-        # A finished paragraph is worth keeping even if these calls fail for good: the
-        # resolver then keeps the old memory or derives instructions, and says so.
-        # The paragraph's embedding is computed while the model works on memory and plans.
-        paragraph_vector, memory_reply, planner_reply = await asyncio.gather(
-            asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
-            self._ask_structured(
-                "memory",
-                self._memory_prompt(story, instruction, short_term_memory, paragraph),
-                give_up_quietly=True,
-            ),
-            self._ask_structured(
-                "planner",
-                self._planner_prompt(story, short_term_memory, paragraph),
-                give_up_quietly=True,
-            ),
-        )
-        usage = usage + memory_reply.usage + planner_reply.usage
-        outputs = parsing.resolve_step_outputs(
-            memory_reply=memory_reply.text,
-            planner_reply=planner_reply.text,
-            old_memory=short_term_memory,
-            paragraph=paragraph,
-            outline=story.outline,
-            memory_cut_off=memory_reply.cut_off,
-            planner_cut_off=planner_reply.cut_off,
-        )
+        if self.backend.info.prose_only:
+            paragraph_vector = await asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0])
+            outputs = parsing.outputs_from_paragraph(
+                old_memory=short_term_memory, paragraph=paragraph, outline=story.outline
+            )
+        else:
+            paragraph_vector, outputs, memory_and_plan_usage = await self._remember_and_plan(
+                story, instruction, short_term_memory, paragraph
+            )
+            usage = usage + memory_and_plan_usage
         fallbacks = paragraph_fallbacks + outputs.fallbacks
 
         yield PhaseChanged("committing")
@@ -296,6 +284,37 @@ class Engine:
         commit.add_done_callback(lambda done: self._forget_commit(story_id, done))
         step = await asyncio.shield(commit)
         yield StepCompleted(step, usage, fallbacks)
+
+    async def _remember_and_plan(
+        self, story: Story, instruction: str, short_term_memory: str, paragraph: str
+    ) -> tuple[np.ndarray, parsing.StepOutputs, Usage]:
+        """The paragraph's embedding, and the model's new memory and three instructions."""
+        # A finished paragraph is worth keeping even if these calls fail for good: the
+        # resolver then keeps the old memory or derives instructions, and says so.
+        # The paragraph's embedding is computed while the model works on memory and plans.
+        paragraph_vector, memory_reply, planner_reply = await asyncio.gather(
+            asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
+            self._ask_structured(
+                "memory",
+                self._memory_prompt(story, instruction, short_term_memory, paragraph),
+                give_up_quietly=True,
+            ),
+            self._ask_structured(
+                "planner",
+                self._planner_prompt(story, short_term_memory, paragraph),
+                give_up_quietly=True,
+            ),
+        )
+        outputs = parsing.resolve_step_outputs(
+            memory_reply=memory_reply.text,
+            planner_reply=planner_reply.text,
+            old_memory=short_term_memory,
+            paragraph=paragraph,
+            outline=story.outline,
+            memory_cut_off=memory_reply.cut_off,
+            planner_cut_off=planner_reply.cut_off,
+        )
+        return paragraph_vector, outputs, memory_reply.usage + planner_reply.usage
 
     async def wait_for_commit(self, story_id: str) -> Step | None:
         """The step a cancelled `step` of this story was committing, once it has landed.
@@ -335,6 +354,8 @@ class Engine:
             return options[0], None
         if how == "random":
             return rng.choice(options), None
+        if self.backend.info.prose_only:
+            return options[0], "This model writes story prose only, so the first instruction was taken."
         prompt = prompts.render_prompt(
             "chooser",
             context_sections=(

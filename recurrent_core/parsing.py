@@ -157,8 +157,18 @@ INSTRUCTIONS_DERIVED = (
     "The model's next instructions could not be read, so three were derived from the new "
     "paragraph."
 )
+PROSE_ONLY_OUTPUTS = (
+    "This model writes story prose only, so the short-term memory carries the new paragraph's "
+    "first and last sentences forward and the next instructions were derived from the paragraph."
+)
+PROSE_ONLY_REASON = "(Carried forward from the paragraph: this model writes story prose only.)"
+PROSE_ONLY_BIBLE = (
+    "This model writes story prose only, so the title was taken from the premise and the "
+    "premise serves as the outline."
+)
 
 MEMORY_WORD_LIMIT = 150
+GIST_SENTENCE_WORDS = 40
 
 
 # ---- text helpers --------------------------------------------------------------------
@@ -1218,9 +1228,43 @@ def instructions_from_paragraph(paragraph: str, outline: str = "") -> tuple[str,
 
 
 def _memory_from_paragraph(paragraph: str) -> str:
-    words = _prepare(paragraph).split()
-    text = " ".join(words[:MEMORY_WORD_LIMIT])
-    return text + ("…" if len(words) > MEMORY_WORD_LIMIT else "")
+    return _first_words(_prepare(paragraph), MEMORY_WORD_LIMIT)
+
+
+def outputs_from_paragraph(*, old_memory: str, paragraph: str, outline: str = "") -> StepOutputs:
+    """The step's memory and instructions for a prose-only model, made from the paragraph.
+
+    The memory keeps a window of the story's latest events: the new paragraph's first and
+    last sentences after the old memory, whose oldest sentences go once it passes
+    MEMORY_WORD_LIMIT words (the first paragraph starts it whole).
+    """
+    if (old_memory or "").strip():
+        memory = _memory_carried_forward(old_memory, paragraph)
+    else:
+        memory = _memory_from_paragraph(paragraph)
+    first, second, third = _derived_instructions(paragraph, outline)[:3]
+    return StepOutputs(memory, PROSE_ONLY_REASON, (first, second, third), (PROSE_ONLY_OUTPUTS,))
+
+
+def _memory_carried_forward(old_memory: str, paragraph: str) -> str:
+    sentences = _sentences(_prepare(paragraph))
+    gist = " ".join(
+        _first_words(sentence, GIST_SENTENCE_WORDS)
+        for sentence in (sentences[:1] + sentences[-1:] if len(sentences) > 1 else sentences)
+    )
+    room = MEMORY_WORD_LIMIT - len(gist.split())
+    kept: list[str] = []
+    for sentence in reversed(_sentences(old_memory)):
+        room -= len(sentence.split())
+        if room < 0:
+            break
+        kept.append(sentence)
+    return " ".join([*reversed(kept), gist]).strip()
+
+
+def _first_words(text: str, limit: int) -> str:
+    words = text.split()
+    return " ".join(words[:limit]) + ("…" if len(words) > limit else "")
 
 
 def resolve_step_outputs(

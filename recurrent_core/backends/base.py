@@ -68,6 +68,9 @@ class BackendInfo:
     model: str
     supports_json_schema: bool = False
     jrt_repeats: int = 1
+    # A model trained on fiction alone (the bundled demo): it cannot summarise or plan, so the
+    # engine does not ask it to and fills the memory and instructions from the paragraph.
+    prose_only: bool = False
     extra: dict = field(default_factory=dict)
 
 

@@ -22,6 +22,9 @@ How a prompt is laid out:
   model's writer, memory and planner; the end of the line for the chooser; a blank line
   before a new "## " section for the story bible, whose outline may have paragraphs; and the
   next "\\n\\nUser:" turn for a chat model. The request's own stop strings apply as well.
+- A longyarn model whose config.json says `"prose_only": true` (what `local_lm.train` writes:
+  it learns from books alone, like the bundled demo) is never asked for memory, plans or an
+  outline; the engine fills those from the paragraph and says so (`BackendInfo.prose_only`).
 
 How it runs: the model runs on longyarn's one compute thread (`recurrent_core.compute`, shared
 with the embedder), and requests take turns (CPU inference is compute-bound; a second
@@ -372,6 +375,7 @@ class LocalBackend(ModelBackend):
         self.lm = lm
         self.tokenizer = tokenizer
         self.chat = is_chat_checkpoint(model_name, lm.extra_config) if chat is None else chat
+        prose_only = lm.extra_config.get("prose_only") is True and not self.chat
         self.max_prompt_tokens = max_prompt_tokens
         self.prefix_cache = PrefixStateCache(prefix_cache_mb * 2**20)
         self.info = BackendInfo(
@@ -379,6 +383,7 @@ class LocalBackend(ModelBackend):
             model=model_name,
             supports_json_schema=False,
             jrt_repeats=jrt_repeats,
+            prose_only=prose_only,
             extra={"chat": self.chat, "device": str(lm.device), "prefix_cache_mb": prefix_cache_mb},
         )
         self._stats = LocalBackendStats()

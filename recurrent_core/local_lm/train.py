@@ -551,7 +551,11 @@ def save_model(model: RWKV7, config: TrainConfig, data: PreparedData, results: d
         tokenizer_sha256=data.meta.get("tokenizer_sha256"), torch=torch.__version__,
         config=dataclasses.asdict(config),
     )
-    extra = {"version": 1, "ctx_len": config.ctx_len, "end_of_text_token": END_OF_TEXT, "training": training}
+    extra = {
+        "version": 1, "ctx_len": config.ctx_len, "end_of_text_token": END_OF_TEXT,
+        "prose_only": True,  # books alone: it continues prose but cannot summarise or plan
+        "training": training,
+    }
     save_own_format(weights, extra, data.tokenizer_path, out_dir, max_shard_bytes=config.max_shard_bytes)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from recurrent_core import prompts
+from recurrent_core import parsing, prompts
 from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
-from recurrent_core.backends.local import LocalBackend, ReplyBoundary, is_chat_checkpoint
+from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend, ReplyBoundary, is_chat_checkpoint
 from recurrent_core.engine import Engine, EngineConfig
 from recurrent_core.errors import InvalidInput, ModelError
-from recurrent_core.local_lm import save_own_format
+from recurrent_core.local_lm import load_checkpoint, save_own_format
 from recurrent_core.local_lm.sampling import SamplerConfig
 from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
 from recurrent_core.local_lm.tokenizer_training import train_tokenizer
@@ -30,7 +31,9 @@ STORY_TEXT = (
 )
 
 
-def write_tiny_local_model(directory: Path, *, chat: bool | None = None, seed: int = 0) -> Path:
+def write_tiny_local_model(
+    directory: Path, *, chat: bool | None = None, seed: int = 0, prose_only: bool = False
+) -> Path:
     """A longyarn model directory: 2 layers, 64 wide, a 400-token BPE, random weights."""
     template_texts = [
         path.read_text(encoding="utf-8")
@@ -40,7 +43,9 @@ def write_tiny_local_model(directory: Path, *, chat: bool | None = None, seed: i
     weights = random_rwkv7_state_dict(
         n_layer=2, n_embd=64, vocab_size=tokenizer.get_vocab_size(), head_size=32, seed=seed
     )
-    config = None if chat is None else {"chat": chat}
+    config = {} if chat is None else {"chat": chat}
+    if prose_only:
+        config["prose_only"] = True
     return save_own_format(weights, config, tokenizer, directory)
 
 
@@ -306,6 +311,34 @@ async def test_the_engine_writes_and_stores_two_steps_with_the_local_model(backe
     # Random weights write no readable memory update: the engine's fallbacks stood in.
     assert any(step.fallbacks for step in steps)
     assert backend.stats.prompt_tokens_read < backend.stats.prompt_tokens  # the cache helped
+
+
+async def test_a_prose_only_model_is_asked_for_paragraphs_alone(tmp_path, store, embedder):
+    # What the bundled demo model is: it cannot summarise or plan, so it is not asked to.
+    directory = write_tiny_local_model(tmp_path / "books-only", prose_only=True)
+    backend = LocalBackend.load(directory)
+    try:
+        sampling = {role: Sampling(max_tokens=24, seed=1) for role in ("bible", "writer", "memory", "planner")}
+        engine = Engine(store, backend, embedder, EngineConfig(sampling=sampling))
+        story, story_fallbacks = await engine.start_story("A fox learns to read.", "fable")
+        completed = [await engine.run_step(story.id) for _ in range(3)]
+        choice = await engine.choose_instruction(completed[-1].step, "model", random.Random(0))
+    finally:
+        await backend.aclose()
+
+    assert backend.stats.requests == 3, "one writer request a paragraph, nothing else"
+    assert story.outline == "A fox learns to read." and "prose only" in story_fallbacks[0]
+    first, second, third = (event.step for event in completed)
+    assert first.short_term_memory.split()[:5] == first.paragraph.split()[:5]
+    assert third.short_term_memory != second.short_term_memory, "the memory moves with the story"
+    assert len(set(third.next_instructions)) == 3
+    assert all(parsing.PROSE_ONLY_OUTPUTS in event.fallbacks for event in completed)
+    assert choice[0] == third.next_instructions[0] and "prose only" in choice[1]
+
+
+def test_the_bundled_demo_model_is_prose_only_and_other_models_are_not(tiny_model_dir):
+    assert load_checkpoint(DEMO_MODEL_DIR).extra_config.get("prose_only") is True
+    assert load_checkpoint(tiny_model_dir).extra_config.get("prose_only") is None
 
 
 def test_a_base_model_paragraph_is_not_cut_at_an_early_heading():

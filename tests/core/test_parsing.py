@@ -9,6 +9,7 @@ from recurrent_core.parsing import (
     describe_problem,
     ends_mid_sentence,
     instructions_from_paragraph,
+    outputs_from_paragraph,
     parse_bible,
     parse_choice,
     parse_instructions,
@@ -16,6 +17,7 @@ from recurrent_core.parsing import (
     resolve_step_outputs,
     trim_to_last_sentence,
 )
+from recurrent_core.parsing import MEMORY_WORD_LIMIT, PROSE_ONLY_OUTPUTS
 from recurrent_core.prompts import completion_cue
 
 MEMORY = "Mara holds the brass key. Tomas follows her to the lighthouse."
@@ -337,6 +339,23 @@ def test_an_unreadable_memory_keeps_the_old_one_and_says_so():
     assert outputs.fallbacks == (
         "The model's memory update could not be read, so the previous short-term memory was kept.",
     )
+
+
+def test_a_prose_only_model_s_memory_is_a_window_over_the_latest_paragraphs():
+    memory = ""
+    paragraphs = [
+        f"Day {day} began at the harbour. " + "The nets were mended slowly. " * 30 + f"Night {day} fell."
+        for day in range(1, 8)
+    ]
+    for day, paragraph in enumerate(paragraphs, 1):
+        outputs = outputs_from_paragraph(old_memory=memory, paragraph=paragraph, outline="")
+        memory = outputs.short_term_memory
+        assert len(memory.split()) <= MEMORY_WORD_LIMIT + 1
+        if day > 1:
+            assert memory.endswith(f"Day {day} began at the harbour. Night {day} fell.")
+    assert "Day 7 began" in memory and "Day 6 began" in memory and "Day 1 began" not in memory
+    assert len(set(outputs.instructions)) == 3
+    assert outputs.fallbacks == (PROSE_ONLY_OUTPUTS,)
 
 
 def test_a_failed_memory_call_at_the_story_start_begins_from_the_paragraph():

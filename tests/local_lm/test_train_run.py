@@ -72,6 +72,7 @@ def test_run_writes_a_loadable_model_directory_with_held_out_figures(data_dir, t
     assert config["format"] == "longyarn-rwkv7" and config["version"] == 1
     assert (config["n_layer"], config["n_embd"], config["head_size"], config["vocab_size"]) == (2, 32, 8, 300)
     assert config["ctx_len"] == 32
+    assert config["prose_only"] is True, "books alone: the engine must not ask it to plan"
     assert config["training"]["seed"] == 7 and config["training"]["steps"] == 8
     assert config["training"]["tokens_seen"] == 8 * 4 * 32
 
