@@ -155,7 +155,7 @@ class Engine:
                         "The model's outline was cut off by its length limit, so the part that "
                         "arrived is the outline."
                     )
-            fallbacks = tuple(fallbacks_list)
+            fallbacks = tuple(fallbacks_list) + self.backend.take_notices()
         story = await asyncio.to_thread(
             self.store.create_story,
             title=title.strip(),
@@ -259,7 +259,7 @@ class Engine:
                 story, instruction, short_term_memory, paragraph
             )
             usage = usage + memory_and_plan_usage
-        fallbacks = paragraph_fallbacks + outputs.fallbacks
+        fallbacks = paragraph_fallbacks + outputs.fallbacks + self.backend.take_notices()
 
         yield PhaseChanged("committing")
         new_step = NewStep(

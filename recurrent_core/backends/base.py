@@ -83,6 +83,11 @@ class ModelBackend(abc.ABC):
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield chunks of the reply. Cancelling the consuming task stops generation."""
 
+    def take_notices(self) -> tuple[str, ...]:
+        """Sentences for the user about settings the backend had to leave out since the last
+        call (each said once); the engine adds them to the step's fallbacks."""
+        return ()
+
     def count_tokens(self, text: str) -> int:
         """A token count for the context viewer; backends with a tokenizer override this."""
         return max(1, len(text) // 4) if text else 0

@@ -41,6 +41,8 @@ OPTIONAL_PARAMETERS = (
     "stream_options", "seed", "top_p", "top_k", "presence_penalty", "frequency_penalty", "stop",
     "temperature",  # OpenAI's reasoning models accept only their default
 )
+# Of those, the ones a person sets (Settings → sampling): dropping one is said, not only logged.
+USER_SETTINGS = frozenset({"seed", "top_p", "top_k", "presence_penalty", "frequency_penalty", "temperature"})
 _UNSUPPORTED_WORDS = (
     "unsupported", "not supported", "unrecognized", "unknown", "extra inputs", "extra_forbidden",
     "not permitted", "not allowed", "unexpected",
@@ -97,6 +99,7 @@ class OpenAIBackend(ModelBackend):
         self._api_key = api_key
         self._use_max_completion_tokens = False
         self._dropped_parameters: set[str] = set()  # optional parameters this server refused
+        self._notices: list[str] = []  # what the user has not been told yet (take_notices)
         self._jitter = random.Random()
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=0
@@ -167,6 +170,12 @@ class OpenAIBackend(ModelBackend):
                     # accept (stream_options, seed, penalties ...): drop it for this server.
                     self._dropped_parameters.add(rejected)
                     log.info("%s refuses %r; asking without it", self._shown_url, rejected)
+                    if rejected in USER_SETTINGS:
+                        self._notices.append(
+                            f"The server at {self._shown_url} does not accept the {rejected} "
+                            "setting, so longyarn now asks it without that setting; your value "
+                            "has no effect with this server."
+                        )
                     attempt -= 1
                     continue
                 if use_schema and _rejects_json_schema(error):
@@ -188,6 +197,10 @@ class OpenAIBackend(ModelBackend):
                     self._shown_url, _describe(error), delay, attempt + 1, self.max_attempts,
                 )
                 await asyncio.sleep(delay)
+
+    def take_notices(self) -> tuple[str, ...]:
+        notices, self._notices = tuple(self._notices), []
+        return notices
 
     def _arguments(
         self, request: GenerationRequest, messages: list[dict], use_schema: bool

@@ -303,6 +303,11 @@ async def test_a_server_that_refuses_an_optional_parameter_is_asked_without_it_a
 
     assert first == second != ""
     assert [parameter in sent for sent in server.requests] == [True, False, False]
+    # The user set a seed and is told it has no effect; stream_options is no setting of theirs.
+    notices = backend.take_notices()
+    assert len(notices) == (1 if parameter == "seed" else 0)
+    assert all("seed setting" in notice for notice in notices)
+    assert backend.take_notices() == ()
 
 
 async def test_a_refused_value_is_an_error_and_the_parameter_is_still_sent_afterwards(server):

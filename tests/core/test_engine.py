@@ -176,6 +176,23 @@ async def test_unreadable_memory_is_repaired_then_falls_back_to_the_old_memory(s
     assert store.get_step(completed.step.id).fallbacks == completed.fallbacks
 
 
+async def test_a_setting_the_server_refuses_is_named_once_in_the_step_that_met_it(store, embedder):
+    from recurrent_core.backends.base import Sampling
+
+    sampling = {role: Sampling(seed=7) for role in ("bible", "writer", "memory", "planner")}
+    with ScriptedServer(rejected_parameters=("seed",)) as strict_server:
+        engine = make_engine(store, strict_server, embedder, sampling=sampling)
+        story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+        first = (await collect(engine, story.id))[-1]
+        second = (await collect(engine, story.id))[-1]
+
+    refused = [sentence for sentence in first.fallbacks if "does not accept the seed setting" in sentence]
+    assert len(refused) == 1, first.fallbacks
+    assert store.get_step(first.step.id).fallbacks == first.fallbacks
+    assert not any("seed" in sentence for sentence in second.fallbacks), "said once, not every step"
+    assert second.step.paragraph, "the steps are written without the setting"
+
+
 async def test_servers_without_structured_output_get_labelled_text(store, embedder):
     with ScriptedServer(json_schema_supported=False) as plain_server:
         engine = make_engine(store, plain_server, embedder)
