@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from textual import events
+from textual import events, messages
 from textual.app import App
 from textual.binding import Binding
 
@@ -23,6 +23,11 @@ from .screens import LibraryScreen, ReadingScreen, RefusedScreen, WelcomeScreen
 from .text import DEFAULT_ACTION_CHARS
 
 log = logging.getLogger(__name__)
+
+# A browser session ends when its page goes away (a reload, a closed tab, a lost connection):
+# a paragraph being written then gets this long to finish and be stored before the session
+# closes. A reader quitting in a terminal stops it at once, as Escape does.
+LEAVING_PAGE_FINISH_S = 120.0
 
 
 class ReaderApp(App[None]):
@@ -58,6 +63,13 @@ class ReaderApp(App[None]):
         self.action_chars = action_chars
         self.in_browser = in_browser
         self.reader: Reader | None = None
+
+    async def on_exit_app(self, event: messages.ExitApp) -> None:
+        # Runs before App's own handler, which closes the app.
+        if self.in_browser:
+            for screen in self.screen_stack:
+                if isinstance(screen, ReadingScreen):
+                    await screen.settle_writing(LEAVING_PAGE_FINISH_S)
 
     def get_default_screen(self) -> LibraryScreen:
         return LibraryScreen()

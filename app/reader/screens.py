@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -274,6 +275,15 @@ class ReadingScreen(Screen):
         self.session: ReadingSession | None = None
         self.choices: list[Choice] = []
         self.step_worker: Worker | None = None
+        self._step_settled: asyncio.Event | None = None  # set once the move is stored or over
+
+    async def settle_writing(self, timeout_s: float) -> None:
+        """Let a paragraph being written finish and be stored (at most `timeout_s`), so that a
+        reader whose page went away finds it, and their place moved to it, when they return."""
+        if not self.generating or self._step_settled is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._step_settled.wait(), timeout_s)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="reading-header", classes="screen-title", markup=False)
@@ -426,6 +436,7 @@ class ReadingScreen(Screen):
 
     def _start(self, choice: Choice | None, action: str | None) -> None:
         self.generating = True
+        self._step_settled = asyncio.Event()
         self.step_worker = self.run_move(choice, action)
 
     @work(exclusive=True, group="reader-step", exit_on_error=False)
@@ -452,6 +463,8 @@ class ReadingScreen(Screen):
                         self.passage.streaming.begin()
                     self._status(WRITING_WORDS.get(event.phase, "…") + "  (Escape stops it)")
                 elif isinstance(event, StepCompleted):
+                    # Stored, and the reader's place moved to it (ReadingSession._write).
+                    self._settled()
                     self.passage.streaming.end()
         except asyncio.CancelledError:
             if self.is_attached:
@@ -468,9 +481,14 @@ class ReadingScreen(Screen):
             self.action_input.value = ""
             await self._moved(before, streamed)
         finally:
+            self._settled()
             self.generating = False
             if self.is_attached:
                 self.choice_list.focus()
+
+    def _settled(self) -> None:
+        if self._step_settled is not None:
+            self._step_settled.set()
 
     async def _moved(self, before, streamed: bool = False) -> None:  # noqa: ANN001
         """Show the session's new position: one more paragraph, or a different path."""

@@ -7,6 +7,7 @@ renderer, which draws the same terminal buffer as text in `.xterm-rows`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,11 +15,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.app.test_tui import PARAGRAPHS, seed_story
+from tests.scripted_server import Reply, story_responder
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -85,14 +88,15 @@ def wait_for_text(page, text: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def test_a_reader_in_a_browser_makes_a_choice_and_reads_the_next_paragraph(store, server, embedder, db_path):
+@contextlib.contextmanager
+def reading_room(db_path, model_server) -> Iterator[tuple[object, int, list[str]]]:
+    """`longyarn read --serve` on a free port with headless Chromium: (page, port, addresses
+    the page tried to reach elsewhere, which were refused)."""
     sync_playwright = _browser_or_skip()
-    story = seed_story(store, embedder, PARAGRAPHS[:1], title="The Salt Marsh Key")
-    store.update_story(story.id, readable=True, reader_may_extend=True)
     port = _free_port()
     serve = (
         "from app.settings import Settings; from app.reader.web import serve_reader; "
-        f"serve_reader(Settings(db={str(db_path)!r}, backend='openai', base_url={server.base_url!r}, "
+        f"serve_reader(Settings(db={str(db_path)!r}, backend='openai', base_url={model_server.base_url!r}, "
         f"model='scripted-model'), port={port})"
     )
     process = subprocess.Popen(
@@ -115,33 +119,73 @@ def test_a_reader_in_a_browser_makes_a_choice_and_reads_the_next_paragraph(store
                     route.abort()
 
             page.route("**/*", only_this_server)
-            page.goto(f"http://127.0.0.1:{port}/")
-            assert "reader=" in page.url  # a fresh reader link, to bookmark
-
-            wait_for_text(page, "What should the stories call you?")
-            page.click(".xterm")
-            page.keyboard.type("Ada")
-            page.keyboard.press("Enter")
-            wait_for_text(page, "The Salt Marsh Key")
-            page.keyboard.press("Enter")
-            wait_for_text(page, "Mara came home on the last ferry")
-            wait_for_text(page, "What happens next?")
-            page.keyboard.press("2")  # "Tobias tells the truth about the fire"
-
-            deadline = time.monotonic() + 30
-            written = []
-            while not written and time.monotonic() < deadline:
-                written = [
-                    s for s in store.branch(story.id, _newest_step_id(db_path)) if s.branch_owner
-                ]
-                time.sleep(0.1)
-            assert written, "no paragraph was written for the reader"
-            first_words = " ".join(written[0].paragraph.split()[:4])
-            wait_for_text(page, first_words)
-            assert elsewhere == []
+            yield page, port, elsewhere
             browser.close()
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def open_the_story_as_ada(page, port: int, title: str) -> None:
+    page.goto(f"http://127.0.0.1:{port}/")
+    assert "reader=" in page.url  # a fresh reader link, to bookmark
+    wait_for_text(page, "What should the stories call you?")
+    page.click(".xterm")
+    page.keyboard.type("Ada")
+    page.keyboard.press("Enter")
+    wait_for_text(page, title)
+    page.keyboard.press("Enter")
+    wait_for_text(page, "Mara came home on the last ferry")
+    wait_for_text(page, "What happens next?")
+
+
+def wait_for_readers_paragraph(store, story_id: str, db_path) -> list:
+    deadline = time.monotonic() + 30
+    written = []
+    while not written and time.monotonic() < deadline:
+        written = [s for s in store.branch(story_id, _newest_step_id(db_path)) if s.branch_owner]
+        time.sleep(0.1)
+    assert written, "no paragraph was written for the reader"
+    return written
+
+
+def test_a_reader_in_a_browser_makes_a_choice_and_reads_the_next_paragraph(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS[:1], title="The Salt Marsh Key")
+    store.update_story(story.id, readable=True, reader_may_extend=True)
+    with reading_room(db_path, server) as (page, port, elsewhere):
+        open_the_story_as_ada(page, port, "The Salt Marsh Key")
+        page.keyboard.press("2")  # "Tobias tells the truth about the fire"
+        written = wait_for_readers_paragraph(store, story.id, db_path)
+        first_words = " ".join(written[0].paragraph.split()[:4])
+        wait_for_text(page, first_words)
+        assert elsewhere == []
     assert written[0].instruction == "Tobias tells the truth about the fire."
     assert store.get_story(story.id).head_step_id == story.head_step_id
+
+
+def test_a_paragraph_being_written_when_the_page_reloads_is_kept_for_the_reader(store, server, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS[:1], title="The Salt Marsh Key")
+    store.update_story(story.id, readable=True, reader_may_extend=True)
+
+    def slow_writer(request: dict) -> Reply:
+        reply = story_responder(request)
+        if request["_role"] == "writer":
+            reply.chunk_chars, reply.chunk_delay_s = 8, 0.1  # seconds of streaming
+        return reply
+
+    server.responder = slow_writer
+    with reading_room(db_path, server) as (page, port, _):
+        open_the_story_as_ada(page, port, "The Salt Marsh Key")
+        page.keyboard.press("2")
+        wait_for_text(page, "The story goes on")
+        page.reload()  # mid-paragraph: the session's process is told to quit
+
+        written = wait_for_readers_paragraph(store, story.id, db_path)
+        reader = store.reader_position(written[0].branch_owner, story.id)
+        assert reader is not None and reader.step_id == written[0].id, "their place moved to it"
+        # Back in the room, the story opens at the kept paragraph.
+        wait_for_text(page, "The Salt Marsh Key")
+        page.click(".xterm")
+        page.keyboard.press("Enter")
+        wait_for_text(page, " ".join(written[0].paragraph.split()[-4:]))
+    assert written[0].instruction == "Tobias tells the truth about the fire."
