@@ -2,7 +2,7 @@
 
     python benchmarks/local_backend.py [--checkpoint PATH] [--threads 2] [--prompt-tokens 2048]
 
-Prints four figures, each against a baseline measured in the same run:
+Prints five figures, each against a baseline measured in the same run:
 1. decode and prefill tokens/s of the model itself (`LocalLM.forward`);
 2. the prefix-state cache: a step whose prompt shares all but its last 10% with the previous
    step's, timed with the cache against the same backend without it (target: at most 0.3x),
@@ -12,7 +12,10 @@ Prints four figures, each against a baseline measured in the same run:
    the context twice (jrt_repeats=2) against once;
 4. `longyarn serve`: tokens/s through HTTP and the openai client, with the server in its own
    process as users run it, against the same generation on the backend directly (target: at
-   least 0.9x).
+   least 0.9x);
+5. a story step through the engine (writer, memory, plans, recall, SQLite) with a prose-only
+   model such as the demo, which is asked for the paragraph alone, against the same model
+   asked for its memory update and plans as well (with the engine's repair attempts).
 
 The model is --checkpoint, else the bundled demo model; without either, a model of the demo
 model's shape (6 layers, 384 wide, a 4,096-token BPE) with random weights: speed does not
@@ -45,6 +48,7 @@ from recurrent_core import prompts  # noqa: E402
 from recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
 from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
 from recurrent_core.compute import run_on_compute_thread  # noqa: E402
+from recurrent_core.engine import Engine, EngineConfig, default_sampling  # noqa: E402
 from recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
 from recurrent_core.types import ContextSection  # noqa: E402
 
@@ -303,6 +307,44 @@ def serve_figure(checkpoint_backend: LocalBackend, checkpoint: Path, threads: in
     print(f"   ratio: {ratio:.2f}x the tokens/s ({verdict} the target of at least 0.9x)")
 
 
+async def engine_step_seconds(backend: LocalBackend, workdir: Path, name: str, steps: int) -> float:
+    """Median seconds a step of a new story takes, after its first (which warms the caches)."""
+    from recurrent_core.embeddings import default_embedder
+    from storage.db import open_store
+
+    sampling = default_sampling()
+    sampling.update(LocalBackend.recommended_sampling(sampling))
+    sampling = {role: s.model_copy(update={"seed": 7}) for role, s in sampling.items()}
+    with open_store(workdir / f"{name}.db") as store:
+        engine = Engine(store, backend, default_embedder(), EngineConfig(sampling=sampling))
+        story, _ = await engine.start_story(
+            "A lighthouse keeper finds a door in the sea.", "fable", title="The Door", outline="A door."
+        )
+        await engine.run_step(story.id)
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            await engine.run_step(story.id)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def prose_only_figure(backend: LocalBackend, workdir: Path, steps: int) -> None:
+    print("5. A story step through the engine (writer, memory, plans, recall, SQLite)")
+    if not backend.info.prose_only:
+        print("   skipped: this model is not prose-only, so the engine asks it for everything")
+        return
+    prose_only = asyncio.run(engine_step_seconds(backend, workdir, "prose-only", steps))
+    backend.info.prose_only = False
+    try:
+        asking = asyncio.run(engine_step_seconds(backend, workdir, "asking", steps))
+    finally:
+        backend.info.prose_only = True
+    print(f"   asked for memory and plans as well (baseline): {asking:6.2f} s a step")
+    print(f"   prose-only, paragraph alone:                   {prose_only:6.2f} s a step")
+    print(f"   ratio: {prose_only / asking:.2f}x the time of a step (median of {steps})")
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -322,6 +364,8 @@ def main() -> None:
         asyncio.run(jrt_figure(backend, text, args.repeats))
         print()
         serve_figure(backend, checkpoint, args.threads, args.decode_tokens, args.repeats)
+        print()
+        prose_only_figure(backend, Path(workdir), steps=max(3, args.repeats))
         backend.close()
 
 
