@@ -6,6 +6,7 @@ Endpoints: `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completio
 streaming (server-sent events, with `stream_options.include_usage`) or not, with usage
 counts. Any OpenAI client works, longyarn's own included (`--base-url http://127.0.0.1:8000/v1`).
 
+- A parameter sent as null takes its default, as OpenAI does.
 - Bad parameters get HTTP 400 with OpenAI's error body
   `{"error": {"message", "type": "invalid_request_error", "param", "code"}}`: an unknown model,
   values out of range, n above 1, tools, logprobs, JSON modes, malformed messages, a prompt
@@ -13,7 +14,8 @@ counts. Any OpenAI client works, longyarn's own included (`--base-url http://127
 - The model serves one request at a time (CPU inference is compute-bound); up to
   `max_waiting` more wait their turn, and any beyond get HTTP 503 with an OpenAI-style body
   and a Retry-After header.
-- A client that disconnects mid-stream stops the model within one token.
+- A client that disconnects, mid-stream or while it waits for a whole reply, stops the model
+  within one token.
 - Chat messages become RWKV's chat transcript (`System: ...`, `User: ...`, `Assistant:`) with
   blank lines inside a message collapsed, because RWKV chat models read a blank line as the
   end of a turn; the reply ends at the next "\\n\\nUser:". A last message from the assistant
@@ -42,8 +44,9 @@ from typing import Any, AsyncIterator, Callable, Iterator, Literal
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recurrent_core.backends.local import CHAT_TURN_END, LocalBackend, LocalGeneration
 from recurrent_core.errors import InvalidInput, LongyarnError
@@ -103,12 +106,22 @@ class _SamplingParameters(BaseModel):
     stop: str | list[str] | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    seed: int | None = None
+    # torch seeds its generator from a 64-bit integer; OpenAI's seed is one too.
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     logit_bias: dict[str, float] | None = None
     # Extensions (vLLM, llama.cpp and RWKV servers accept these too).
     top_k: int = Field(0, ge=0)
     penalty_decay: float = Field(1.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, body: Any) -> Any:
+        # OpenAI reads `"temperature": null` (what the openai SDK sends for temperature=None,
+        # and what many clients send for settings left unset) as "use the default".
+        if isinstance(body, dict):
+            return {key: value for key, value in body.items() if value is not None}
+        return body
 
     @field_validator("n")
     @classmethod
@@ -141,20 +154,26 @@ class _SamplingParameters(BaseModel):
 
 
 class CompletionRequest(_SamplingParameters):
-    prompt: str | list[str] | list[int]
+    prompt: str | list[int]
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
     logprobs: int | None = None
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, prompt: str | list[str] | list[int]) -> str | list[int]:
-        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+    def _one_prompt(cls, prompt: Any) -> Any:
+        # Checked before pydantic's union, whose errors would name a branch ("prompt.str:
+        # Input should be a valid string") rather than what was wrong.
+        if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
             if len(prompt) != 1:
                 raise ValueError("send one prompt per request")
-            return prompt[0]
-        return prompt
+            prompt = prompt[0]  # one text, or one list of token ids
+        if isinstance(prompt, str) or (
+            isinstance(prompt, list) and all(type(token) is int for token in prompt)
+        ):
+            return prompt
+        raise ValueError("the prompt must be a string or a list of token ids")
 
     @field_validator("echo", "suffix", "best_of", "logprobs")
     @classmethod
@@ -176,6 +195,26 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[_ContentPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, content: Any) -> Any:
+        # Checked before pydantic's union, whose error for an image part would be
+        # "content.str: Input should be a valid string".
+        if isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            raise ValueError("content must be a string or a list of text parts")
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                raise ValueError(
+                    f"this server's model reads text only, so a content part of type {kind!r} "
+                    "cannot be read; send text parts"
+                )
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a text content part needs its text as a string in 'text'")
+        return content
 
     @property
     def text(self) -> str:
@@ -299,6 +338,12 @@ def create_app(
     async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         return _validation_error(error).response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Routing's own errors (an unknown path, a wrong method, a body that is not UTF-8)
+        # would otherwise answer {"detail": ...}, which OpenAI clients cannot read.
+        return _http_error_response(request, error).response()
+
     @app.get("/v1/models")
     async def list_models() -> dict:
         return {"object": "list", "data": [_model_card(backend, created)]}
@@ -309,17 +354,18 @@ def create_app(
         return _model_card(backend, created)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         _check_model(backend, body.model)
         config = _sampler_config(backend, body, body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS)
-        return await _serve(admission, backend, body, body.prompt, config, chat=False)
+        return await _serve(admission, backend, request, body, body.prompt, config, chat=False)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(backend, body.model)
         max_tokens = body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS
         config = _sampler_config(backend, body, max_tokens)
-        return await _serve(admission, backend, body, chat_prompt(body.messages), config, chat=True)
+        prompt = chat_prompt(body.messages)
+        return await _serve(admission, backend, request, body, prompt, config, chat=True)
 
     return app
 
@@ -355,6 +401,27 @@ def _check_model(backend: LocalBackend, model: str) -> None:
         )
 
 
+_ENDPOINTS = "GET /v1/models, POST /v1/completions and POST /v1/chat/completions"
+
+
+def _http_error_response(request: Request, error: StarletteHTTPException) -> OpenAIError:
+    where = f"{request.method} {request.url.path}"
+    if error.status_code == 404:
+        message = f"There is no {where} here; nothing was done, so use {_ENDPOINTS}."
+        return OpenAIError(404, message, code="not_found")
+    if error.status_code == 405:
+        message = f"{where} is not answered here; nothing was done, so use {_ENDPOINTS}."
+        return OpenAIError(405, message, code="method_not_allowed", headers=dict(error.headers or {}))
+    if error.status_code == 400:  # the body could not be parsed (not UTF-8, say)
+        return OpenAIError(
+            400,
+            "The request body is not a JSON object; nothing was generated, so send the "
+            "parameters as JSON.",
+            code="invalid_json",
+        )
+    return OpenAIError(error.status_code, f"{where} failed: {error.detail}.", code=None)
+
+
 def _validation_error(error: RequestValidationError) -> OpenAIError:
     first = error.errors()[0] if error.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -377,20 +444,33 @@ def _validation_error(error: RequestValidationError) -> OpenAIError:
 
 
 async def _encode(backend: LocalBackend, prompt: str | list[int], param: str) -> list[int]:
+    if isinstance(prompt, str):
+        prompt_ids = await asyncio.to_thread(backend.tokenizer.encode, prompt)
+    elif any(not 0 <= token < backend.lm.vocab_size for token in prompt):
+        raise OpenAIError(
+            400,
+            f"The prompt holds token ids outside this model's vocabulary (0 to "
+            f"{backend.lm.vocab_size - 1}); nothing was generated, so send text instead.",
+            param=param,
+            code="invalid_value",
+        )
+    else:
+        prompt_ids = prompt
+    if len(prompt_ids) > backend.max_prompt_tokens:
+        # Said here rather than by the backend, whose advice (a lower context budget, a
+        # higher max_prompt_tokens) is about longyarn's settings, which a client cannot change.
+        raise OpenAIError(
+            400,
+            f"The prompt is {len(prompt_ids):,} tokens long, more than the "
+            f"{backend.max_prompt_tokens:,} this server's model reads; nothing was generated, "
+            "so send a shorter prompt.",
+            param=param,
+            code="context_length_exceeded",
+        )
     try:
-        if isinstance(prompt, str):
-            return await asyncio.to_thread(backend.encode_prompt, prompt)
-        if any(not 0 <= token < backend.lm.vocab_size for token in prompt):
-            raise OpenAIError(
-                400,
-                f"The prompt holds token ids outside this model's vocabulary (0 to "
-                f"{backend.lm.vocab_size - 1}); nothing was generated, so send text instead.",
-                param=param,
-                code="invalid_value",
-            )
-        return backend.check_prompt_ids(prompt)
+        return backend.check_prompt_ids(prompt_ids)
     except InvalidInput as error:
-        raise OpenAIError(400, str(error), param=param, code="context_length_exceeded") from error
+        raise OpenAIError(400, str(error), param=param, code="invalid_value") from error
 
 
 def _sampler_config(backend: LocalBackend, body: _SamplingParameters, max_tokens: int) -> SamplerConfig:
@@ -415,6 +495,7 @@ def _sampler_config(backend: LocalBackend, body: _SamplingParameters, max_tokens
 async def _serve(
     admission: _Admission,
     backend: LocalBackend,
+    request: Request,
     body: _SamplingParameters,
     prompt: str | list[int],
     config: SamplerConfig,
@@ -435,12 +516,14 @@ async def _serve(
     if body.stream:
         return _AdmittedStream(_stream_events(generation, header, chat, body.include_usage), leave)
     try:
-        text = await generation.text()
+        text = await _text_unless_disconnected(generation, request)
     except LongyarnError as error:
         raise OpenAIError(500, str(error), type="server_error", code="model_error") from error
     finally:
         await generation.aclose()
         leave()
+    if text is None:  # the client went away; the model has stopped and nobody reads this
+        return Response(status_code=499)
     finish_reason = _FINISH_REASONS.get(generation.finish_reason or "", "stop")
     if chat:
         choice = {
@@ -457,6 +540,33 @@ async def _serve(
         "choices": [choice],
         "usage": _usage(generation),
     }
+
+
+async def _text_unless_disconnected(generation: LocalGeneration, request: Request) -> str | None:
+    """The whole reply, or None if the client disconnected first (the model is stopped then).
+
+    A reply that is not streamed sends nothing until it is done, so nothing else notices a
+    client that timed out: the model would write all of max_tokens for nobody, and the
+    client's retries would queue behind it.
+    """
+    reading = asyncio.ensure_future(generation.text())
+    watching = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((reading, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not reading.done():
+            reading.cancel()  # stops the model within a token (LocalGeneration)
+        await asyncio.wait((reading, watching))  # both end; the model is free after this
+    if reading.cancelled():
+        return None
+    return reading.result()
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body was read already, so the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _stream_events(

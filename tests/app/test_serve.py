@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 import torch
@@ -102,6 +103,7 @@ def test_chat_completions_whole_and_streamed_agree_and_count_tokens(client, back
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"seed": 2**64}, "seed"),  # beyond the 64 bits a generator's seed has
     ],
 )
 def test_bad_parameters_get_a_400_with_an_openai_error_body(client, change, param):
@@ -113,6 +115,55 @@ def test_bad_parameters_get_a_400_with_an_openai_error_body(client, change, para
     assert error["param"] == param
     assert error["message"].endswith(".")
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_parameters_sent_as_null_take_their_defaults(client):
+    # The openai SDK sends an explicit None as null, as many clients do for unset settings.
+    reply = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=MESSAGES, max_tokens=3, temperature=None, top_p=None, n=None,
+        presence_penalty=None, frequency_penalty=None, stream=None, seed=None,
+    )
+
+    assert b'"temperature":null' in reply.http_request.content
+    completion = reply.parse()
+    assert completion.choices[0].message.content and completion.usage.completion_tokens >= 1
+
+
+def test_content_the_model_cannot_read_is_named_in_the_error(client):
+    image = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": image}], max_tokens=4)
+
+    error = raised.value.response.json()["error"]
+    assert error["param"] == "messages"
+    assert "'image_url'" in error["message"] and "text only" in error["message"]
+    assert ".str" not in error["message"]
+
+
+def test_a_batch_of_one_token_id_list_is_one_prompt(client):
+    as_batch = client.completions.create(model=MODEL, prompt=[[5, 6, 7]], max_tokens=3, seed=1)
+    as_list = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=3, seed=1)
+
+    assert as_batch.choices[0].text == as_list.choices[0].text
+    assert as_batch.usage.prompt_tokens == 3
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model=MODEL, prompt=[[5, 6], [7]], max_tokens=3)
+    assert "one prompt per request" in raised.value.response.json()["error"]["message"]
+
+
+def test_paths_and_methods_not_served_get_an_openai_error_naming_the_endpoints(client, base_url):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.embeddings.create(model=MODEL, input="a fox")
+    error = raised.value.response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "not_found"
+    assert "POST /v1/embeddings" in error["message"] and "/v1/chat/completions" in error["message"]
+
+    wrong_method = httpx.get(f"{base_url}/chat/completions")
+    assert wrong_method.status_code == 405
+    assert "GET /v1/chat/completions" in wrong_method.json()["error"]["message"]
+    not_utf8 = httpx.post(f"{base_url}/completions", content=b'{"prompt": "\xff"}',
+                          headers={"content-type": "application/json"})
+    assert not_utf8.status_code == 400 and not_utf8.json()["error"]["code"] == "invalid_json"
 
 
 def test_an_unknown_model_gets_a_404_naming_the_model_served(client):
@@ -131,7 +182,11 @@ def test_a_prompt_over_the_model_limit_gets_a_400(model_dir):
         with running_server(create_app(backend)) as url, openai.OpenAI(base_url=url, api_key="x", max_retries=0) as client:
             with pytest.raises(openai.BadRequestError) as raised:
                 client.completions.create(model=MODEL, prompt="The fox said " * 10, max_tokens=4)
-        assert raised.value.response.json()["error"]["code"] == "context_length_exceeded"
+        error = raised.value.response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+        # What a client can do about it, not longyarn's own settings.
+        assert "send a shorter prompt" in error["message"]
+        assert "max_prompt_tokens" not in error["message"]
     finally:
         backend.close()
 
@@ -157,6 +212,19 @@ def test_requests_beyond_the_queue_get_a_503_and_a_dropped_stream_frees_the_mode
         assert backend.stats.completion_tokens < 20000
         reply = client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
         assert reply.usage.completion_tokens >= 1
+
+
+def test_a_client_that_gives_up_on_a_whole_reply_stops_the_model(backend, base_url, client):
+    impatient = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=1)
+    with impatient, pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(
+            model=MODEL, prompt="Once", max_tokens=20000, extra_body={"ignore_eos": True}
+        )
+
+    # The model serves one request at a time, so this one runs after the abandoned one ended.
+    reply = client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
+    assert reply.usage.completion_tokens >= 1
+    assert backend.stats.completion_tokens < 20000  # not all of max_tokens, for nobody
 
 
 async def test_the_engine_writes_a_story_through_the_server(base_url, store, embedder):
