@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
+from recurrent_core import parsing
 from recurrent_core.engine import Engine
 from recurrent_core.errors import InvalidInput
 from recurrent_core.types import StepCompleted
@@ -48,6 +49,16 @@ class Reporter:
 
     def __init__(self, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, quiet: bool = False):
         self.stdout, self.stderr, self.quiet = stdout, stderr, quiet
+        self._model_fallbacks_told: set[str] = set()
+
+    def fallback(self, where: str, sentence: str) -> None:
+        """A fallback a step took; one that describes the model (`parsing.MODEL_FALLBACKS`,
+        such as a prose-only model's) is said once a run, not with every paragraph."""
+        if sentence in parsing.MODEL_FALLBACKS:
+            if sentence in self._model_fallbacks_told:
+                return
+            self._model_fallbacks_told.add(sentence)
+        self.progress(f"{where} fallback: {sentence}")
 
     def story(self, story_id: str) -> None:
         print(f"story {story_id}", file=self.stdout, flush=True)
@@ -80,7 +91,7 @@ async def write_novel(
     else:
         story, fallbacks = await engine.start_story(job.premise or "", job.genre)
         for sentence in fallbacks:
-            reporter.progress(f"[{story.id}] fallback: {sentence}")
+            reporter.fallback(f"[{story.id}]", sentence)
     reporter.story(story.id)
     if on_story:
         on_story(story.id)
@@ -117,12 +128,12 @@ async def _write_paragraphs(
         head = branch[-1] if branch else None
         instruction, fallback = await next_instruction(engine, story_id, head, done, choose, seed)
         if fallback:
-            reporter.progress(f"[{story_id}] fallback: {fallback}")
+            reporter.fallback(f"[{story_id}]", fallback)
         completed: StepCompleted = await engine.run_step(story_id, instruction)
         done += 1
         branch.append(completed.step)
         for sentence in completed.fallbacks:
-            reporter.progress(f"[{story_id}] paragraph {done} fallback: {sentence}")
+            reporter.fallback(f"[{story_id}] paragraph {done}", sentence)
         reporter.progress(f"[{story_id}] paragraph {done}/{paragraphs} saved")
         # The database holds every paragraph already; the file is refreshed now and then so it
         # can be read while the novel grows, without rewriting it whole after every paragraph.

@@ -355,7 +355,7 @@ class Engine:
         if how == "random":
             return rng.choice(options), None
         if self.backend.info.prose_only:
-            return options[0], "This model writes story prose only, so the first instruction was taken."
+            return options[0], parsing.PROSE_ONLY_CHOICE
         prompt = prompts.render_prompt(
             "chooser",
             context_sections=(
@@ -605,7 +605,20 @@ def _clean_text(text: str, what: str, limit: int | None = None) -> str:
     return text
 
 
+# Words a title does not end on ("A fox learns to read and" reads as cut off).
+_TITLE_TRAILING_WORDS = frozenset(
+    "a an the and or but nor so to of in on at by for from with as that who which whose when "
+    "where while into onto his her its their my your our".split()
+)
+
+
 def _title_from_premise(premise: str) -> str:
-    words = premise.split()
-    title = " ".join(words[:6]).rstrip(".,;:!?")
+    """The premise's first clause (unless it is a name alone), up to eight words, not ending on
+    "and", "the" and the like."""
+    premise = re.sub(r"[\"“”]", "", premise).strip()
+    first_clause = re.split(r"[.,;:!?()—–]|\s-\s", premise, maxsplit=1)[0]
+    words = (first_clause if len(first_clause.split()) >= 3 else premise).split()[:8]
+    while len(words) > 2 and words[-1].lower().rstrip(".,;:!?") in _TITLE_TRAILING_WORDS:
+        words.pop()
+    title = " ".join(words).rstrip(".,;:!?—–- ")
     return title[:1].upper() + title[1:] if title else "Untitled"

@@ -166,6 +166,10 @@ PROSE_ONLY_BIBLE = (
     "This model writes story prose only, so the title was taken from the premise and the "
     "premise serves as the outline."
 )
+PROSE_ONLY_CHOICE = "This model writes story prose only, so the first instruction was taken."
+# Fallbacks that describe the model rather than one step: front ends say each once, since
+# the same sentence after every paragraph would bury the story it is about.
+MODEL_FALLBACKS = frozenset({PROSE_ONLY_OUTPUTS, PROSE_ONLY_BIBLE, PROSE_ONLY_CHOICE})
 
 MEMORY_WORD_LIMIT = 150
 GIST_SENTENCE_WORDS = 40
@@ -1164,6 +1168,8 @@ def _names(paragraph: str) -> list[str]:
         for index, match in enumerate(_WORD.finditer(sentence)):
             word = re.sub(r"['’]s$", "", match.group("word"))
             if index == 0 or match.group("before") or not word[0].isupper() or word in _NOT_NAMES:
+                continue
+            if len(word) > 1 and word.isupper():  # a heading or a shout ("THE HISPANIOLA")
                 continue
             counts[word] += 1
             first_seen.setdefault(word, len(first_seen))

@@ -28,6 +28,7 @@ from textual.signal import Signal
 
 from app.export import render_story, write_atomically
 from app.settings import Settings, config_path
+from recurrent_core import parsing
 from recurrent_core.engine import Engine, EngineConfig
 from recurrent_core.errors import LongyarnError
 from recurrent_core.store import StoryStore
@@ -98,6 +99,7 @@ class LongyarnApp(App[None]):
         # Settings saved mid-step for an engine the app cannot rebuild (no factory).
         self._pending_config: EngineConfig | None = None
         self._quit_despite_unsaved = False  # a second Ctrl+Q quits even if an edit could not be stored
+        self._standing_fallbacks_told: set[str] = set()  # see `tell_fallbacks`
         if engine is None and engine_factory is None:
             self.engine_problem = "No model is configured; open the settings (F5) to choose one."
 
@@ -192,6 +194,18 @@ class LongyarnApp(App[None]):
             timeout=12,
         )
 
+    def tell_fallbacks(self, sentences: tuple[str, ...]) -> None:
+        """A notice for each fallback a step took; one that describes the model (a prose-only
+        model's memory and instructions, `parsing.MODEL_FALLBACKS`) only the first time since
+        the model was chosen: with every paragraph, several at once while keeping writing,
+        it would bury the story."""
+        for sentence in sentences:
+            if sentence in parsing.MODEL_FALLBACKS:
+                if sentence in self._standing_fallbacks_told:
+                    continue
+                self._standing_fallbacks_told.add(sentence)
+            self.notify(sentence, severity="warning", timeout=8)
+
     def open_story(self, story_id: str, *, write_first: bool = False) -> None:
         self.push_screen(WritingScreen(story_id, write_first=write_first))
 
@@ -203,6 +217,7 @@ class LongyarnApp(App[None]):
         already running finishes on the engine it began with (see `engine_in_use`).
         """
         self.settings = settings
+        self._standing_fallbacks_told.clear()  # another model: tell what it cannot do, once
         if self.engine_factory is not None:
             retiring = self.engine
             self.engine, self.engine_problem, self.model_loading = None, None, True

@@ -223,7 +223,8 @@ class StoryView(VerticalScroll, can_focus=True):
 
 
 class InstructionList(OptionList):
-    """The three instructions the planner proposed; choosing one puts it in the instruction box."""
+    """The three next instructions (the planner's, or derived from the paragraph for a prose-only
+    model); choosing one puts it in the instruction box."""
 
     BINDINGS = [
         Binding("1", "pick(0)", "Take the first instruction", show=False),

@@ -184,6 +184,27 @@ def test_several_novels_at_once_from_a_premises_file(tmp_path):
         assert len(paragraphs) == 3
 
 
+def test_the_readme_command_writes_a_story_offline_and_says_once_what_the_demo_cannot_do(tmp_path):
+    from app.settings import config_path
+    from recurrent_core.parsing import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
+
+    config_path().parent.mkdir(parents=True, exist_ok=True)
+    config_path().write_text("[sampling.writer]\nmax_tokens = 40\n")  # seconds, not minutes
+    env_without_a_model_server = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = tmp_path / "novel.md"
+    process = subprocess.run(
+        [sys.executable, "-m", "app.cli", "batch", "--premise", "A lighthouse keeper finds a door in the sea.",
+         "--genre", "fable", "--paragraphs", "3", "--out", str(out), "--db", str(tmp_path / "s.db")],
+        cwd=ROOT, env=env_without_a_model_server, capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.count(PROSE_ONLY_OUTPUTS) == 1, "said once, not with every paragraph"
+    assert process.stderr.count(PROSE_ONLY_BIBLE) == 1
+    assert "paragraph 3/3 saved" in process.stderr
+    novel = out.read_text()
+    assert novel.startswith("# A lighthouse keeper finds a door") and len(novel.split("\n\n")) >= 5
+
+
 def test_no_model_configured_gives_one_clear_sentence(tmp_path):
     code, stdout, stderr = run("batch", "--db", str(tmp_path / "x.db"), "--premise", "A cat.", "--paragraphs", "1",
                                "--backend", "openai")

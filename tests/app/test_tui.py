@@ -22,6 +22,10 @@ from app.tui.screens.library import LibraryScreen
 from app.tui.screens.settings import SettingsScreen
 from app.tui.screens.welcome import WelcomeScreen
 from app.tui.screens.writing import WritingScreen
+from recurrent_core import parsing
+from recurrent_core.backends.base import Sampling
+from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from recurrent_core.engine import Engine, EngineConfig
 from recurrent_core.errors import LongyarnError
 from recurrent_core.types import NewStep, Story
 from storage.db import open_store
@@ -449,7 +453,7 @@ async def test_keep_writing_writes_paragraph_after_paragraph_and_undo_takes_them
         dialog = await start_keep_writing(pilot)
         said = str(dialog.query_one(".dialog-text").render())
         assert said.startswith("The first paragraph follows “Tobias tells the truth about the fire.”; "
-                               "each after it follows the first instruction the model proposes")
+                               "each after it follows the first of the three next instructions")
         assert dialog.query_one("#count").value == "5"
 
         # Out of range: one sentence, and the dialog stays.
@@ -960,3 +964,81 @@ def test_make_app_treats_a_missing_config_file_as_the_first_run(store, tmp_path,
     assert make_app(store=store, settings=Settings(), keymap={}).first_run
     (tmp_path / "config.toml").write_text('model = "x"\n')
     assert not make_app(store=store, settings=Settings(), keymap={}).first_run
+
+
+# ---- the bundled demo model, which writes story prose only -----------------------------
+
+
+def demo_engine(store, embedder) -> Engine:
+    """What `longyarn write` uses with no key: the bundled demo model, which writes prose only
+    (its memory and instructions come from the paragraph). Short paragraphs, for speed."""
+    backend = LocalBackend.load(DEMO_MODEL_DIR, jrt_repeats=1)
+    assert backend.info.prose_only
+    return Engine(store, backend, embedder, EngineConfig(sampling={"writer": Sampling(max_tokens=24, seed=1)}))
+
+
+class Notices:
+    """Every notice the app has shown, however briefly: pass `look` to `wait_until` (which
+    looks every 20 ms, far more often than a notice lasts) and none is missed."""
+
+    def __init__(self, app: LongyarnApp) -> None:
+        self.app = app
+        self.seen: dict[str, str] = {}
+
+    def look(self) -> bool:
+        for notice in self.app._notifications:
+            self.seen.setdefault(notice.identity, notice.message)
+        return True
+
+    def count(self, message: str) -> int:
+        self.look()
+        return list(self.seen.values()).count(message)
+
+
+async def test_with_the_demo_model_a_new_story_does_not_say_the_model_writes_its_title(store, embedder):
+    app = build_app(store, demo_engine(store, embedder))
+    async with app.run_test(size=(100, 30)) as pilot:
+        notices = Notices(app)
+        await pilot.press("n")
+        await wait_for_screen(pilot, NewStoryDialog)
+        await pilot.press(*"fable", "enter", *"A fox learns to read and opens a library in the forest.")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: notices.look() and isinstance(app.screen, OutlineDialog),
+                         what="the title and outline to edit")
+        outline = app.screen
+        assert outline.query_one("#outline").text == "A fox learns to read and opens a library in the forest."
+        # Said once, and true: the premise gave the title and outline; no model wrote them.
+        assert notices.count(parsing.PROSE_ONLY_BIBLE) == 1
+        assert notices.count("The model is writing a title and an outline…") == 0
+
+
+async def test_with_the_demo_model_its_prose_only_notice_comes_once_not_after_every_paragraph(store, embedder):
+    story = seed_story(store, embedder, PARAGRAPHS[:1])
+    app = build_app(store, demo_engine(store, embedder), story_id=story.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        notices = Notices(app)
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: notices.look() and len(screen.story_view.steps) == 2,
+                         what="the second paragraph")
+        await wait_until(pilot, lambda: notices.look() and not screen.generating, what="the step to end")
+
+        # Keep writing names the instructions as the screen shows them: this model proposes none.
+        dialog = await start_keep_writing(pilot)
+        said = str(dialog.query_one(".dialog-text").render())
+        assert "each after it follows the first of the three next instructions" in said
+        assert "the model proposes" not in said
+        await pilot.press("backspace", "2", "enter")
+        # The run may be over by the time the keys are taken: wait for what it leaves.
+        await wait_until(
+            pilot, lambda: notices.look() and len(store.branch(story.id)) == 4 and not screen.generating,
+            what="keep writing to write two paragraphs",
+        )
+        await pilot.pause()
+
+        branch = store.branch(story.id)
+        assert len(branch) == 4 and shown_paragraphs(screen) == [s.paragraph for s in branch]
+        assert all(parsing.PROSE_ONLY_OUTPUTS in step.fallbacks for step in branch[1:])
+        # Three paragraphs, each with the same fallback: the writer is told once.
+        assert notices.count(parsing.PROSE_ONLY_OUTPUTS) == 1
+        assert status_text(screen) == "Kept writing: 2 paragraphs written and saved."

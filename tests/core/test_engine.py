@@ -193,6 +193,23 @@ async def test_a_setting_the_server_refuses_is_named_once_in_the_step_that_met_i
     assert second.step.paragraph, "the steps are written without the setting"
 
 
+@pytest.mark.parametrize(
+    ("premise", "title"),
+    [
+        ("A fox learns to read and then opens a library.", "A fox learns to read and then opens"),
+        ("In a city where it never stops raining, a detective hunts a ghost.", "In a city where it never stops raining"),
+        ("Mara, a ferrywoman, hides a key.", "Mara, a ferrywoman, hides a key"),
+        ('"Nobody leaves," the keeper says.', "Nobody leaves, the keeper says"),
+    ],
+)
+async def test_a_title_taken_from_the_premise_reads_as_a_title(store, server, embedder, premise, title):
+    server.responder = lambda request: Reply("I would rather not.")  # no title to read
+    engine = make_engine(store, server, embedder, parse_retries=0)
+    story, fallbacks = await engine.start_story(premise, "")
+    assert story.title == title
+    assert any("title was taken from the premise" in sentence for sentence in fallbacks)
+
+
 async def test_servers_without_structured_output_get_labelled_text(store, embedder):
     with ScriptedServer(json_schema_supported=False) as plain_server:
         engine = make_engine(store, plain_server, embedder)

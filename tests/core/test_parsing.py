@@ -310,6 +310,12 @@ def test_instructions_from_paragraph_use_its_last_moment_and_its_character():
     assert len({first, second, third}) == 3
 
 
+def test_a_heading_in_capitals_is_not_taken_for_a_character():
+    # The demo model writes book headings mid-paragraph; "Show how THE reacts" helps nobody.
+    paragraph = "The tide was out. THE HISPANIOLA lay at anchor, and Jim watched her. Jim waited."
+    assert "Show how Jim reacts" in instructions_from_paragraph(paragraph)[1]
+
+
 def test_instructions_from_an_empty_paragraph_are_still_three():
     instructions = instructions_from_paragraph("")
     assert len(set(instructions)) == 3 and all(instructions)

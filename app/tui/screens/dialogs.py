@@ -247,7 +247,8 @@ class NewStoryRequest:
 
 
 class NewStoryDialog(EditingDialog):
-    """A genre and a premise; the model writes the title and outline from them."""
+    """A genre and a premise; the title and outline come from them (written by the model, or
+    taken from the premise for a prose-only model), for the writer to edit before writing."""
 
     BINDINGS = [Binding("ctrl+s", "create", "Create", id="new-story-create")]
 
@@ -342,7 +343,10 @@ KEEP_WRITING_MOST = 100
 
 
 class KeepWritingDialog(Dialog):
-    """How many paragraphs to write one after another; dismisses with the number, or None."""
+    """How many paragraphs to write one after another; dismisses with the number, or None.
+
+    It names "the first of the three next instructions", not the model's proposal: a prose-only
+    model (the bundled demo) proposes none; they are derived from its paragraph."""
 
     def __init__(self, first: str | None, default: int = 5) -> None:
         """`first`: the instruction the first paragraph follows (None: the story's opening)."""
@@ -358,7 +362,7 @@ class KeepWritingDialog(Dialog):
         with Vertical(classes="dialog wide"):
             yield Label("Keep writing", classes="dialog-title")
             yield Static(
-                f"{first}; each after it follows the first instruction the model proposes, as "
+                f"{first}; each after it follows the first of the three next instructions, as "
                 "longyarn batch does. Each paragraph is saved as it lands; Escape stops.",
                 classes="dialog-text",
                 markup=False,

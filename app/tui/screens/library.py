@@ -147,13 +147,17 @@ class LibraryScreen(Screen):
 
     @work(exclusive=True, group="start-story", exit_on_error=False)
     async def start_story(self, request: NewStoryRequest) -> None:
-        """The model writes a title and outline; the writer may edit them, then the first step runs."""
+        """The model writes a title and outline (a prose-only model's come from the premise); the
+        writer may edit them, then the first step runs."""
         try:
             async with self.app.engine_in_use() as engine:
                 if engine is None:  # replaced by a model that is still loading
                     self.app.explain_no_model()
                     return
-                self.notify("The model is writing a title and an outline…", title="New story", timeout=4)
+                if not engine.backend.info.prose_only:
+                    # A prose-only model is not asked: the title and outline come from the
+                    # premise at once, and the fallback notice below says so.
+                    self.notify("The model is writing a title and an outline…", title="New story", timeout=4)
                 story, fallbacks = await engine.start_story(request.premise, request.genre)
         except LongyarnError as error:
             self.notify(str(error), title="The story was not created", severity="error", timeout=12)

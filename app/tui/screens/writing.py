@@ -589,8 +589,7 @@ class WritingScreen(Screen):
             # Used up; words typed meanwhile (say, to take over from Keep writing) stay.
             self.instruction_input.value = ""
         await self._load_position(step)
-        for sentence in event.fallbacks:
-            self.notify(sentence, severity="warning", timeout=8)
+        self.app.tell_fallbacks(event.fallbacks)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
     async def _after_cancel(self, head_before: str | None, committing_engine: Engine | None) -> bool:
