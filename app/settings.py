@@ -112,9 +112,11 @@ class Settings(BaseSettings):
         if self.resolved_backend() == "openai":
             where = self.base_url or "api.openai.com"
             return f"Model: {self.model or 'gpt-4o-mini'} via the OpenAI-compatible server at {where}."
+        # The demo writes prose only (see recurrent_core.backends.local): say so where it is named.
         which = self.checkpoint or "the bundled demo model"
+        kind = "local RWKV-7" if self.checkpoint else "local RWKV-7, demo quality, story prose only"
         return (
-            f"Model: {which} (local RWKV-7). For a stronger model set OPENAI_API_KEY, "
+            f"Model: {which} ({kind}). For a stronger model set OPENAI_API_KEY, "
             "or pass --base-url URL --model NAME for an OpenAI-compatible server."
         )
 

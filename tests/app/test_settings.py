@@ -33,6 +33,12 @@ def test_openai_variables_are_honoured_and_pick_the_backend(monkeypatch):
     assert load_settings(backend="local").resolved_backend() == "local"
 
 
+def test_the_model_line_says_the_demo_writes_prose_only_and_names_another_checkpoint_plainly(tmp_path):
+    assert "story prose only" in load_settings().describe_model()
+    other = load_settings(checkpoint=str(tmp_path / "rwkv7-g1a-1.5b.pth")).describe_model()
+    assert "rwkv7-g1a-1.5b.pth" in other and "prose only" not in other
+
+
 def test_the_api_key_is_never_shown(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-key-123")
     settings = load_settings()
