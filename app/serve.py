@@ -387,7 +387,17 @@ def _as_backend(backend_or_lm: Any, tokenizer: Any | None, model_name: str | Non
 
 
 def _model_card(backend: LocalBackend, created: int) -> dict:
-    return {"id": backend.info.model, "object": "model", "created": created, "owned_by": "longyarn"}
+    return {
+        "id": backend.info.model, "object": "model", "created": created, "owned_by": "longyarn",
+        # What longyarn's own client (ServedLocalBackend) needs to lay out prompts and end
+        # replies as the model does in process; other clients ignore it.
+        "longyarn": {
+            "chat": backend.chat,
+            "prose_only": backend.info.prose_only,
+            "jrt_repeats": backend.info.jrt_repeats,
+            "max_prompt_tokens": backend.max_prompt_tokens,
+        },
+    }
 
 
 def _check_model(backend: LocalBackend, model: str) -> None:
@@ -641,7 +651,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def running_server(app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> Iterator[str]:
     """Serve `app` from a background thread; yields the base URL ("http://host:port/v1").
 
-    Port 0 picks a free port. For tests and benchmarks.
+    Port 0 picks a free port. The reading room serves its shared model this way; so do tests
+    and benchmarks.
     """
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]

@@ -13,12 +13,16 @@ to xterm.js in the page. This module adds what reader mode needs on top:
 - Privacy: the access log is silenced (request lines hold tokens); the page is sent with
   `Referrer-Policy: no-referrer`, `Cache-Control: no-store` and a same-origin content policy.
 
-All sessions share one database; SQLite in WAL mode lets them read while one writes.
+All sessions share one database; SQLite in WAL mode lets them read while one writes. With the
+local model they share one copy of it too: the server loads it once and serves it to them on
+127.0.0.1 as `longyarn serve` does (`shared_local_model`), rather than each session process
+loading its own (a 1.5B model per reader would not fit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +30,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp_jinja2
 import jinja2
@@ -44,6 +48,9 @@ STORY_ENV = "LONGYARN_READER_STORY"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PAGE_TITLE = "longyarn · reading room"
 FONT_SIZES = range(8, 41)
+# Paragraphs the shared local model queues for readers before it answers "busy" (each reader
+# is also limited to a few a minute).
+SHARED_MODEL_MAX_WAITING = 64
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +233,27 @@ def serve_reader(
     from storage.db import open_store
 
     open_store(settings.db).close()  # migrate once here, not racing in every session
-    ReaderServer(
-        settings_json=settings_for_sessions(settings), host=host, port=port, story_id=story_id
-    ).serve()
+    with shared_local_model(settings) as session_settings:
+        ReaderServer(
+            settings_json=settings_for_sessions(session_settings), host=host, port=port,
+            story_id=story_id,
+        ).serve()
+
+
+@contextlib.contextmanager
+def shared_local_model(settings: Any) -> Iterator[Any]:
+    """The settings for the sessions: unchanged, except that with the local model it is loaded
+    here once and served on 127.0.0.1 while the room is open, and the sessions read it there
+    (`--backend local --base-url`)."""
+    if settings.resolved_backend() != "local" or settings.base_url:
+        yield settings
+        return
+    from app.serve import create_app, running_server
+    from recurrent_core.backends.local import LocalBackend
+
+    backend = LocalBackend.from_settings(settings)
+    try:
+        with running_server(create_app(backend, max_waiting=SHARED_MODEL_MAX_WAITING)) as url:
+            yield settings.model_copy(update={"backend": "local", "base_url": url})
+    finally:
+        backend.close()

@@ -17,11 +17,10 @@ How a prompt is laid out:
 - The stream is exactly the model's continuation. For a base model the cue is not repeated
   in it; the engine's parsers read a reply without its leading label (a memory reply that
   starts with the memory itself, a planner reply that starts with the first instruction).
-- A reply ends at its role's end marker, looked for only once the reply has begun (so a
-  blank line right after the cue does not end it): one paragraph ("\\n\\n") for a base
-  model's writer, memory and planner; the end of the line for the chooser; a blank line
-  before a new "## " section for the story bible, whose outline may have paragraphs; and the
-  next "\\n\\nUser:" turn for a chat model. The request's own stop strings apply as well.
+- A reply ends at its role's end marker (`rwkv_replies`: a paragraph for a base model's
+  writer, the next "User:" turn for a chat model ...). The request's stop strings apply too.
+- `longyarn serve` serves this backend over HTTP, and `ServedLocalBackend`
+  (`recurrent_core.backends.served_local`) reads it from there with the same layout and ends.
 - A longyarn model whose config.json says `"prose_only": true` (what `local_lm.train` writes:
   it learns from books alone, like the bundled demo) is never asked for memory, plans or an
   outline; the engine fills those from the paragraph and says so (`BackendInfo.prose_only`).
@@ -44,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -63,6 +61,13 @@ from ..local_lm.state import RecurrentState
 from ..local_lm.tokenizer import Tokenizer, check_matches, load_tokenizer_for
 from ..types import Usage
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend, Prompt, Sampling
+from .rwkv_replies import (  # noqa: F401  (ReplyBoundary, CHAT_TURN_END: re-exported)
+    CHAT_TURN_END,
+    ReplyBoundary,
+    is_chat_checkpoint,
+    reply_ends,
+    reply_min_chars,
+)
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo_model"
 DEFAULT_JRT_REPEATS = 2
@@ -86,36 +91,6 @@ MAX_SPACED_CHECKPOINTS = 16
 # Text reaches the event loop at most this often after the first piece (see _work).
 STREAM_INTERVAL_S = 1 / 60
 
-CHAT_TURN_END = "\n\nUser:"
-BASE_WRITER_MIN_CHARS = 400
-_BASE_MODEL_REPLY_ENDS: dict[str, tuple[str, ...]] = {
-    "writer": ("\n\n",),
-    "memory": ("\n\n",),
-    "planner": ("\n\n",),
-    "chooser": ("\n",),
-    "bible": ("\n\n## ", "\n\n\n"),
-}
-_DEFAULT_BASE_REPLY_ENDS = ("\n\n## ", "\n\n\n")
-
-# RWKV-7 G1 checkpoints are named like "rwkv7-g1a-0.4b-20250905-ctx4096.pth".
-_CHAT_CHECKPOINT_NAME = re.compile(r"(?:^|[-_.\s])g1[a-z0-9]*(?:[-_.\s]|$)", re.IGNORECASE)
-
-
-def is_chat_checkpoint(name: str, extra_config: Mapping[str, Any] | None = None) -> bool:
-    """Whether a checkpoint is chat-tuned: `"chat": true` in its config, or "g1" in its name."""
-    flag = (extra_config or {}).get("chat")
-    if isinstance(flag, bool):
-        return flag
-    return bool(_CHAT_CHECKPOINT_NAME.search(Path(name).name))
-
-
-def reply_ends(role: str, chat: bool) -> tuple[str, ...]:
-    """The markers that end a reply for `role` (module docstring), for a chat or a base model."""
-    if chat:
-        return (CHAT_TURN_END,)
-    return _BASE_MODEL_REPLY_ENDS.get(role, _DEFAULT_BASE_REPLY_ENDS)
-
-
 @dataclass
 class LocalBackendStats:
     """What the backend has done since it was made (updated on the compute thread)."""
@@ -130,61 +105,6 @@ class LocalBackendStats:
     # call under way and start at most one more (it checks before every token), so
     # forward_calls - forward_calls_at_last_cancel <= 1 once the cancelled task has ended.
     forward_calls_at_last_cancel: int | None = None
-
-
-class ReplyBoundary:
-    """Passes text through until an end marker appears after the reply's first non-blank text.
-
-    Text that could be the start of a marker is held back until the next piece shows whether
-    it is one, so a marker split across tokens is still found; the marker is never emitted.
-    """
-
-    def __init__(self, markers: Sequence[str], min_chars: int = 0):
-        self._markers = tuple(m for m in markers if m)
-        self._longest = max((len(m) for m in self._markers), default=0)
-        self._min_chars = min_chars  # a marker before this much text is kept as text
-        self._emitted = 0
-        self._begun = False
-        self._held = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """(text safe to emit, whether the reply ended)."""
-        if not self._markers:
-            return text, False
-        leading = ""
-        if not self._begun:
-            content = text.lstrip()
-            if not content:
-                return text, False
-            self._begun = True
-            leading, text = text[: len(text) - len(content)], content
-        held = self._held + text
-        passed = ""
-        while True:
-            found = [(i, m) for m, i in ((m, held.find(m)) for m in self._markers) if i >= 0]
-            if not found:
-                break
-            index, marker = min(found)
-            if self._emitted + len(passed) + index >= self._min_chars:
-                self._held = ""
-                return self._emit(leading + passed + held[:index]), True
-            # Too early to end (a heading, a one-line paragraph): keep it and read on.
-            passed, held = passed + held[: index + len(marker)], held[index + len(marker) :]
-        keep = 0
-        for length in range(min(len(held), self._longest - 1), 0, -1):
-            if any(marker.startswith(held[-length:]) for marker in self._markers):
-                keep = length
-                break
-        self._held = held[len(held) - keep :]
-        return self._emit(leading + passed + held[: len(held) - keep]), False
-
-    def _emit(self, text: str) -> str:
-        self._emitted += len(text)
-        return text
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
 
 
 _FINISHED = object()
@@ -465,9 +385,7 @@ class LocalBackend(ModelBackend):
             config,
             reply_end_markers=reply_ends(prompt.role, self.chat),
             stable_head=self._stable_head(prompt, text),
-            # A base model often opens with a heading or a one-line paragraph; a story
-            # paragraph is longer than that.
-            reply_min_chars=BASE_WRITER_MIN_CHARS if prompt.role == "writer" and not self.chat else 0,
+            reply_min_chars=reply_min_chars(prompt.role, self.chat),
         )
         try:
             async for piece in generation:

@@ -68,3 +68,28 @@ def test_a_port_in_use_is_one_clear_sentence_and_no_false_open_message(tmp_path)
         f"error: The reading room could not listen on 127.0.0.1:{port} (address already in use); "
         "nothing was started; choose another --port or --host, or stop what is using it."
     ]
+
+
+async def test_the_reading_room_loads_the_local_model_once_and_its_sessions_read_it_there(store, embedder):
+    from app.models import make_backend
+    from app.reader.web import shared_local_model
+    from app.settings import Settings
+    from recurrent_core.backends.served_local import ServedLocalBackend
+    from recurrent_core.engine import Engine
+
+    settings = Settings()  # no key, no base URL: the bundled demo model
+    with shared_local_model(settings) as session_settings:
+        assert session_settings.base_url and session_settings.resolved_backend() == "local"
+        backend = make_backend(session_settings)  # what each session process builds
+        assert isinstance(backend, ServedLocalBackend) and backend.info.model == "demo_model"
+        config = session_settings.engine_config()
+        config.sampling["writer"] = config.sampling["writer"].model_copy(update={"max_tokens": 40})
+        engine = Engine(store, backend, embedder, config)
+        story, _ = await engine.start_story("A keeper finds a door in the sea.", "fable")
+        completed = await engine.run_step(story.id)
+        await backend.aclose()
+    assert store.get_step(completed.step.id).paragraph == completed.step.paragraph != ""
+
+    other = Settings(base_url="http://127.0.0.1:8000/v1", model="some-model")
+    with shared_local_model(other) as unchanged:
+        assert unchanged is other, "a model server of the host's own is used as it is"

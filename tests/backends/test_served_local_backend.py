@@ -1,0 +1,104 @@
+"""`--backend local --base-url URL`: the local model as a real `longyarn serve` serves it on
+127.0.0.1, read by `ServedLocalBackend`. It must write what the model writes in process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.serve import create_app, running_server
+from app.settings import Settings
+from app.models import make_backend
+from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
+from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from recurrent_core.backends.served_local import ServedLocalBackend
+from recurrent_core.engine import Engine, EngineConfig
+from recurrent_core.errors import LongyarnError
+from recurrent_core.types import ContextSection
+from tests.scripted_server import ScriptedServer
+
+
+@pytest.fixture(scope="module")
+def demo_served():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    backend = LocalBackend.load(DEMO_MODEL_DIR, jrt_repeats=1)
+    try:
+        with running_server(create_app(backend)) as url:
+            yield backend, url
+    finally:
+        backend.close()
+        torch.set_num_threads(previous)
+
+
+def writer_request(seed: int, max_tokens: int = 300) -> GenerationRequest:
+    prompt = Prompt(
+        role="writer",
+        system="You write a novel one paragraph at a time.",
+        task="Write the next paragraph: the keeper opens the door in the sea.",
+        context=(ContextSection("Previous paragraph", "The lamp went out at midnight.", 0),),
+    )
+    return GenerationRequest(prompt=prompt, sampling=Sampling(max_tokens=max_tokens, seed=seed, temperature=1.0))
+
+
+async def reply(backend, request) -> tuple[str, str | None]:
+    text, finish = "", None
+    async for chunk in backend.stream(request):
+        text += chunk.text
+        finish = chunk.finish_reason or finish
+    return text, finish
+
+
+async def test_the_served_model_writes_what_it_writes_in_process_and_stops_at_the_paragraph_end(demo_served):
+    in_process, url = demo_served
+    served = ServedLocalBackend(url)
+    try:
+        assert (served.info.model, served.info.prose_only, served.chat) == ("demo_model", True, False)
+        ended_early = 0
+        for seed in (1, 2, 3):
+            expected = await reply(in_process, writer_request(seed))
+            before = in_process.stats.completion_tokens
+            got = await reply(served, writer_request(seed))
+            assert got == expected, f"seed {seed}"
+            if expected[1] == "stop":
+                ended_early += 1
+                # The server's model stopped when the reply ended, not at max_tokens.
+                assert in_process.stats.completion_tokens - before < 300
+        assert ended_early, "at least one paragraph ended at its blank line"
+    finally:
+        await served.aclose()
+
+
+async def test_the_engine_writes_through_the_served_model_as_settings_choose_it(demo_served, store, embedder):
+    in_process, url = demo_served
+    settings = Settings(backend="local", base_url=url)
+    backend = make_backend(settings)
+    assert isinstance(backend, ServedLocalBackend)
+    requests_before = in_process.stats.requests
+    config = settings.engine_config()
+    config.sampling["writer"] = config.sampling["writer"].model_copy(update={"max_tokens": 60})
+    engine = Engine(store, backend, embedder, config)
+    try:
+        story, _ = await engine.start_story("A keeper finds a door in the sea.", "fable")
+        completed = [await engine.run_step(story.id) for _ in range(2)]
+    finally:
+        await backend.aclose()
+    assert [step.id for step in store.branch(story.id)] == [event.step.id for event in completed]
+    assert all(event.step.paragraph and event.step.backend == "local" for event in completed)
+    # Prose only, as in process: one request a paragraph, no memory or plan requests.
+    assert in_process.stats.requests - requests_before == 2
+    assert "longyarn serve" in settings.describe_model()
+
+
+async def test_a_server_that_is_not_longyarn_serve_or_is_not_there_is_one_sentence():
+    with ScriptedServer() as other:
+        with pytest.raises(LongyarnError, match="is not `longyarn serve`.*--backend openai"):
+            ServedLocalBackend(other.base_url)
+    with pytest.raises(LongyarnError, match="Could not read the model list of .*longyarn serve"):
+        ServedLocalBackend("http://127.0.0.1:9/v1")
+
+
+async def test_asking_for_another_model_than_the_one_served_says_which_is(demo_served):
+    _, url = demo_served
+    with pytest.raises(LongyarnError, match="serves 'demo_model', not 'rwkv7-g1a'"):
+        ServedLocalBackend(url, model="rwkv7-g1a")
