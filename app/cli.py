@@ -18,12 +18,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--db", help="database file or SQLAlchemy URL (default: the user data dir)")
     group.add_argument("--backend", choices=["openai", "local"], help="which kind of model to use")
     group.add_argument("--model", help="model name on the OpenAI-compatible server")
+    group.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     group.add_argument(
-        "--base-url",
-        help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (with --backend local: "
-        "a `longyarn serve`)",
+        "--checkpoint",
+        help="a local RWKV-7 checkpoint (.pth or a longyarn model folder), or the URL of a "
+        "`longyarn serve` that runs one",
     )
-    group.add_argument("--checkpoint", help="a local RWKV-7 checkpoint (.pth or a longyarn model folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 def make_backend(settings: Settings) -> ModelBackend:
     """The backend the settings ask for: an OpenAI-compatible server, or the local model (in
-    this process, or served by `longyarn serve` at the base URL)."""
+    this process, or served by `longyarn serve` when the checkpoint setting is its URL)."""
     if settings.resolved_backend() == "openai":
         from recurrent_core.backends.openai_backend import OpenAIBackend
 
@@ -22,11 +22,12 @@ def make_backend(settings: Settings) -> ModelBackend:
             timeout_s=settings.request_timeout_s,
             jrt_repeats=settings.jrt_repeats or 1,
         )
-    if settings.base_url:
-        # `--backend local --base-url URL`: the local model as `longyarn serve` serves it there.
-        from recurrent_core.backends.served_local import ServedLocalBackend
+    from recurrent_core.backends.served_local import ServedLocalBackend, is_served_model
 
-        return ServedLocalBackend(settings.base_url, model=settings.model, timeout_s=settings.request_timeout_s)
+    if is_served_model(settings.checkpoint):
+        # `--checkpoint URL`: the local model as `longyarn serve` serves it there. (--model
+        # names a model on an OpenAI-compatible server; the served model is whatever it runs.)
+        return ServedLocalBackend(settings.checkpoint, timeout_s=settings.request_timeout_s)
     from recurrent_core.backends.local import LocalBackend  # imports torch: only when chosen
 
     return LocalBackend.from_settings(settings)

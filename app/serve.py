@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recurrent_core.backends.local import CHAT_TURN_END, LocalBackend, LocalGeneration
-from recurrent_core.errors import InvalidInput, LongyarnError
+from recurrent_core.errors import InvalidInput, LongyarnError, ModelError
 from recurrent_core.local_lm.sampling import SamplerConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,6 +62,11 @@ CHAT_DEFAULT_MAX_TOKENS = 1024
 MAX_STOP_STRINGS = 4
 
 _FINISH_REASONS = {"stop": "stop", "eos": "stop", "length": "length"}
+# Said when the model is closed under a reply (the server stopping): the reply is incomplete.
+MODEL_STOPPED = (
+    "The model was stopped before the reply ended (the server is shutting down); the partial "
+    "reply is incomplete, so send the request again once the server is back."
+)
 _CHAT_SPEAKERS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
 
@@ -98,7 +103,7 @@ class _SamplingParameters(BaseModel):
 
     model: str
     max_tokens: int | None = Field(None, ge=1, le=32768)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    temperature: float = Field(1.0, ge=0.0, le=5.0)  # as the in-process backend allows
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = 1
     stream: bool = False
@@ -534,6 +539,8 @@ async def _serve(
         leave()
     if text is None:  # the client went away; the model has stopped and nobody reads this
         return Response(status_code=499)
+    if generation.finish_reason == "cancelled":
+        raise OpenAIError(503, MODEL_STOPPED, type="server_error", code="model_stopped")
     finish_reason = _FINISH_REASONS.get(generation.finish_reason or "", "stop")
     if chat:
         choice = {
@@ -604,6 +611,8 @@ async def _stream_events(
                          "finish_reason": None, "logprobs": None})
         async for piece in generation:
             yield event(choice(piece, None))
+        if generation.finish_reason == "cancelled":
+            raise ModelError(MODEL_STOPPED)  # an error event, not a finished reply
         yield event(choice(None, _FINISH_REASONS.get(generation.finish_reason or "", "stop")))
         if include_usage:
             yield event(None, usage=_usage(generation))

@@ -112,8 +112,8 @@ class Settings(BaseSettings):
         if self.resolved_backend() == "openai":
             where = self.base_url or "api.openai.com"
             return f"Model: {self.model or 'gpt-4o-mini'} via the OpenAI-compatible server at {where}."
-        if self.base_url:
-            return f"Model: the local RWKV-7 that `longyarn serve` runs at {self.base_url}."
+        if (self.checkpoint or "").startswith(("http://", "https://")):
+            return f"Model: the local RWKV-7 that `longyarn serve` runs at {self.checkpoint}."
         # The demo writes prose only (see recurrent_core.backends.local): say so where it is named.
         which = self.checkpoint or "the bundled demo model"
         kind = "local RWKV-7" if self.checkpoint else "local RWKV-7, demo quality, story prose only"

@@ -1110,11 +1110,12 @@ def _is_title_line(line: str) -> bool:
     return bool(_TITLE_LINE.match(line)) and _looks_like_title(_clean_value(line.lstrip("# \t")))
 
 
-# A book's chapter line ("CHAPTER XXV. The Sea-Cook", "Chapter 12") or a heading in capitals
-# of up to 20 words; a shout in the story is quoted, so a line opening with a quote is prose.
+# A book's chapter line: "CHAPTER XXV. The Sea-Cook", "Chapter 12" alone, "Part II: Home" (not
+# "Chapter 12 had always been her favourite"); or a heading in capitals ("THE SEA-COOK") of two
+# words or more, with no "!" or "?" and no opening quote or dash, which a shout would have.
 _BOOK_HEADING = re.compile(
-    r"^\s*(?:(?:CHAPTER|Chapter|BOOK|Book|PART|Part)\s+(?:[IVXLC]+|\d+)\b(?![\w,'’])"
-    r"|(?=[^a-z\"“«„'‘]*[A-Z]{2})[^a-z\"“«„'‘\s][^a-z]*$)",
+    r"^\s*(?:(?:CHAPTER|Chapter|BOOK|Book|PART|Part)\s+(?:[IVXLC]+|\d+)\s*(?:[.:—–-]|$)"
+    r"|(?=[^a-z]*[A-Z]{2})(?=\S+\s+\S)[^a-z!?\"“«„'‘—–\s-][^a-z!?]*$)",
 )
 
 
@@ -1157,7 +1158,14 @@ _NOT_NAMES = frozenset(
 
 
 def _sentences(paragraph: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(_WHITESPACE.sub(" ", paragraph).strip()) if s.strip()]
+    """The sentences of `paragraph`, each with its closing quotes ("Mr." ends none)."""
+    text = _WHITESPACE.sub(" ", paragraph).strip()
+    sentences, start = [], 0
+    for match in _SENTENCE_STOP.finditer(text):
+        sentences.append(text[start : match.end()].strip())
+        start = match.end()
+    sentences.append(text[start:].strip())
+    return [sentence for sentence in sentences if sentence]
 
 
 def _names(paragraph: str) -> list[str]:
@@ -1261,9 +1269,13 @@ def _memory_carried_forward(old_memory: str, paragraph: str) -> str:
     room = MEMORY_WORD_LIMIT - len(gist.split())
     kept: list[str] = []
     for sentence in reversed(_sentences(old_memory)):
-        room -= len(sentence.split())
-        if room < 0:
+        words = sentence.split()
+        if len(words) > room:
+            # Notes without full stops are one long "sentence": keep its newest words.
+            if room >= 5:
+                kept.append("…" + " ".join(words[len(words) - room :]))
             break
+        room -= len(words)
         kept.append(sentence)
     return " ".join([*reversed(kept), gist]).strip()
 

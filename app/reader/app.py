@@ -63,10 +63,16 @@ class ReaderApp(App[None]):
         self.action_chars = action_chars
         self.in_browser = in_browser
         self.reader: Reader | None = None
+        self._leaving_by_choice = False  # the reader quit (or declined a name): see on_exit_app
+
+    def exit(self, result: None = None, return_code: int = 0, message=None) -> None:  # noqa: ANN001
+        self._leaving_by_choice = True  # a page that went away posts ExitApp without exit()
+        super().exit(result, return_code, message)
 
     async def on_exit_app(self, event: messages.ExitApp) -> None:
-        # Runs before App's own handler, which closes the app.
-        if self.in_browser:
+        # Runs before App's own handler, which closes the app. A reader who quits stops the
+        # paragraph, as Escape does; only a page that went away lets it finish.
+        if self.in_browser and not self._leaving_by_choice:
             for screen in self.screen_stack:
                 if isinstance(screen, ReadingScreen):
                     await screen.settle_writing(LEAVING_PAGE_FINISH_S)

@@ -244,8 +244,10 @@ def serve_reader(
 def shared_local_model(settings: Any) -> Iterator[Any]:
     """The settings for the sessions: unchanged, except that with the local model it is loaded
     here once and served on 127.0.0.1 while the room is open, and the sessions read it there
-    (`--backend local --base-url`)."""
-    if settings.resolved_backend() != "local" or settings.base_url:
+    (`--checkpoint URL`)."""
+    from recurrent_core.backends.served_local import is_served_model
+
+    if settings.resolved_backend() != "local" or is_served_model(settings.checkpoint):
         yield settings
         return
     from app.serve import create_app, running_server
@@ -254,6 +256,6 @@ def shared_local_model(settings: Any) -> Iterator[Any]:
     backend = LocalBackend.from_settings(settings)
     try:
         with running_server(create_app(backend, max_waiting=SHARED_MODEL_MAX_WAITING)) as url:
-            yield settings.model_copy(update={"backend": "local", "base_url": url})
+            yield settings.model_copy(update={"backend": "local", "checkpoint": url})
     finally:
         backend.close()

@@ -20,7 +20,8 @@ How a prompt is laid out:
 - A reply ends at its role's end marker (`rwkv_replies`: a paragraph for a base model's
   writer, the next "User:" turn for a chat model ...). The request's stop strings apply too.
 - `longyarn serve` serves this backend over HTTP, and `ServedLocalBackend`
-  (`recurrent_core.backends.served_local`) reads it from there with the same layout and ends.
+  (`recurrent_core.backends.served_local`, `--checkpoint URL`) reads it with the same layout
+  and ends.
 - A longyarn model whose config.json says `"prose_only": true` (what `local_lm.train` writes:
   it learns from books alone, like the bundled demo) is never asked for memory, plans or an
   outline; the engine fills those from the paragraph and says so (`BackendInfo.prose_only`).

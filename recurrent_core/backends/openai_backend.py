@@ -173,8 +173,8 @@ class OpenAIBackend(ModelBackend):
                     if rejected in USER_SETTINGS:
                         self._notices.append(
                             f"The server at {self._shown_url} does not accept the {rejected} "
-                            "setting, so longyarn now asks it without that setting; your value "
-                            "has no effect with this server."
+                            f"setting, so longyarn now asks it without one; the {rejected} in "
+                            "the settings has no effect with this server."
                         )
                     attempt -= 1
                     continue

@@ -1,7 +1,7 @@
 """The local RWKV model as `longyarn serve` serves it: the same prompts, ends and sampling as
 the in-process `LocalBackend`, over HTTP.
 
-    backend = ServedLocalBackend("http://127.0.0.1:8000/v1")    # --backend local --base-url URL
+    backend = ServedLocalBackend("http://127.0.0.1:8000/v1")    # --checkpoint URL
 
 One model process can then serve many others: every browser session of `longyarn read
 --serve` (each its own process) shares one copy of the model instead of loading its own,
@@ -28,6 +28,11 @@ from .rwkv_replies import ReplyBoundary, reply_ends, reply_min_chars
 
 # No key is needed, but the openai client insists on one.
 NO_KEY = "longyarn-serve"
+
+
+def is_served_model(checkpoint: str | None) -> bool:
+    """Whether a checkpoint setting names a `longyarn serve` (its URL) rather than a file."""
+    return bool(checkpoint) and str(checkpoint).startswith(("http://", "https://"))
 
 
 class ServedLocalBackend(ModelBackend):
@@ -130,6 +135,12 @@ class ServedLocalBackend(ModelBackend):
                     "model was writing; the partial reply was discarded, so retry the step."
                 ) from error
             raise self._model_error(error) from error
+        if not ended and finish_reason is None:
+            # The body ended with no end marker and no finish: a proxy or server dropped the rest.
+            raise StreamInterrupted(
+                f"The model server at {self.base_url} stopped sending before the reply ended; "
+                "the partial reply was discarded, so retry the step."
+            )
         if not ended:
             rest = boundary.flush()  # text held back in case it began an end marker
             if rest:

@@ -226,27 +226,48 @@ async def test_save_slots_and_bookmarks_take_the_reader_back(store, embedder):
         await wait_until(pilot, lambda: len(shown_text(screen)) == 1, what="the bookmark")
 
 
-async def test_escape_while_writing_stops_the_paragraph_and_stores_nothing(store, server, embedder):
-    def slow(request: dict) -> Reply:
-        reply = story_responder(request)
-        if request.get("_role") == "writer":
-            reply.chunk_chars, reply.chunk_delay_s = 4, 0.05
-        return reply
+def slow_writer(request: dict) -> Reply:
+    """Story replies whose paragraph streams slowly, so that a key lands while it is written."""
+    reply = story_responder(request)
+    if request.get("_role") == "writer":
+        reply.chunk_chars, reply.chunk_delay_s = 4, 0.05
+    return reply
 
-    server.responder = slow
+
+async def start_a_slow_paragraph(pilot) -> ReadingScreen:
+    await enter_as(pilot)
+    screen = await open_first_story(pilot)
+    await pilot.press("2")
+    await wait_until(pilot, lambda: screen.passage.streaming.chunks_received > 2, what="streaming")
+    return screen
+
+
+async def test_escape_while_writing_stops_the_paragraph_and_stores_nothing(store, server, embedder):
+    server.responder = slow_writer
     story = readable_story(store, embedder, may_extend=True, paragraphs=PARAGRAPHS[:1])
     app = reader_app(store, make_engine(store, server, embedder))
     async with app.run_test(size=(100, 34)) as pilot:
-        await enter_as(pilot)
-        screen = await open_first_story(pilot)
-        await pilot.press("2")
-        await wait_until(pilot, lambda: screen.passage.streaming.chunks_received > 2, what="streaming")
+        screen = await start_a_slow_paragraph(pilot)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not screen.generating, what="the cancel")
 
         assert shown_text(screen) == PARAGRAPHS[:1]
         assert len(store.branch(story.id)) == 1
-        assert [s for s in store.children(story.id, store.branch(story.id)[0].id)] == []
+        first = store.branch(story.id)[0]
+        assert store.reader_children(story.id, first.id, app.reader.id) == [], "nothing was stored"
+
+
+async def test_a_browser_reader_who_quits_while_writing_stops_the_paragraph(store, server, embedder):
+    # Only a page that goes away lets the paragraph finish (test_browser_reader); Ctrl+Q is
+    # the reader's own choice, as Escape is, and must not wait for the model.
+    server.responder = slow_writer
+    story = readable_story(store, embedder, may_extend=True, paragraphs=PARAGRAPHS[:1])
+    app = reader_app(store, make_engine(store, server, embedder), in_browser=True)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await start_a_slow_paragraph(pilot)
+        await pilot.press("ctrl+q")
+    first = store.branch(story.id)[0]
+    assert store.reader_children(story.id, first.id, app.reader.id) == [], "nothing was stored"
 
 
 async def test_reasoning_that_streamed_before_a_lone_think_tag_leaves_the_screen(store, server, embedder):

@@ -77,9 +77,11 @@ async def test_the_reading_room_loads_the_local_model_once_and_its_sessions_read
     from recurrent_core.backends.served_local import ServedLocalBackend
     from recurrent_core.engine import Engine
 
-    settings = Settings()  # no key, no base URL: the bundled demo model
+    # No key, no base URL: the bundled demo model (--model names a model on a server: not this one).
+    settings = Settings(model="gpt-4o-mini")
     with shared_local_model(settings) as session_settings:
-        assert session_settings.base_url and session_settings.resolved_backend() == "local"
+        assert session_settings.checkpoint.startswith("http://127.0.0.1:")
+        assert session_settings.resolved_backend() == "local"
         backend = make_backend(session_settings)  # what each session process builds
         assert isinstance(backend, ServedLocalBackend) and backend.info.model == "demo_model"
         config = session_settings.engine_config()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -59,6 +60,22 @@ def test_the_model_list_names_the_served_model(client):
     assert [model.id for model in client.models.list().data] == [MODEL]
 
 
+def test_a_reply_the_model_is_stopped_under_is_an_error_not_a_finished_reply(client, backend):
+    # What a reader's session meets when the reading room closes mid-paragraph: the partial
+    # reply must not look complete (finish_reason "stop"), or it would be stored as one.
+    stream = client.completions.create(
+        model=MODEL, prompt="Once", max_tokens=3000, stream=True, extra_body={"ignore_eos": True}
+    )
+    pieces = iter(stream)
+    next(pieces)
+    closer = threading.Thread(target=backend.close)
+    closer.start()
+    with pytest.raises(openai.APIError, match="stopped before the reply ended"):
+        for _ in pieces:
+            pass
+    closer.join(timeout=30)
+
+
 def test_completions_whole_and_streamed_agree_and_count_tokens(client, backend):
     arguments = dict(model=MODEL, prompt="The fox said", max_tokens=48, seed=5, temperature=0.8)
     whole = client.completions.create(**arguments)
@@ -98,7 +115,7 @@ def test_chat_completions_whole_and_streamed_agree_and_count_tokens(client, back
 @pytest.mark.parametrize(
     ("change", "param"),
     [
-        ({"temperature": 3.0}, "temperature"),
+        ({"temperature": 6.0}, "temperature"),
         ({"n": 2}, "n"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),

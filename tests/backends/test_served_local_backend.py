@@ -1,14 +1,17 @@
-"""`--backend local --base-url URL`: the local model as a real `longyarn serve` serves it on
+"""`--checkpoint URL`: the local model as a real `longyarn serve` serves it on
 127.0.0.1, read by `ServedLocalBackend`. It must write what the model writes in process."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import pytest
 import torch
 
 from app.serve import create_app, running_server
-from app.settings import Settings
 from app.models import make_backend
+from app.settings import Settings, load_settings
 from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
 from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
 from recurrent_core.backends.served_local import ServedLocalBackend
@@ -56,14 +59,22 @@ async def test_the_served_model_writes_what_it_writes_in_process_and_stops_at_th
         assert (served.info.model, served.info.prose_only, served.chat) == ("demo_model", True, False)
         ended_early = 0
         for seed in (1, 2, 3):
-            expected = await reply(in_process, writer_request(seed))
-            before = in_process.stats.completion_tokens
-            got = await reply(served, writer_request(seed))
+            before = in_process.stats
+            expected = await reply(in_process, writer_request(seed, max_tokens=600))
+            written_in_process = in_process.stats.completion_tokens - before.completion_tokens
+            before = in_process.stats
+            got = await reply(served, writer_request(seed, max_tokens=600))
             assert got == expected, f"seed {seed}"
             if expected[1] == "stop":
                 ended_early += 1
-                # The server's model stopped when the reply ended, not at max_tokens.
-                assert in_process.stats.completion_tokens - before < 300
+                # The server's model stops when the client closes the finished reply (it is
+                # counted as cancelled), a few tokens on, not at max_tokens.
+                deadline = time.monotonic() + 30
+                while in_process.stats.cancelled == before.cancelled:
+                    assert time.monotonic() < deadline, "the server's model did not stop"
+                    await asyncio.sleep(0.05)
+                written_served = in_process.stats.completion_tokens - before.completion_tokens
+                assert written_served < written_in_process + 40 < 600
         assert ended_early, "at least one paragraph ended at its blank line"
     finally:
         await served.aclose()
@@ -71,7 +82,7 @@ async def test_the_served_model_writes_what_it_writes_in_process_and_stops_at_th
 
 async def test_the_engine_writes_through_the_served_model_as_settings_choose_it(demo_served, store, embedder):
     in_process, url = demo_served
-    settings = Settings(backend="local", base_url=url)
+    settings = Settings(backend="local", checkpoint=url, model="gpt-4o-mini")  # --model: for servers
     backend = make_backend(settings)
     assert isinstance(backend, ServedLocalBackend)
     requests_before = in_process.stats.requests
@@ -88,6 +99,15 @@ async def test_the_engine_writes_through_the_served_model_as_settings_choose_it(
     # Prose only, as in process: one request a paragraph, no memory or plan requests.
     assert in_process.stats.requests - requests_before == 2
     assert "longyarn serve" in settings.describe_model()
+
+
+def test_an_openai_base_url_in_the_environment_leaves_the_local_model_in_process(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    backend = make_backend(load_settings(backend="local"))
+    try:
+        assert isinstance(backend, LocalBackend) and backend.info.model == "demo_model"
+    finally:
+        backend.close()
 
 
 async def test_a_server_that_is_not_longyarn_serve_or_is_not_there_is_one_sentence():

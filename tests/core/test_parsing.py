@@ -364,6 +364,19 @@ def test_a_prose_only_model_s_memory_is_a_window_over_the_latest_paragraphs():
     assert outputs.fallbacks == (PROSE_ONLY_OUTPUTS,)
 
 
+def test_the_prose_only_memory_keeps_whole_sentences_with_their_quotes_and_a_writer_s_notes():
+    paragraph = "Dr. Livesey came late to the inn. “Who's there?” asked Mara. Mr. Trelawney laughed."
+    outputs = outputs_from_paragraph(old_memory="Mara keeps the inn.", paragraph=paragraph)
+    assert outputs.short_term_memory == (
+        "Mara keeps the inn. Dr. Livesey came late to the inn. Mr. Trelawney laughed."
+    )
+    notes = " ".join(f"note{i}" for i in range(149))  # an edited memory without full stops
+    carried = outputs_from_paragraph(old_memory=notes, paragraph=paragraph).short_term_memory
+    assert "note148" in carried and "note0 " not in carried and carried.endswith("Mr. Trelawney laughed.")
+    quoted = outputs_from_paragraph(old_memory="x.", paragraph="He ran. “Who's there?”").short_term_memory
+    assert quoted.endswith("“Who's there?”")
+
+
 def test_a_failed_memory_call_at_the_story_start_begins_from_the_paragraph():
     outputs = resolve_step_outputs(
         memory_reply=None, planner_reply="\n".join(THREE), old_memory="", paragraph=PARAGRAPH
@@ -475,7 +488,13 @@ def test_book_headings_before_the_prose_go():
         '"STOP!" he cried, and the lantern swung.\n' + PROSE,
         "STOP, he thought, and the lantern swung.\n" + PROSE,
         "Chapter 12, she said, was where the book went wrong.\n" + PROSE,
+        "Chapter 12 had always been her favourite.\n" + PROSE,
+        "Part 2 of the plan was simple: wait for the tide.\n" + PROSE,
+        "Book 3 lay open on the table.\n" + PROSE,
         "A VERY old man stood in the doorway.\n" + PROSE,
+        "BOOM!\n" + PROSE,
+        "NO! NO! NO!\n" + PROSE,
+        "— I WON'T! —\n" + PROSE,
         PROSE + "\nNO ENTRY, said the sign.",
     ],
 )
