@@ -89,15 +89,17 @@ def wait_for_text(page, text: str, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def reading_room(db_path, model_server) -> Iterator[tuple[object, int, list[str]]]:
+def reading_room(db_path, model_server=None, model_settings: str = "") -> Iterator[tuple[object, int, list[str]]]:
     """`longyarn read --serve` on a free port with headless Chromium: (page, port, addresses
-    the page tried to reach elsewhere, which were refused)."""
+    the page tried to reach elsewhere, which were refused). The model is the scripted server,
+    or what `model_settings` (Settings keyword arguments, as Python source) choose."""
     sync_playwright = _browser_or_skip()
     port = _free_port()
+    if model_server is not None:
+        model_settings = f"backend='openai', base_url={model_server.base_url!r}, model='scripted-model'"
     serve = (
         "from app.settings import Settings; from app.reader.web import serve_reader; "
-        f"serve_reader(Settings(db={str(db_path)!r}, backend='openai', base_url={model_server.base_url!r}, "
-        f"model='scripted-model'), port={port})"
+        f"serve_reader(Settings(db={str(db_path)!r}, {model_settings}), port={port})"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", serve], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -189,3 +191,17 @@ def test_a_paragraph_being_written_when_the_page_reloads_is_kept_for_the_reader(
         page.keyboard.press("Enter")
         wait_for_text(page, " ".join(written[0].paragraph.split()[-4:]))
     assert written[0].instruction == "Tobias tells the truth about the fire."
+
+
+def test_readers_in_a_browser_get_paragraphs_from_the_one_shared_local_model(store, embedder, db_path):
+    story = seed_story(store, embedder, PARAGRAPHS[:1], title="The Salt Marsh Key")
+    store.update_story(story.id, readable=True, reader_may_extend=True)
+    # No key and no server: the bundled demo model, loaded once by the room (short paragraphs).
+    local = "backend='local', sampling={'writer': {'max_tokens': 40}}"
+    with reading_room(db_path, model_settings=local) as (page, port, elsewhere):
+        open_the_story_as_ada(page, port, "The Salt Marsh Key")
+        page.keyboard.press("2")
+        written = wait_for_readers_paragraph(store, story.id, db_path)
+        wait_for_text(page, " ".join(written[0].paragraph.split()[:3]))
+        assert elsewhere == []
+    assert (written[0].backend, written[0].model) == ("local", "demo_model")
