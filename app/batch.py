@@ -54,11 +54,8 @@ class Reporter:
     def fallback(self, where: str, sentence: str) -> None:
         """A fallback a step took; one that describes the model (`parsing.MODEL_FALLBACKS`,
         such as a prose-only model's) is said once a run, not with every paragraph."""
-        if sentence in parsing.MODEL_FALLBACKS:
-            if sentence in self._model_fallbacks_told:
-                return
-            self._model_fallbacks_told.add(sentence)
-        self.progress(f"{where} fallback: {sentence}")
+        for fresh in parsing.fallbacks_to_tell([sentence], self._model_fallbacks_told):
+            self.progress(f"{where} fallback: {fresh}")
 
     def story(self, story_id: str) -> None:
         print(f"story {story_id}", file=self.stdout, flush=True)

@@ -112,7 +112,9 @@ class Settings(BaseSettings):
         if self.resolved_backend() == "openai":
             where = self.base_url or "api.openai.com"
             return f"Model: {self.model or 'gpt-4o-mini'} via the OpenAI-compatible server at {where}."
-        if (self.checkpoint or "").startswith(("http://", "https://")):
+        from recurrent_core.backends.served_local import is_served_model
+
+        if is_served_model(self.checkpoint):
             return f"Model: the local RWKV-7 that `longyarn serve` runs at {self.checkpoint}."
         # The demo writes prose only (see recurrent_core.backends.local): say so where it is named.
         which = self.checkpoint or "the bundled demo model"

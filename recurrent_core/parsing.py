@@ -171,6 +171,19 @@ PROSE_ONLY_CHOICE = "This model writes story prose only, so the first instructio
 # the same sentence after every paragraph would bury the story it is about.
 MODEL_FALLBACKS = frozenset({PROSE_ONLY_OUTPUTS, PROSE_ONLY_BIBLE, PROSE_ONLY_CHOICE})
 
+
+def fallbacks_to_tell(sentences: Iterable[str], told: set[str]) -> list[str]:
+    """The fallback sentences a front end should say: all, except a `MODEL_FALLBACKS` one said
+    before (recorded in `told`, which this updates)."""
+    fresh = []
+    for sentence in sentences:
+        if sentence in MODEL_FALLBACKS:
+            if sentence in told:
+                continue
+            told.add(sentence)
+        fresh.append(sentence)
+    return fresh
+
 MEMORY_WORD_LIMIT = 150
 GIST_SENTENCE_WORDS = 40
 

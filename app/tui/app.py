@@ -199,11 +199,7 @@ class LongyarnApp(App[None]):
         model's memory and instructions, `parsing.MODEL_FALLBACKS`) only the first time since
         the model was chosen: with every paragraph, several at once while keeping writing,
         it would bury the story."""
-        for sentence in sentences:
-            if sentence in parsing.MODEL_FALLBACKS:
-                if sentence in self._standing_fallbacks_told:
-                    continue
-                self._standing_fallbacks_told.add(sentence)
+        for sentence in parsing.fallbacks_to_tell(sentences, self._standing_fallbacks_told):
             self.notify(sentence, severity="warning", timeout=8)
 
     def open_story(self, story_id: str, *, write_first: bool = False) -> None:

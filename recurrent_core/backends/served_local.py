@@ -153,10 +153,9 @@ class ServedLocalBackend(ModelBackend):
                 f"Could not reach the model server at {self.base_url} ({_reason(error)}); nothing "
                 "was written, so check that `longyarn serve` still runs there."
             )
-        return ModelError(
-            f"The model server at {self.base_url} refused the request: {_reason(error)}"
-            + ("" if _reason(error).endswith(".") else "; nothing was written, so retry the step.")
-        )
+        reason = _reason(error)  # the server's own sentence says what to do, when it has one
+        ending = "" if reason.endswith(".") else "; nothing was written, so retry the step."
+        return ModelError(f"The model server at {self.base_url} refused the request: {reason}{ending}")
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -294,16 +294,20 @@ GHOST_PROSE = (
 )
 
 
-def writer_replies(*replies: Reply):
-    """The writer gets these replies in turn; other roles answer as usual."""
+def role_replies(role: str, *replies: Reply):
+    """`role` gets these replies in turn; other roles (and it, after them) answer as usual."""
     queue = list(replies)
 
     def respond(request):
-        if request["_role"] == "writer" and queue:
+        if request["_role"] == role and queue:
             return queue.pop(0)
         return story_responder(request)
 
     return respond
+
+
+def writer_replies(*replies: Reply):
+    return role_replies("writer", *replies)
 
 
 @pytest.mark.parametrize(
@@ -366,12 +370,7 @@ async def test_instructions_cut_off_by_max_tokens_are_asked_again_with_room_to_f
     )
     planner_replies = [cut, whole]
 
-    def respond(request):
-        if request["_role"] == "planner" and planner_replies:
-            return planner_replies.pop(0)
-        return story_responder(request)
-
-    server.responder = respond
+    server.responder = role_replies("planner", *planner_replies)
     completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
     assert completed.step.next_instructions == (
         "Have the ferryman refuse the fare.",
@@ -393,12 +392,7 @@ async def test_a_cut_memory_update_is_used_when_asking_again_brings_nothing_read
     )
     memory_replies = [cut] + [Reply("I'm sorry, I can't help with that.")] * 5
 
-    def respond(request):
-        if request["_role"] == "memory" and memory_replies:
-            return memory_replies.pop(0)
-        return story_responder(request)
-
-    server.responder = respond
+    server.responder = role_replies("memory", *memory_replies)
     completed = (await collect(engine, story.id, "The ferryman meets a ghost."))[-1]
     # The complete sentences of the cut update, not the memory from before the paragraph.
     assert completed.step.short_term_memory == (
@@ -418,12 +412,7 @@ async def test_a_cut_outline_is_kept_when_asking_again_overruns_the_context(stor
         Reply(status=400, error_message="This model's maximum context length is 4096 tokens."),
     ]
 
-    def respond(request):
-        if request["_role"] == "bible" and bible_replies:
-            return bible_replies.pop(0)
-        return story_responder(request)
-
-    server.responder = respond
+    server.responder = role_replies("bible", *bible_replies)
     story, fallbacks = await engine.start_story("A ferryman who carries ghosts.", "ghost story")
     assert story.title == "The Last Crossing"
     assert story.outline.startswith("1. A ferryman takes a ghost across. 2. The ghost names the ferryman's debt.")
