@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.batch import NovelJob, Reporter, write_novels  # noqa: E402
-from recurrent_core.backends.openai_backend import OpenAIBackend  # noqa: E402
-from recurrent_core.embeddings import default_embedder  # noqa: E402
-from recurrent_core.engine import Engine, EngineConfig  # noqa: E402
-from storage.db import open_store  # noqa: E402
+from longyarn.app.batch import NovelJob, Reporter, write_novels  # noqa: E402
+from longyarn.recurrent_core.backends.openai_backend import OpenAIBackend  # noqa: E402
+from longyarn.recurrent_core.embeddings import default_embedder  # noqa: E402
+from longyarn.recurrent_core.engine import Engine, EngineConfig  # noqa: E402
+from longyarn.storage.db import open_store  # noqa: E402
 from tests.scripted_server import ScriptedServer  # noqa: E402
 
 

@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recurrent_core.backends.base import BackendInfo, Chunk, ModelBackend  # noqa: E402
-from recurrent_core.embeddings import default_embedder  # noqa: E402
-from recurrent_core.engine import Engine, EngineConfig  # noqa: E402
-from recurrent_core.memory import RecallIndex  # noqa: E402
-from recurrent_core.types import MemoryEntry, NewStep  # noqa: E402
-from storage.db import open_store  # noqa: E402
+from longyarn.recurrent_core.backends.base import BackendInfo, Chunk, ModelBackend  # noqa: E402
+from longyarn.recurrent_core.embeddings import default_embedder  # noqa: E402
+from longyarn.recurrent_core.engine import Engine, EngineConfig  # noqa: E402
+from longyarn.recurrent_core.memory import RecallIndex  # noqa: E402
+from longyarn.recurrent_core.types import MemoryEntry, NewStep  # noqa: E402
+from longyarn.storage.db import open_store  # noqa: E402
 
 WORDS = (
     "river lantern orchard castle winter letter storm harbour violin garden mirror forest "

@@ -13,7 +13,7 @@ Sections, each of which prints its own failure and lets the next one run:
    replayed as a CUDA graph, as tokens/s and as a fraction of the bound "bytes the model must
    read per token / copy bandwidth", in two variants measured side by side:
    - "PyTorch ops": our Triton recurrence, PyTorch for everything else;
-   - "fused kernels": `kernels.rwkv7_fused` around the recurrence (token shift, LoRA
+   - "fused kernels": `longyarn.kernels.rwkv7_fused` around the recurrence (token shift, LoRA
      activations, the whole time mix from the LoRAs to the output projection, relu^2) and
      batched products (r/k/v in one bmm, the four LoRAs in two), 11 kernels a layer;
 4. the app's decoding: `LocalLM.forward([token], state)` itself, as `longyarn write --backend
@@ -122,7 +122,7 @@ def verdict(passed: bool) -> str:
 
 
 def check_correctness(device: torch.device, tiny: bool) -> None:
-    from kernels.wkv7 import wkv7_chunk, wkv7_chunk_torch, wkv7_fused_recurrent, wkv7_naive
+    from longyarn.kernels.wkv7 import wkv7_chunk, wkv7_chunk_torch, wkv7_fused_recurrent, wkv7_naive
 
     shapes = [(1, 40, 2, 16)] if tiny else [(2, 1000, 12, 64), (1, 1000, 32, 64)]
     forms: dict[str, Callable] = {
@@ -263,7 +263,7 @@ class RandomRWKV7Decoder:
     def __init__(
         self, shape: RWKV7Shape, device: torch.device, dtype: torch.dtype, compiled: bool, compile_mode: str = "default"
     ):
-        from kernels.rwkv7_fused import stack_time_mix_vectors
+        from longyarn.kernels.rwkv7_fused import stack_time_mix_vectors
 
         self.shape = shape
         self.dtype = dtype
@@ -333,7 +333,7 @@ class RandomRWKV7Decoder:
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Logits (1, vocab) for one token id (a (1,) long tensor), advancing the state in place."""
-        from kernels.wkv7 import wkv7
+        from longyarn.kernels.wkv7 import wkv7
 
         heads, head_size = self.heads, self.shape.head_size
         x = self.embedding[token]
@@ -350,7 +350,7 @@ class RandomRWKV7Decoder:
 
     def step_fused(self, token: torch.Tensor) -> torch.Tensor:
         """`step` in 11 kernels a layer: fused Triton kernels between batched products."""
-        from kernels.rwkv7_fused import lora_activation, relu_square, time_mix_decode, token_shift_mix
+        from longyarn.kernels.rwkv7_fused import lora_activation, relu_square, time_mix_decode, token_shift_mix
 
         x = self.embedding[token]
         value_first = channel_mix_out = None
@@ -463,7 +463,7 @@ def report_decoding(
     replay = "replayed as one CUDA graph" if use_graph else "eager (no CUDA graphs on a CPU)"
     print(f"{replay}; variants on the same weights:")
     print("  PyTorch ops: our Triton wkv7 recurrence, PyTorch for everything else (r/k/v and LoRAs batched);")
-    print("  fused kernels: kernels.rwkv7_fused around the recurrence and batched products, 11 kernels a layer.")
+    print("  fused kernels: longyarn.kernels.rwkv7_fused around the recurrence and batched products, 11 kernels a layer.")
     print("bound = copy bandwidth / bytes the model must move per token (each weight once, without the")
     print("LoRAs' zero padding and with one embedding row, plus the state read and written).")
     if compiled:
@@ -503,8 +503,8 @@ def report_decoding(
 
 def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None:
     """`LocalLM.forward([token], state)` token by token, as the local writing backend calls it."""
-    from recurrent_core.local_lm import LocalLM
-    from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from longyarn.recurrent_core.local_lm import LocalLM
+    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
 
     bandwidth = results.get("bandwidth") or measure_copy_bandwidth(device, tiny)
     shapes = [RWKV7_TINY] if tiny else [RWKV7_0_1B, RWKV7_1_5B]
@@ -549,7 +549,7 @@ def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None
 
 
 def report_prefill(device: torch.device, tiny: bool) -> None:
-    from kernels.wkv7 import wkv7_chunk, wkv7_chunk_torch, wkv7_fused_recurrent, wkv7_naive
+    from longyarn.kernels.wkv7 import wkv7_chunk, wkv7_chunk_torch, wkv7_fused_recurrent, wkv7_naive
 
     configs = [(1, 32, 2, 16)] if tiny else [(1, 4096, 32, 64), (8, 4096, 32, 64)]
     # In --tiny mode every kernel runs once: the interpreter is slow and the figures mean nothing.
@@ -608,7 +608,7 @@ def report_fla(device: torch.device, tiny: bool) -> None:
     except ImportError as error:
         print(f"skipped: flash-linear-attention is not importable ({error}).")
         return
-    from kernels.wkv7 import wkv7_chunk, wkv7_fused_recurrent, wkv7_naive
+    from longyarn.kernels.wkv7 import wkv7_chunk, wkv7_fused_recurrent, wkv7_naive
 
     # fla: w is the log decay (checked below against our reference), scale must be 1.0 for
     # RWKV (fused_recurrent_rwkv7 defaults to 1/sqrt(K)), and its state is (B, H, K, V):

@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from recurrent_core import prompts  # noqa: E402
-from recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
-from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
-from recurrent_core.compute import run_on_compute_thread  # noqa: E402
-from recurrent_core.engine import Engine, EngineConfig, default_sampling  # noqa: E402
-from recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
-from recurrent_core.types import ContextSection  # noqa: E402
+from longyarn.recurrent_core import prompts  # noqa: E402
+from longyarn.recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
+from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
+from longyarn.recurrent_core.compute import run_on_compute_thread  # noqa: E402
+from longyarn.recurrent_core.engine import Engine, EngineConfig, default_sampling  # noqa: E402
+from longyarn.recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
+from longyarn.recurrent_core.types import ContextSection  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus/gutenberg")
 DEMO_SHAPE = dict(n_layer=6, n_embd=384, head_size=64)
@@ -69,7 +69,7 @@ def parse_args() -> argparse.Namespace:
 
 def corpus_text(max_chars: int, seed: int = 0) -> str:
     """Paragraphs of several books, in a seeded order."""
-    from recurrent_core.local_lm.tokenizer_training import normalise_book
+    from longyarn.recurrent_core.local_lm.tokenizer_training import normalise_book
 
     books = sorted(CORPUS.glob("*.txt"))
     if not books:
@@ -95,9 +95,9 @@ def load_backend(args: argparse.Namespace, workdir: Path) -> tuple[LocalBackend,
         return LocalBackend.load(args.checkpoint), args.checkpoint, str(args.checkpoint)
     if DEMO_MODEL_DIR.is_dir():
         return LocalBackend.load(DEMO_MODEL_DIR), DEMO_MODEL_DIR, "the bundled demo model"
-    from recurrent_core.local_lm import save_own_format
-    from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
-    from recurrent_core.local_lm.tokenizer_training import train_tokenizer
+    from longyarn.recurrent_core.local_lm import save_own_format
+    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from longyarn.recurrent_core.local_lm.tokenizer_training import train_tokenizer
 
     tokenizer = train_tokenizer([corpus_text(2_000_000, seed=99)], DEMO_VOCAB)
     weights = random_rwkv7_state_dict(vocab_size=tokenizer.get_vocab_size(), seed=0, **DEMO_SHAPE)
@@ -168,9 +168,9 @@ async def prefix_cache_step_times(model: LocalBackend, ids: list[int], repeats: 
 def world_shaped_backend(n_layer: int, n_embd: int) -> LocalBackend:
     """Random weights in a BlinkDL shape with the World vocabulary (speed does not depend on
     the weights' values)."""
-    from recurrent_core.local_lm import LocalLM
-    from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
-    from recurrent_core.local_lm.tokenizer import WorldTokenizer
+    from longyarn.recurrent_core.local_lm import LocalLM
+    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from longyarn.recurrent_core.local_lm.tokenizer import WorldTokenizer
 
     # bf16, as BlinkDL publishes them (the CPU then reads exact fp16 copies, see projection.py).
     weights = random_rwkv7_state_dict(
@@ -239,7 +239,7 @@ def serve_process(checkpoint: Path, threads: int) -> Iterator[str]:
     # No user config: the server reads only what the command line says.
     config = Path(tempfile.mkdtemp()) / "config.toml"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "LONGYARN_CONFIG": str(config)}
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--checkpoint", str(checkpoint)]
+    command = [sys.executable, "-m", "longyarn.app.cli", "serve", "--port", "0", "--checkpoint", str(checkpoint)]
     server = subprocess.Popen(
         command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
@@ -309,8 +309,8 @@ def serve_figure(checkpoint_backend: LocalBackend, checkpoint: Path, threads: in
 
 async def engine_step_seconds(backend: LocalBackend, workdir: Path, name: str, steps: int) -> float:
     """Median seconds a step of a new story takes, after its first (which warms the caches)."""
-    from recurrent_core.embeddings import default_embedder
-    from storage.db import open_store
+    from longyarn.recurrent_core.embeddings import default_embedder
+    from longyarn.storage.db import open_store
 
     sampling = default_sampling()
     sampling.update(LocalBackend.recommended_sampling(sampling))
@@ -356,7 +356,7 @@ def main() -> None:
             sys.exit("The corpus sample is too short for --prompt-tokens; lower it.")
         prompt_ids = ids[: args.prompt_tokens]
         print(f"Model: {described}; {args.threads} threads; medians of {args.repeats} runs.\n")
-        # On the compute thread, where the backend runs the model (see recurrent_core.compute).
+        # On the compute thread, where the backend runs the model (see longyarn.recurrent_core.compute).
         run_on_compute_thread(model_speed, backend, prompt_ids, args.decode_tokens, args.repeats)
         print()
         asyncio.run(prefix_cache_figure(backend, described, prompt_ids, args.repeats))

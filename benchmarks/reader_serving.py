@@ -37,9 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import aiohttp  # noqa: E402
 
-from app.reader.identity import new_token, register_reader  # noqa: E402
-from recurrent_core.types import NewStep  # noqa: E402
-from storage.db import open_store  # noqa: E402
+from longyarn.app.reader.identity import new_token, register_reader  # noqa: E402
+from longyarn.recurrent_core.types import NewStep  # noqa: E402
+from longyarn.storage.db import open_store  # noqa: E402
 from tests.scripted_server import ScriptedServer  # noqa: E402
 
 TITLE = "The Salt Marsh Key"
@@ -216,7 +216,7 @@ def main() -> None:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         serve = (
-            "from app.settings import Settings; from app.reader.web import serve_reader; "
+            "from longyarn.app.settings import Settings; from longyarn.app.reader.web import serve_reader; "
             f"serve_reader(Settings(db={str(db_path)!r}, backend='openai', "
             f"base_url={model.base_url!r}, model='scripted-model'), port={port})"
         )

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from storage import SqlStore, open_store  # noqa: E402
-from storage.models import MemoryRow, StepRow  # noqa: E402
+from longyarn.storage import SqlStore, open_store  # noqa: E402
+from longyarn.storage.models import MemoryRow, StepRow  # noqa: E402
 
 EMBEDDING_MODEL = "bench-embedder"
 

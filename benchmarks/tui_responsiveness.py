@@ -31,13 +31,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from textual import events  # noqa: E402
 
-from app.settings import Settings  # noqa: E402
-from app.tui import make_app  # noqa: E402
-from app.tui.screens.writing import WritingScreen  # noqa: E402
-from recurrent_core.backends.openai_backend import OpenAIBackend  # noqa: E402
-from recurrent_core.engine import Engine  # noqa: E402
-from recurrent_core.types import NewStep  # noqa: E402
-from storage.db import open_store  # noqa: E402
+from longyarn.app.settings import Settings  # noqa: E402
+from longyarn.app.tui import make_app  # noqa: E402
+from longyarn.app.tui.screens.writing import WritingScreen  # noqa: E402
+from longyarn.recurrent_core.backends.openai_backend import OpenAIBackend  # noqa: E402
+from longyarn.recurrent_core.engine import Engine  # noqa: E402
+from longyarn.recurrent_core.types import NewStep  # noqa: E402
+from longyarn.storage.db import open_store  # noqa: E402
 from tests.scripted_server import Reply, ScriptedServer, story_responder  # noqa: E402
 
 CHUNKS_PER_SECOND = 200

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.wkv7 import wkv7_chunk_torch, wkv7_naive, wkv7_recurrent_torch  # noqa: E402
+from longyarn.kernels.wkv7 import wkv7_chunk_torch, wkv7_naive, wkv7_recurrent_torch  # noqa: E402
 
 RWKV7_MIN_LOG_DECAY = -0.6065306597126334
 

@@ -25,7 +25,7 @@ def embedder():
     import torch
 
     torch.set_num_threads(2)
-    from recurrent_core.embeddings import default_embedder
+    from longyarn.recurrent_core.embeddings import default_embedder
 
     return default_embedder()
 
@@ -37,7 +37,7 @@ def db_path(tmp_path):
 
 @pytest.fixture
 def store(db_path):
-    from storage.db import open_store
+    from longyarn.storage.db import open_store
 
     store = open_store(str(db_path))
     yield store
@@ -65,8 +65,8 @@ def server():
 
 
 def make_engine(store, server, embedder, **config):
-    from recurrent_core.backends.openai_backend import OpenAIBackend
-    from recurrent_core.engine import Engine, EngineConfig
+    from longyarn.recurrent_core.backends.openai_backend import OpenAIBackend
+    from longyarn.recurrent_core.engine import Engine, EngineConfig
 
     backend = OpenAIBackend("scripted-model", base_url=server.base_url, api_key=None, backoff_s=0.01)
     return Engine(store, backend, embedder, EngineConfig(**config))

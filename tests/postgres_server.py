@@ -129,7 +129,7 @@ class PostgresServer:
         from sqlalchemy import text
 
         if migrated and self._template is None:
-            from storage import open_store
+            from longyarn.storage import open_store
 
             url = self.create_database()
             open_store(url).close()  # no connection may stay open on a template

@@ -88,6 +88,12 @@ class ScriptedServer:
     - `enqueue(*replies)`: served first, in order, before the responder is used.
     - `json_schema_supported=False`: a request carrying a json_schema response_format gets a 400
       whose message mentions response_format (a queued reply is not consumed by it).
+    - `refused_response_formats` / `response_format_refusal`: the response_format types refused,
+      and how: "vllm" (a 400 naming the type) or "llama-cpp-python" (a 500 whose body is the
+      pydantic validation error naming response_format and the type, as its server 0.3 sends).
+    - `one_slot=True`: one request at a time, as llama-cpp-python's server runs: a request that
+      arrives while another is being answered cuts that one and is dropped itself (both clients
+      see a broken connection). `overlap_drops` counts the requests dropped so.
     - `latency_s`: added to every request.
     - `known_models`: when given, a request for any other model gets OpenAI's 404 model_not_found.
     - `disconnects`: how many streamed replies the client abandoned before their end;
@@ -105,12 +111,22 @@ class ScriptedServer:
         latency_s: float = 0.0,
         known_models: tuple[str, ...] | None = None,
         rejected_parameters: tuple[str, ...] = (),
+        refused_response_formats: tuple[str, ...] = (),
+        response_format_refusal: str = "vllm",
+        one_slot: bool = False,
     ) -> None:
         self.responder: Responder = responder or story_responder
         self.json_schema_supported = json_schema_supported
         self.latency_s = latency_s
         self.known_models = known_models
         self.rejected_parameters = rejected_parameters
+        self.refused_response_formats = set(refused_response_formats)
+        if not json_schema_supported:
+            self.refused_response_formats.add("json_schema")
+        self.response_format_refusal = response_format_refusal
+        self.one_slot = one_slot
+        self.overlap_drops = 0
+        self._answering: set[asyncio.Event] = set()  # one per request until its reply is sent
         self.requests: list[dict] = []
         self.disconnects = 0
         self.completed_streams = 0
@@ -230,13 +246,20 @@ def _build_app(server: ScriptedServer) -> Starlette:
 async def _answer(server: ScriptedServer, http_request: Request, *, kind: str) -> Response:
     server._in_flight += 1
     server.max_concurrent = max(server.max_concurrent, server._in_flight)
+    cut = asyncio.Event()  # set when a one-slot server cuts this request for a newer one
+    response: Response | None = None
     try:
-        return await _answer_one(server, http_request, kind=kind)
+        response = await _answer_one(server, http_request, kind=kind, cut=cut)
+        return response
     finally:
         server._in_flight -= 1
+        if not isinstance(response, _SSEStream):  # a stream lets go of its slot when it ends
+            server._answering.discard(cut)
 
 
-async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: str) -> Response:
+async def _answer_one(
+    server: ScriptedServer, http_request: Request, *, kind: str, cut: asyncio.Event
+) -> Response:
     try:
         body = await http_request.json()
     except ValueError:
@@ -246,9 +269,17 @@ async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: st
     body["_role"] = http_request.headers.get(ROLE_HEADER)
     body["_path"] = http_request.url.path
     server.requests.append(body)
+    if server.one_slot and server._answering:
+        for busy in server._answering:
+            busy.set()
+        server.overlap_drops += 1
+        return _DroppedConnection()
+    server._answering.add(cut)
 
     if server.latency_s and not await _sleep_while_connected(http_request, server.latency_s):
         return Response(status_code=499)
+    if cut.is_set():
+        return _DroppedConnection()
 
     model = body.get("model") or DEFAULT_MODEL
     if server.known_models is not None and model not in server.known_models:
@@ -265,12 +296,9 @@ async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: st
                 f"'msg': 'Extra inputs are not permitted', 'input': {body[name]!r}}}]",
                 "BadRequestError",
             )
-    if not server.json_schema_supported and _response_format_type(body) == "json_schema":
-        return _error_response(
-            400,
-            "response_format of type json_schema is not supported by this server.",
-            "unsupported_response_format",
-        )
+    refused_format = _response_format_type(body)
+    if refused_format in server.refused_response_formats:
+        return _response_format_refusal(server.response_format_refusal, refused_format)
 
     reply = server._next_reply(body)
     if reply.delay_s and not await _sleep_while_connected(http_request, reply.delay_s):
@@ -284,8 +312,10 @@ async def _answer_one(server: ScriptedServer, http_request: Request, *, kind: st
         media_type = "text/event-stream" if body.get("stream") else "application/json"
         return Response(reply.raw_body, headers=reply.headers, media_type=media_type)
     text = _apply_stop(reply.text, body.get("stop"))
+    if cut.is_set():
+        return _DroppedConnection()
     if body.get("stream"):
-        return _SSEStream(server, reply, text, body, kind=kind)
+        return _SSEStream(server, reply, text, body, kind=kind, cut=cut)
     return JSONResponse(
         _whole_reply(text, body, kind=kind, finish_reason=reply.finish_reason), headers=reply.headers
     )
@@ -300,6 +330,39 @@ async def _sleep_while_connected(http_request: Request, seconds: float) -> bool:
         if await http_request.is_disconnected():
             return False
     return True
+
+
+def _response_format_refusal(style: str, refused: str) -> JSONResponse:
+    if style == "llama-cpp-python":
+        # Its server validates the body inside the route's error handler, which answers every
+        # exception with a 500 and the exception's text.
+        allowed = "'text' or 'json_object'"
+        message = (
+            f"[{{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+            f"'msg': \"Input should be {allowed}\", 'input': '{refused}', "
+            f"'ctx': {{'expected': \"{allowed}\"}}}}]"
+        )
+        return JSONResponse(
+            {"error": {"message": message, "type": "internal_server_error", "param": None, "code": None}},
+            status_code=500,
+        )
+    return _error_response(
+        400,
+        f"response_format of type {refused} is not supported by this server.",
+        "unsupported_response_format",
+    )
+
+
+class _DroppedConnection(Response):
+    """Headers, then a dropped connection: what a client of a server that gave up sees."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="text/event-stream")
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        raise _DeliberateStreamCut()
 
 
 def _response_format_type(body: dict) -> str | None:
@@ -403,14 +466,17 @@ class _SSEStream(Response):
     leaving between chunks and count it, and can drop the connection on purpose.
     """
 
-    def __init__(self, server: ScriptedServer, reply: Reply, text: str, body: dict, *, kind: str):
+    def __init__(
+        self, server: ScriptedServer, reply: Reply, text: str, body: dict, *, kind: str,
+        cut: asyncio.Event,
+    ):
         super().__init__(status_code=200, headers=reply.headers, media_type="text/event-stream")
         # The body length is unknown up front: drop the content-length Response set for b"",
         # so that uvicorn uses chunked encoding (which is also what lets a cut look like a cut).
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.raw_headers.append((b"cache-control", b"no-cache"))
         self._server, self._reply, self._text = server, reply, text
-        self._body, self._kind = body, kind
+        self._body, self._kind, self._cut = body, kind, cut
         self._id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self._created = int(time.time())
         self._model = body.get("model") or DEFAULT_MODEL
@@ -441,6 +507,7 @@ class _SSEStream(Response):
             finished = await self._send_events(send, client_left)
         finally:
             watcher.cancel()
+            self._server._answering.discard(self._cut)
         if finished:
             self._server.completed_streams += 1
         else:
@@ -487,6 +554,8 @@ class _SSEStream(Response):
                     await asyncio.wait_for(client_left.wait(), reply.chunk_delay_s)
                 except asyncio.TimeoutError:
                     pass
+            if self._cut.is_set():
+                raise _DeliberateStreamCut()
             if not await event(self._chunk(piece, **usage_field)):
                 return False
         if reply.stream_cut_after is not None and len(pieces) >= reply.stream_cut_after:

@@ -26,9 +26,9 @@ def test_import_linter_contracts_hold():
 
 def test_importing_the_engine_pulls_in_neither_torch_nor_textual():
     result = _run_python(
-        "import sys, recurrent_core, recurrent_core.engine, recurrent_core.parsing, "
-        "recurrent_core.prompts, recurrent_core.memory, recurrent_core.embeddings, "
-        "recurrent_core.backends.openai_backend\n"
+        "import sys, longyarn.recurrent_core, longyarn.recurrent_core.engine, longyarn.recurrent_core.parsing, "
+        "longyarn.recurrent_core.prompts, longyarn.recurrent_core.memory, longyarn.recurrent_core.embeddings, "
+        "longyarn.recurrent_core.backends.openai_backend\n"
         "heavy = sorted(m for m in ('torch', 'textual', 'triton', 'sentence_transformers') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )
@@ -39,7 +39,7 @@ def test_importing_the_engine_pulls_in_neither_torch_nor_textual():
 def test_batch_help_does_not_import_textual():
     code = (
         "import sys\n"
-        "from app.cli import main\n"
+        "from longyarn.app.cli import main\n"
         "try:\n"
         "    main(['batch', '--help'])\n"
         "except SystemExit:\n"

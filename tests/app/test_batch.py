@@ -23,7 +23,7 @@ def longyarn(*args: str, server: ScriptedServer | None = None, **popen) -> subpr
     if server is not None:
         env["OPENAI_BASE_URL"] = server.base_url
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "longyarn.app.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -185,15 +185,15 @@ def test_several_novels_at_once_from_a_premises_file(tmp_path):
 
 
 def test_the_readme_command_writes_a_story_offline_and_says_once_what_the_demo_cannot_do(tmp_path):
-    from app.settings import config_path
-    from recurrent_core.parsing import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
+    from longyarn.app.settings import config_path
+    from longyarn.recurrent_core.parsing import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
 
     config_path().parent.mkdir(parents=True, exist_ok=True)
     config_path().write_text("[sampling.writer]\nmax_tokens = 40\n")  # seconds, not minutes
     env_without_a_model_server = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     out = tmp_path / "novel.md"
     process = subprocess.run(
-        [sys.executable, "-m", "app.cli", "batch", "--premise", "A lighthouse keeper finds a door in the sea.",
+        [sys.executable, "-m", "longyarn.app.cli", "batch", "--premise", "A lighthouse keeper finds a door in the sea.",
          "--genre", "fable", "--paragraphs", "3", "--out", str(out), "--db", str(tmp_path / "s.db")],
         cwd=ROOT, env=env_without_a_model_server, capture_output=True, text=True, timeout=300,
     )

@@ -98,7 +98,7 @@ def reading_room(db_path, model_server=None, model_settings: str = "") -> Iterat
     if model_server is not None:
         model_settings = f"backend='openai', base_url={model_server.base_url!r}, model='scripted-model'"
     serve = (
-        "from app.settings import Settings; from app.reader.web import serve_reader; "
+        "from longyarn.app.settings import Settings; from longyarn.app.reader.web import serve_reader; "
         f"serve_reader(Settings(db={str(db_path)!r}, {model_settings}), port={port})"
     )
     process = subprocess.Popen(

@@ -8,9 +8,9 @@ import sys
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from app.cli import EXIT_ERROR, main
-from app.settings import config_path
-from storage.models import StepRow
+from longyarn.app.cli import EXIT_ERROR, main
+from longyarn.app.settings import config_path
+from longyarn.storage.models import StepRow
 from tests.app.test_batch import run
 
 # The bundled demo model runs on the CPU: short outputs keep this check to seconds.

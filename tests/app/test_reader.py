@@ -11,20 +11,20 @@ import sys
 import pytest
 from textual.widgets import DataTable, TextArea
 
-from app.reader.app import make_reader_app
-from app.reader.errors import CannotExtend, InvalidReaderText, PlaceGone
-from app.reader.identity import (
+from longyarn.app.reader.app import make_reader_app
+from longyarn.app.reader.errors import CannotExtend, InvalidReaderText, PlaceGone
+from longyarn.app.reader.identity import (
     TokenRefused,
     new_token,
     parse_token,
     reader_for_token,
     register_reader,
 )
-from app.reader.reading import ReadingSession
-from app.reader.screens import LibraryScreen, ReadingScreen, RefusedScreen, WelcomeScreen
-from app.reader.text import as_reader_choice, clean_action, strip_control_characters
-from app.tui.widgets import InstructionList
-from recurrent_core.prompts import QUOTE_CLOSE, QUOTE_OPEN
+from longyarn.app.reader.reading import ReadingSession
+from longyarn.app.reader.screens import LibraryScreen, ReadingScreen, RefusedScreen, WelcomeScreen
+from longyarn.app.reader.text import as_reader_choice, clean_action, strip_control_characters
+from longyarn.app.tui.widgets import InstructionList
+from longyarn.recurrent_core.prompts import QUOTE_CLOSE, QUOTE_OPEN
 from tests.app.test_tui import PARAGRAPHS, seed_story, wait_for_screen, wait_until
 from tests.conftest import make_engine
 from tests.scripted_server import Reply, story_responder
@@ -185,7 +185,7 @@ async def test_closing_and_reopening_resumes_where_the_reader_was(store, embedde
         screen = await open_first_story(pilot)
         await take(pilot, screen, "1")
 
-    from storage.db import open_store
+    from longyarn.storage.db import open_store
 
     with open_store(db_path) as reopened:  # as a new process would
         app = reader_app(reopened, token=token)
@@ -488,7 +488,7 @@ async def test_past_the_rate_limit_the_reader_is_asked_to_wait_and_the_app_goes_
 def test_the_rate_limit_holds_across_processes_sharing_the_database(store, db_path):
     reader, _ = new_reader(store)
     script = (
-        "import sys, json; from storage.db import open_store\n"
+        "import sys, json; from longyarn.storage.db import open_store\n"
         "with open_store(sys.argv[1]) as store:\n"
         "    print(json.dumps([store.reserve_reader_generation(sys.argv[2], limit=6) is None"
         " for _ in range(5)]))\n"
@@ -514,7 +514,7 @@ def test_the_rate_limit_forgets_generations_older_than_the_window(store):
 
 
 async def test_a_terminal_reader_is_remembered_in_a_private_file(store, embedder, tmp_path):
-    from app.reader.identity import load_local_token, save_local_token
+    from longyarn.app.reader.identity import load_local_token, save_local_token
 
     readable_story(store, embedder, may_extend=False)
     token_path = tmp_path / "reader-token"
@@ -567,7 +567,7 @@ async def test_a_long_paragraph_is_read_from_its_first_line_and_page_keys_scroll
         await pilot.pause()
         assert passage.scroll_y < after and screen.choice_list.highlighted == 0
 
-    from storage.db import open_store
+    from longyarn.storage.db import open_store
 
     with open_store(db_path) as reopened:  # continue later: back at the start of that paragraph
         app = reader_app(reopened, token=token)

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.reader.identity import parse_token
-from app.reader.web import ReaderServer
+from longyarn.app.reader.identity import parse_token
+from longyarn.app.reader.web import ReaderServer
 
 
 async def test_a_visitor_gets_a_fresh_reader_link_and_a_page_that_needs_no_other_site():
@@ -57,7 +57,7 @@ def test_a_port_in_use_is_one_clear_sentence_and_no_false_open_message(tmp_path)
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "app.cli", "read", "--serve", "--port", str(port),
+            [sys.executable, "-m", "longyarn.app.cli", "read", "--serve", "--port", str(port),
              "--db", str(tmp_path / "x.db")],
             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
         )
@@ -71,11 +71,11 @@ def test_a_port_in_use_is_one_clear_sentence_and_no_false_open_message(tmp_path)
 
 
 async def test_the_reading_room_loads_the_local_model_once_and_its_sessions_read_it_there(store, embedder):
-    from app.models import make_backend
-    from app.reader.web import shared_local_model
-    from app.settings import Settings
-    from recurrent_core.backends.served_local import ServedLocalBackend
-    from recurrent_core.engine import Engine
+    from longyarn.app.models import make_backend
+    from longyarn.app.reader.web import shared_local_model
+    from longyarn.app.settings import Settings
+    from longyarn.recurrent_core.backends.served_local import ServedLocalBackend
+    from longyarn.recurrent_core.engine import Engine
 
     # No key, no base URL: the bundled demo model (--model names a model on a server: not this one).
     settings = Settings(model="gpt-4o-mini")

@@ -10,11 +10,11 @@ import openai
 import pytest
 import torch
 
-from app.serve import ChatMessage, chat_prompt, create_app, running_server
-from recurrent_core.backends.base import Sampling
-from recurrent_core.backends.local import LocalBackend
-from recurrent_core.backends.openai_backend import OpenAIBackend
-from recurrent_core.engine import Engine, EngineConfig
+from longyarn.app.serve import ChatMessage, chat_prompt, create_app, running_server
+from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.recurrent_core.backends.local import LocalBackend
+from longyarn.recurrent_core.backends.openai_backend import OpenAIBackend
+from longyarn.recurrent_core.engine import Engine, EngineConfig
 from tests.backends.test_local_backend import write_tiny_local_model
 
 MODEL = "tiny-base"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Settings, config_path, load_settings
-from recurrent_core.errors import InvalidInput
+from longyarn.app.settings import Settings, config_path, load_settings
+from longyarn.recurrent_core.errors import InvalidInput
 
 
 def write_config(text: str) -> None:

@@ -8,27 +8,27 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from app.settings import Settings
-from app.tui import make_app
-from app.tui.app import LongyarnApp
+from longyarn.app.settings import Settings
+from longyarn.app.tui import make_app
+from longyarn.app.tui.app import LongyarnApp
 from textual.widgets import Button
 
-from app.tui.screens.dialogs import (
+from longyarn.app.tui.screens.dialogs import (
     ConfirmDialog, KeepWritingDialog, NewStoryDialog, OutlineDialog, ParagraphEditor, PublishDialog,
     UnsavedEditDialog,
 )
-from app.tui.screens.help import HelpScreen
-from app.tui.screens.library import LibraryScreen
-from app.tui.screens.settings import SettingsScreen
-from app.tui.screens.welcome import WelcomeScreen
-from app.tui.screens.writing import WritingScreen
-from recurrent_core import parsing
-from recurrent_core.backends.base import Sampling
-from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
-from recurrent_core.engine import Engine, EngineConfig
-from recurrent_core.errors import LongyarnError
-from recurrent_core.types import NewStep, Story
-from storage.db import open_store
+from longyarn.app.tui.screens.help import HelpScreen
+from longyarn.app.tui.screens.library import LibraryScreen
+from longyarn.app.tui.screens.settings import SettingsScreen
+from longyarn.app.tui.screens.welcome import WelcomeScreen
+from longyarn.app.tui.screens.writing import WritingScreen
+from longyarn.recurrent_core import parsing
+from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from longyarn.recurrent_core.engine import Engine, EngineConfig
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.recurrent_core.types import NewStep, Story
+from longyarn.storage.db import open_store
 from tests.conftest import make_engine
 from tests.scripted_server import Reply, story_responder
 

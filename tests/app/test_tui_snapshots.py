@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import update
 
-from app.tui.screens.dialogs import KeepWritingDialog
-from app.tui.screens.writing import WritingScreen
-from storage.models import StoryRow
+from longyarn.app.tui.screens.dialogs import KeepWritingDialog
+from longyarn.app.tui.screens.writing import WritingScreen
+from longyarn.storage.models import StoryRow
 from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen, wait_until
 from tests.conftest import make_engine
 

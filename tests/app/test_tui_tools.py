@@ -6,16 +6,16 @@ from __future__ import annotations
 import threading
 import tomllib
 
-from app.settings import Settings, config_path
-from app.tui import load_keymap, make_app
-from app.tui.formatting import mask_key
-from app.tui.screens.context import NOT_RECORDED, ContextScreen
-from app.tui.screens.dialogs import ExportDialog, KeepWritingDialog
-from app.tui.screens.library import LibraryScreen
-from app.tui.screens.memory import MemoryScreen
-from app.tui.screens.settings import SettingsScreen
-from app.tui.screens.writing import WritingScreen
-from app.tui.widgets import PAGE_SIZE
+from longyarn.app.settings import Settings, config_path
+from longyarn.app.tui import load_keymap, make_app
+from longyarn.app.tui.formatting import mask_key
+from longyarn.app.tui.screens.context import NOT_RECORDED, ContextScreen
+from longyarn.app.tui.screens.dialogs import ExportDialog, KeepWritingDialog
+from longyarn.app.tui.screens.library import LibraryScreen
+from longyarn.app.tui.screens.memory import MemoryScreen
+from longyarn.app.tui.screens.settings import SettingsScreen
+from longyarn.app.tui.screens.writing import WritingScreen
+from longyarn.app.tui.widgets import PAGE_SIZE
 from tests.app.test_tui import (
     PARAGRAPHS,
     build_app,
@@ -30,8 +30,8 @@ from tests.app.test_tui import (
     wait_for_step,
     wait_until,
 )
-from recurrent_core.errors import LongyarnError
-from storage.db import open_store
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.storage.db import open_store
 from tests.conftest import make_engine
 from tests.scripted_server import story_responder
 
@@ -478,7 +478,7 @@ async def test_the_command_palette_runs_any_action_that_can_run_now(store, serve
 
 
 async def test_f1_shows_every_key_even_those_the_footer_has_no_room_for(store, server, embedder):
-    from app.tui.screens.help import HelpScreen
+    from longyarn.app.tui.screens.help import HelpScreen
 
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id, keymap={"undo": "ctrl+b"})
@@ -552,8 +552,8 @@ async def test_a_long_story_opens_with_its_last_page_and_loads_earlier_paragraph
 def app_switching_models(store, server, embedder, story_id: str, refused: dict[str, str] | None = None):
     """An app on the scripted server's "first-model" that builds a real engine for whatever
     model the settings name, refusing the models in `refused` with their sentences."""
-    from app.models import make_backend
-    from recurrent_core.engine import Engine
+    from longyarn.app.models import make_backend
+    from longyarn.recurrent_core.engine import Engine
 
     def build_engine(settings: Settings) -> Engine:
         if settings.model in (refused or {}):

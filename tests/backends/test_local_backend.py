@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from recurrent_core import parsing, prompts
-from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
-from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend, ReplyBoundary, is_chat_checkpoint
-from recurrent_core.engine import Engine, EngineConfig
-from recurrent_core.errors import InvalidInput, ModelError
-from recurrent_core.local_lm import load_checkpoint, save_own_format
-from recurrent_core.local_lm.sampling import SamplerConfig
-from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
-from recurrent_core.local_lm.tokenizer_training import train_tokenizer
-from recurrent_core.types import ContextSection
+from longyarn.recurrent_core import parsing, prompts
+from longyarn.recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
+from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend, ReplyBoundary, is_chat_checkpoint
+from longyarn.recurrent_core.engine import Engine, EngineConfig
+from longyarn.recurrent_core.errors import InvalidInput, ModelError
+from longyarn.recurrent_core.local_lm import load_checkpoint, save_own_format
+from longyarn.recurrent_core.local_lm.sampling import SamplerConfig
+from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.recurrent_core.local_lm.tokenizer_training import train_tokenizer
+from longyarn.recurrent_core.types import ContextSection
 
 STORY_TEXT = (
     "Once upon a time a small fox lived by the river. Every morning she swam to the island "
@@ -342,7 +342,7 @@ def test_the_bundled_demo_model_is_prose_only_and_other_models_are_not(tiny_mode
 
 
 def test_a_base_model_paragraph_is_not_cut_at_an_early_heading():
-    from recurrent_core.backends.local import ReplyBoundary
+    from longyarn.recurrent_core.backends.local import ReplyBoundary
 
     boundary = ReplyBoundary(["\n\n"], min_chars=30)
     pieces = ["CHAPTER ONE", "\n\n", "The keeper climbed the stairs and ", "lit the lamp.\n", "\nNext day"]

@@ -7,16 +7,17 @@ The `server` fixture (tests/conftest.py) is a fresh `ScriptedServer` answering w
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
 
 import pytest
 
-from recurrent_core.backends import OpenAIBackend, StreamInterrupted
-from recurrent_core.backends.base import Chunk, GenerationRequest, Prompt, Sampling
-from recurrent_core.errors import ModelError
-from recurrent_core.types import ContextSection, Usage
+from longyarn.recurrent_core.backends import OpenAIBackend, StreamInterrupted
+from longyarn.recurrent_core.backends.base import Chunk, GenerationRequest, Prompt, Sampling
+from longyarn.recurrent_core.errors import ModelError
+from longyarn.recurrent_core.types import ContextSection, Usage
 from tests.scripted_server import Reply, ScriptedServer
 
 FAKE_KEY = "sk-test-UNMISTAKABLE-9f8e7d6c5b4a"
@@ -263,15 +264,97 @@ async def test_json_schema_is_sent_when_the_server_accepts_it(server):
     assert backend.info.supports_json_schema
 
 
-async def test_a_server_that_rejects_json_schema_is_asked_again_without_it_and_remembered():
+def response_format_types(server: ScriptedServer) -> list[str | None]:
+    return [(sent.get("response_format") or {}).get("type") for sent in server.requests]
+
+
+async def test_a_server_that_rejects_json_schema_is_asked_for_json_objects_and_remembered():
     with ScriptedServer(json_schema_supported=False) as server:
         backend = make_backend(server.base_url, max_attempts=1)
         _, first = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
         _, second = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
 
-    assert ["response_format" in sent for sent in server.requests] == [True, False, False]
+    assert response_format_types(server) == ["json_schema", "json_object", "json_object"]
     assert backend.info.supports_json_schema is False
+    assert json.loads(first)["short_term_memory"] and json.loads(second)["short_term_memory"]
+
+
+async def test_llama_cpp_pythons_500_refusing_json_schema_falls_back_at_once_and_says_so_once():
+    # llama-cpp-python's server 0.3 answers a json_schema response_format with HTTP 500 and its
+    # validation error; that is a refusal of the format, not a server fault to retry four times.
+    with ScriptedServer(
+        refused_response_formats=("json_schema",), response_format_refusal="llama-cpp-python"
+    ) as server:
+        backend = make_backend(server.base_url)
+        _, first = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
+        _, second = await collect(backend, make_request("planner", json_schema=MEMORY_SCHEMA))
+
+    assert response_format_types(server) == ["json_schema", "json_object", "json_object"]
+    assert json.loads(first)["short_term_memory"]
+    [notice] = backend.take_notices()
+    assert "does not accept json_schema" in notice and "JSON objects" in notice
+    assert backend.take_notices() == ()
+
+
+async def test_a_server_that_refuses_both_json_formats_is_asked_for_labelled_text():
+    with ScriptedServer(
+        refused_response_formats=("json_schema", "json_object"), response_format_refusal="llama-cpp-python"
+    ) as server:
+        backend = make_backend(server.base_url)
+        _, first = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
+        _, second = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
+
+    assert response_format_types(server) == ["json_schema", "json_object", None, None]
     assert first.startswith("Short-term memory:") and second.startswith("Short-term memory:")
+    notices = backend.take_notices()
+    assert len(notices) == 2 and "labelled text" in notices[1]
+
+
+async def test_a_500_that_is_no_format_refusal_is_still_retried_as_a_server_fault(server):
+    server.enqueue(Reply(status=500), Reply('{"reason": "r", "short_term_memory": "Mara waits."}'))
+    backend = make_backend(server.base_url)
+    _, text = await collect(backend, make_request("memory", json_schema=MEMORY_SCHEMA))
+    assert response_format_types(server) == ["json_schema", "json_schema"]
+    assert json.loads(text)["short_term_memory"] == "Mara waits."
+
+
+# ---- servers that answer one request at a time -------------------------------------------
+
+
+async def test_a_one_slot_server_that_cuts_overlapping_requests_gets_them_one_at_a_time():
+    # llama-cpp-python's server cuts the request in progress when another arrives, and drops
+    # the new one too: both clients see a broken connection, though the server is up.
+    with ScriptedServer(lambda request: Reply(PARAGRAPH), one_slot=True, latency_s=0.2) as server:
+        backend = make_backend(server.base_url)
+        first, second = await asyncio.gather(
+            collect(backend, make_request("memory")), collect(backend, make_request("planner"))
+        )
+        assert first[1] == second[1] == PARAGRAPH
+        assert server.overlap_drops == 1 and len(server.requests) == 4
+        [notice] = backend.take_notices()
+        assert "one request at a time" in notice
+
+        # From now on this server gets one request at a time: nothing overlaps, nothing is cut.
+        third, fourth = await asyncio.gather(
+            collect(backend, make_request("memory")), collect(backend, make_request("planner"))
+        )
+        assert third[1] == fourth[1] == PARAGRAPH
+        assert server.overlap_drops == 1 and len(server.requests) == 6
+        assert backend.take_notices() == ()
+
+
+async def test_a_fixed_concurrency_limit_is_kept_and_a_lone_failed_request_is_not_blamed_on_overlap():
+    with ScriptedServer(lambda request: Reply(PARAGRAPH), latency_s=0.1) as server:
+        backend = make_backend(server.base_url, concurrency=2)
+        results = await asyncio.gather(*(collect(backend, make_request()) for _ in range(5)))
+        assert all(text == PARAGRAPH for _, text in results)
+        assert server.max_concurrent == 2
+
+    # A single request that cannot connect is a server that is down, with the usual sentence.
+    backend = make_backend(closed_port_url(), max_attempts=2)
+    with pytest.raises(ModelError, match="Could not reach the model server"):
+        await collect(backend, make_request())
+    assert backend.take_notices() == ()
 
 
 async def test_a_server_that_wants_max_completion_tokens_gets_it():
@@ -424,7 +507,7 @@ async def test_a_local_server_needs_no_key(server, monkeypatch):
 
 @pytest.mark.parametrize("jrt_repeats", [1, 2])
 async def test_a_real_writer_prompt_reaches_the_story_responder(server, jrt_repeats):
-    from recurrent_core.prompts import render_prompt
+    from longyarn.recurrent_core.prompts import render_prompt
 
     prompt = render_prompt(
         "writer",

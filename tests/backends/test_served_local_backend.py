@@ -9,15 +9,15 @@ import time
 import pytest
 import torch
 
-from app.serve import create_app, running_server
-from app.models import make_backend
-from app.settings import Settings, load_settings
-from recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
-from recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
-from recurrent_core.backends.served_local import ServedLocalBackend
-from recurrent_core.engine import Engine, EngineConfig
-from recurrent_core.errors import LongyarnError
-from recurrent_core.types import ContextSection
+from longyarn.app.serve import create_app, running_server
+from longyarn.app.models import make_backend
+from longyarn.app.settings import Settings, load_settings
+from longyarn.recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
+from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from longyarn.recurrent_core.backends.served_local import ServedLocalBackend
+from longyarn.recurrent_core.engine import Engine, EngineConfig
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.recurrent_core.types import ContextSection
 from tests.scripted_server import ScriptedServer
 
 

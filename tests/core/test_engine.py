@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from recurrent_core.errors import InvalidInput, ModelError
-from recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepStarted
+from longyarn.recurrent_core.errors import InvalidInput, ModelError
+from longyarn.recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepStarted
 from tests.conftest import make_engine
 from tests.scripted_server import Reply, ScriptedServer, story_responder
 
@@ -177,7 +177,7 @@ async def test_unreadable_memory_is_repaired_then_falls_back_to_the_old_memory(s
 
 
 async def test_a_setting_the_server_refuses_is_named_once_in_the_step_that_met_it(store, embedder):
-    from recurrent_core.backends.base import Sampling
+    from longyarn.recurrent_core.backends.base import Sampling
 
     sampling = {role: Sampling(seed=7) for role in ("bible", "writer", "memory", "planner")}
     with ScriptedServer(rejected_parameters=("seed",)) as strict_server:
@@ -211,14 +211,33 @@ async def test_a_title_taken_from_the_premise_reads_as_a_title(store, server, em
 
 
 async def test_servers_without_structured_output_get_labelled_text(store, embedder):
-    with ScriptedServer(json_schema_supported=False) as plain_server:
+    with ScriptedServer(refused_response_formats=("json_schema", "json_object")) as plain_server:
         engine = make_engine(store, plain_server, embedder)
         story, fallbacks = await engine.start_story("A ferryman.", "drama")
         completed = (await collect(engine, story.id))[-1]
-    assert not fallbacks and not completed.fallbacks
+    # The two refusals are said once, where they were met; nothing else fell back.
+    assert len(fallbacks) == 2 and all("does not accept json_" in sentence for sentence in fallbacks)
+    assert not completed.fallbacks
     assert len(set(completed.step.next_instructions)) == 3
-    later = [r for r in plain_server.requests[2:] if r["_role"] in ("memory", "planner")]
+    later = [r for r in plain_server.requests[3:] if r["_role"] in ("memory", "planner")]
     assert later and all("response_format" not in r for r in later), "the backend remembers"
+
+
+async def test_a_step_on_a_one_slot_server_keeps_its_memory_and_plans(store, embedder):
+    # The memory and plan requests go out together; a server that cuts overlapping requests
+    # gets them again one at a time, and the step keeps the model's memory, not a fallback.
+    with ScriptedServer(one_slot=True, latency_s=0.2) as one_slot_server:
+        engine = make_engine(store, one_slot_server, embedder)
+        story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
+        first = (await collect(engine, story.id))[-1]
+        second = (await collect(engine, story.id))[-1]
+
+    assert one_slot_server.overlap_drops == 1
+    [notice] = first.fallbacks
+    assert "one request at a time" in notice
+    assert not second.fallbacks, "said once"
+    for completed in (first, second):
+        assert completed.step.memory_reason and len(set(completed.step.next_instructions)) == 3
 
 
 async def test_a_persons_edit_of_the_short_term_memory_reaches_the_next_step(store, server, embedder):

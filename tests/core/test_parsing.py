@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recurrent_core.parsing import (
+from longyarn.recurrent_core.parsing import (
     clean_paragraph,
     describe_problem,
     ends_mid_sentence,
@@ -17,8 +17,8 @@ from recurrent_core.parsing import (
     resolve_step_outputs,
     trim_to_last_sentence,
 )
-from recurrent_core.parsing import MEMORY_WORD_LIMIT, PROSE_ONLY_OUTPUTS
-from recurrent_core.prompts import completion_cue
+from longyarn.recurrent_core.parsing import MEMORY_WORD_LIMIT, PROSE_ONLY_OUTPUTS
+from longyarn.recurrent_core.prompts import completion_cue
 
 MEMORY = "Mara holds the brass key. Tomas follows her to the lighthouse."
 REASON = "Dropped the storm, which has passed; added the key."
@@ -678,6 +678,6 @@ def test_a_choice_after_reasoning_is_the_one_after_the_reasoning():
     ],
 )
 def test_what_streams_to_the_screen_never_shows_reasoning_or_template_tokens(raw, shown):
-    from recurrent_core.parsing import streamed_prose
+    from longyarn.recurrent_core.parsing import streamed_prose
 
     assert streamed_prose(raw) == shown

@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recurrent_core.parsing import (
+from longyarn.recurrent_core.parsing import (
     INSTRUCTION_ITEM_NAMES,
     INSTRUCTION_LIST_NAMES,
     MEMORY_NAMES,

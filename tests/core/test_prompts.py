@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import recurrent_core.prompts as prompts_module
-from recurrent_core.parsing import describe_problem
-from recurrent_core.prompts import (
+import longyarn.recurrent_core.prompts as prompts_module
+from longyarn.recurrent_core.parsing import describe_problem
+from longyarn.recurrent_core.prompts import (
     JSON_SCHEMAS,
     PromptTemplateError,
     completion_cue,
@@ -18,7 +18,7 @@ from recurrent_core.prompts import (
     parse_template,
     render_prompt,
 )
-from recurrent_core.types import ContextSection
+from longyarn.recurrent_core.types import ContextSection
 
 ROLES = ("bible", "writer", "memory", "planner", "repair", "chooser")
 STORY_BIBLE = ContextSection("Story bible", "Title: The Dark Lamp\n\nOutline: Mara relights the lamp.", 10)

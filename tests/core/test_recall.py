@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recurrent_core.memory import RecallIndex
-from recurrent_core.types import NewStep
+from longyarn.recurrent_core.memory import RecallIndex
+from longyarn.recurrent_core.types import NewStep
 
 PARAGRAPHS = [
     "The dragon Ysolde slept on a hoard of silver bells beneath the castle.",
@@ -57,7 +57,7 @@ def test_pinned_memories_always_come_back_and_excluded_never(store, embedder):
 
 
 def test_edits_and_deletes_from_anywhere_are_seen(store, embedder, db_path):
-    from storage.db import open_store
+    from longyarn.storage.db import open_store
 
     story, steps = build_story(store, embedder)
     index = RecallIndex(store, embedder.name)

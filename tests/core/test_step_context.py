@@ -7,8 +7,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from recurrent_core.context import load_sent_context
-from recurrent_core.types import StepCompleted, StepStarted
+from longyarn.recurrent_core.context import load_sent_context
+from longyarn.recurrent_core.types import StepCompleted, StepStarted
 from tests.conftest import make_engine
 
 INSTRUCTIONS = [

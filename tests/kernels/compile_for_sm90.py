@@ -20,8 +20,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels.rwkv7_fused import activations, time_mix, token_shift
-from kernels.rwkv7_fused.reference import DECAY_SCALE
+from longyarn.kernels.rwkv7_fused import activations, time_mix, token_shift
+from longyarn.kernels.rwkv7_fused.reference import DECAY_SCALE
 
 H100 = GPUTarget("cuda", 90, 32)
 

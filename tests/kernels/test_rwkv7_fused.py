@@ -12,10 +12,10 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from kernels import rwkv7_fused  # noqa: E402
-from kernels.rwkv7_fused import reference  # noqa: E402
-from kernels.triton_settings import triton_interpreting  # noqa: E402
-from kernels.wkv7 import wkv7_fused_recurrent  # noqa: E402
+from longyarn.kernels import rwkv7_fused  # noqa: E402
+from longyarn.kernels.rwkv7_fused import reference  # noqa: E402
+from longyarn.kernels.triton_settings import triton_interpreting  # noqa: E402
+from longyarn.kernels.wkv7 import wkv7_fused_recurrent  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not triton_interpreting() else "cpu"
 FLOAT32_TOLERANCE = 1e-4

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from kernels.wkv7 import wkv7, wkv7_chunk_torch, wkv7_naive, wkv7_recurrent_torch
+from longyarn.kernels.wkv7 import wkv7, wkv7_chunk_torch, wkv7_naive, wkv7_recurrent_torch
 from tests.kernels.rwkv7_inputs import rwkv7_inputs, random_state
 
 FLOAT32_TOLERANCE = 1e-4
@@ -123,5 +123,5 @@ def test_mismatched_shapes_are_refused_with_the_offending_input_named() -> None:
 
 
 def test_importing_the_kernels_does_not_import_triton() -> None:
-    code = "import sys, kernels.wkv7, kernels.rwkv7_fused; assert 'triton' not in sys.modules, 'triton was imported'"
+    code = "import sys, longyarn.kernels.wkv7, longyarn.kernels.rwkv7_fused; assert 'triton' not in sys.modules, 'triton was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

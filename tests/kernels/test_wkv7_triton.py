@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from kernels.triton_settings import triton_interpreting  # noqa: E402
-from kernels.wkv7 import wkv7_chunk, wkv7_fused_recurrent, wkv7_naive  # noqa: E402
+from longyarn.kernels.triton_settings import triton_interpreting  # noqa: E402
+from longyarn.kernels.wkv7 import wkv7_chunk, wkv7_fused_recurrent, wkv7_naive  # noqa: E402
 from tests.kernels.rwkv7_inputs import random_state, rwkv7_inputs  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and not triton_interpreting() else "cpu"

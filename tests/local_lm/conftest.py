@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
 
 # Without a GPU the fused decode tests run the Triton kernels in the interpreter, which triton
 # reads when it is imported (as tests/kernels/conftest.py does).
@@ -69,7 +69,7 @@ def checkpoint_01b_layout(tmp_path_factory) -> CheckpointFile:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_checkpoint):
-    from recurrent_core.local_lm import LocalLM
+    from longyarn.recurrent_core.local_lm import LocalLM
 
     return LocalLM.load(tiny_checkpoint.path)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recurrent_core.errors import InvalidInput
-from recurrent_core.local_lm import LocalLM, load_checkpoint
+from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.local_lm import LocalLM, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recurrent_core.local_lm import LocalLM, load_checkpoint
+from longyarn.recurrent_core.local_lm import LocalLM, load_checkpoint
+from tests.local_lm.exactness import Float64Truth, assert_as_exact_as
 
 FLOAT32_TOLERANCE = 1e-4
 
@@ -39,15 +40,23 @@ def test_fused_decode_with_pytorch_references_matches_the_cpu_path(name, request
     checkpoint = request.getfixturevalue(name)
     cpu, fused = _model(checkpoint, fused_decode=False), _model(checkpoint, fused_decode=True)
     prompt = _tokens(checkpoint.vocab_size, 12, seed=0)[0].tolist()
+    decoded = _tokens(checkpoint.vocab_size, 3, seed=1)[0].tolist()
+    truth_logits, _ = Float64Truth.of(checkpoint.state_dict).run(prompt + decoded)
+    # On the 12-layer model the two float32 paths differ by a CPU-dependent amount: there the
+    # fused path must be as exact as the CPU path, measured against float64.
+    tight = checkpoint.n_layer <= 3
     # The sequence path is shared, reading views of the stacked weights in the fused model.
     expected, state = cpu.forward(prompt)
     logits, fused_state = fused.forward(prompt)
     assert _max_error(logits, expected) < FLOAT32_TOLERANCE
-    for token in _tokens(checkpoint.vocab_size, 3, seed=1)[0].tolist():
+    for position, token in enumerate(decoded, start=len(prompt)):
         expected, state = cpu.forward([token], state)
         logits, fused_state = fused.forward([token], fused_state)
-        assert _max_error(logits, expected) < FLOAT32_TOLERANCE
-    _assert_states_close(fused_state, state)
+        assert_as_exact_as(logits, expected, truth_logits[position], f"token {position}")
+        if tight:
+            assert _max_error(logits, expected) < FLOAT32_TOLERANCE
+    if tight:
+        _assert_states_close(fused_state, state)
 
 
 def test_fused_decode_with_triton_kernels_matches_the_cpu_path_for_a_batch(tiny_checkpoint) -> None:

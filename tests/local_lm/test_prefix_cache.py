@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from recurrent_core.local_lm.prefix_cache import PrefixStateCache, state_nbytes
+from longyarn.recurrent_core.local_lm.prefix_cache import PrefixStateCache, state_nbytes
 
 
 def _random_state(lm, seed: int):

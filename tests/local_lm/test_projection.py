@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recurrent_core.local_lm.projection import Projection, fbgemm_fp16_available
+from longyarn.recurrent_core.local_lm.projection import Projection, fbgemm_fp16_available
 
 
 def _product_error(projection: Projection, weight: torch.Tensor, x: torch.Tensor) -> float:

@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from recurrent_core.backends.base import Sampling
-from recurrent_core.errors import InvalidInput, ModelError
-from recurrent_core.local_lm.sampling import (
+from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.recurrent_core.errors import InvalidInput, ModelError
+from longyarn.recurrent_core.local_lm.sampling import (
     Sampler,
     SamplerConfig,
     frequency_exempt_ids,
     generate,
 )
-from recurrent_core.local_lm.tokenizer import WorldTokenizer
+from longyarn.recurrent_core.local_lm.tokenizer import WorldTokenizer
 
 VOCAB = 1000
 

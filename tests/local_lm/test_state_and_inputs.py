@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recurrent_core.errors import InvalidInput
-from recurrent_core.local_lm import LocalLM, RecurrentState
-from recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.local_lm import LocalLM, RecurrentState
+from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
 
 
 def _assert_same_state(a: RecurrentState, b: RecurrentState) -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recurrent_core.errors import CheckpointError, InvalidInput
-from recurrent_core.local_lm.tokenizer import (
+from longyarn.recurrent_core.errors import CheckpointError, InvalidInput
+from longyarn.recurrent_core.local_lm.tokenizer import (
     HFTokenizer,
     StreamingDetokenizer,
     Tokenizer,

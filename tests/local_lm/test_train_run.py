@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recurrent_core.errors import InvalidInput
-from recurrent_core.local_lm import train
-from recurrent_core.local_lm.tokenizer_training import prepare_data
+from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.local_lm import train
+from longyarn.recurrent_core.local_lm.tokenizer_training import prepare_data
 
 WORDS = (
     "the a little old king queen fox wolf girl boy forest river castle went saw said found "
@@ -84,7 +84,7 @@ def test_run_writes_a_loadable_model_directory_with_held_out_figures(data_dir, t
     assert written["sample"].startswith(train.TrainConfig.sample_prompt)
 
     # The inference side reads the directory back, with the sizes it declares.
-    from recurrent_core.local_lm.checkpoint import load_checkpoint
+    from longyarn.recurrent_core.local_lm.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(out)
     assert loaded.config.n_layer == 2 and loaded.tokenizer is not None

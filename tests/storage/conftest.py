@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recurrent_core.types import Story
-from storage import SqlStore, open_store
+from longyarn.recurrent_core.types import Story
+from longyarn.storage import SqlStore, open_store
 
 BACKENDS = ("sqlite", "postgresql")
 

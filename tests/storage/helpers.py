@@ -7,9 +7,9 @@ import zlib
 import numpy as np
 from sqlalchemy import func, insert, select
 
-from recurrent_core.types import NewStep, Step
-from storage import SqlStore
-from storage.models import MemoryRow, StepRow
+from longyarn.recurrent_core.types import NewStep, Step
+from longyarn.storage import SqlStore
+from longyarn.storage.models import MemoryRow, StepRow
 
 EMBEDDING_MODEL = "test-embedder"
 DIM = 8

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from recurrent_core.errors import InvalidInput, StoryNotFound
-from storage import SqlStore
+from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
+from longyarn.storage import SqlStore
 
 from .helpers import DIM, EMBEDDING_MODEL, new_step, row_counts, vector, write_chain
 

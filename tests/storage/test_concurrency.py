@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import SqlStore, open_store
+from longyarn.storage import SqlStore, open_store
 
 from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recurrent_core.errors import InvalidInput, StoryNotFound
-from storage import SqlStore
+from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
+from longyarn.storage import SqlStore
 
 from .helpers import DIM, EMBEDDING_MODEL, new_step, vector, write_chain
 

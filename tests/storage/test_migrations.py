@@ -14,10 +14,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from recurrent_core.errors import LongyarnError
-from recurrent_core.types import SectionRecord, StepContext
-from storage import SqlStore, open_store
-from storage.db import (
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.recurrent_core.types import SectionRecord, StepContext
+from longyarn.storage import SqlStore, open_store
+from longyarn.storage.db import (
     alembic_config,
     create_store_engine,
     current_revisions,
@@ -25,7 +25,7 @@ from storage.db import (
     schema_heads,
     upgrade,
 )
-from storage.models import Base
+from longyarn.storage.models import Base
 
 from .helpers import EMBEDDING_MODEL, new_step, vector
 

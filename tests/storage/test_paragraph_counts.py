@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import event
 
-from storage import SqlStore
+from longyarn.storage import SqlStore
 
 from .helpers import EMBEDDING_MODEL, insert_steps, new_step, vector, write_chain
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-from recurrent_core.store import StoryStore
-from storage import SqlStore
+from longyarn.recurrent_core.store import StoryStore
+from longyarn.storage import SqlStore
 
 
 def test_sql_store_has_every_method_of_the_engines_store_protocol():

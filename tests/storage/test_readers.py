@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from recurrent_core.errors import InvalidInput, StoryNotFound
-from storage import SqlStore, open_store
+from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
+from longyarn.storage import SqlStore, open_store
 
 from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
 

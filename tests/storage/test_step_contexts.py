@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
 
-from recurrent_core.types import RecalledMemory, SectionRecord, StepContext
-from storage import SqlStore
-from storage.models import StepContextRow
+from longyarn.recurrent_core.types import RecalledMemory, SectionRecord, StepContext
+from longyarn.storage import SqlStore
+from longyarn.storage.models import StepContextRow
 
 from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recurrent_core.errors import StoryNotFound
-from storage import SqlStore
+from longyarn.recurrent_core.errors import StoryNotFound
+from longyarn.storage import SqlStore
 
 from .helpers import EMBEDDING_MODEL, insert_steps, new_step, vector, write_chain
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import make_url
 
-from recurrent_core.errors import InvalidInput, StoryNotFound
-from storage import SqlStore, open_store
-from storage.db import describe_location
+from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
+from longyarn.storage import SqlStore, open_store
+from longyarn.storage.db import describe_location
 
 from .helpers import row_counts, write_chain
 

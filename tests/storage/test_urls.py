@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from recurrent_core.errors import LongyarnError
-from storage import open_store
-from storage.db import current_revisions, schema_heads
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.storage import open_store
+from longyarn.storage.db import current_revisions, schema_heads
 
 
 def test_a_postgresql_url_without_its_driver_says_what_to_install(monkeypatch):

@@ -1,0 +1,7 @@
+"""`python -m longyarn` runs the `longyarn` command."""
+
+import sys
+
+from longyarn.app.cli import main
+
+sys.exit(main())

@@ -1,0 +1,287 @@
+"""One reader in one story: their path, the choices in front of them, and the next paragraph.
+
+`ReadingSession` holds no UI: the terminal app, the browser sessions and the tests drive it.
+
+How a reader moves through the story tree
+-----------------------------------------
+A reader's position is a step. What they read is the branch from the story's first paragraph
+to that step; what they can do next is computed from it:
+
+- Existing continuations come first: the step's children that the reader may see (the
+  author's, and the reader's own from earlier visits; never another reader's). Children with
+  the same instruction (an author's retries) count once, preferring the author's main line.
+- If the author lets readers extend the story (`reader_may_extend`), the step's three
+  candidate instructions that no child followed yet are offered too, and so is a free-text
+  action; taking one generates a new paragraph on the reader's own branch
+  (`branch_owner` = the reader's id, `move_head=False`: the author's head never moves).
+- Otherwise the reader follows written paragraphs only; where the author stopped, the story
+  ends for now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+from longyarn.recurrent_core.engine import Engine
+from longyarn.recurrent_core.errors import StoryNotFound
+from longyarn.recurrent_core.types import Step, StepCompleted, StepEvent, Story
+from longyarn.storage.repository import BOOKMARK, SLOT, Reader, ReaderPlace, SqlStore
+
+from .errors import (
+    CannotExtend,
+    NothingToSave,
+    PlaceGone,
+    ReaderProblem,
+    ReaderRateLimited,
+    StoryClosed,
+)
+from .text import (
+    DEFAULT_ACTION_CHARS,
+    as_reader_choice,
+    clean_action,
+    same_instruction,
+    strip_control_characters,
+)
+
+DEFAULT_STEPS_PER_MINUTE = 6
+RATE_WINDOW_S = 60.0
+
+EngineFactory = Callable[[], Engine]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option under "What happens next?".
+
+    `step_id` is an existing paragraph the choice leads to (reading it needs no model);
+    None means choosing it writes a new paragraph that follows `instruction`.
+    """
+
+    label: str
+    instruction: str | None
+    step_id: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.step_id is None
+
+
+BEGIN_LABEL = "Begin the story"
+
+
+class ReadingSession:
+    """A reader's way through one story; every change of place is saved at once."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        reader: Reader,
+        story_id: str,
+        *,
+        engine_factory: EngineFactory | None = None,
+        steps_per_minute: int = DEFAULT_STEPS_PER_MINUTE,
+        action_chars: int = DEFAULT_ACTION_CHARS,
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self.story_id = story_id
+        self.engine_factory = engine_factory
+        self.steps_per_minute = steps_per_minute
+        self.action_chars = action_chars
+        self.story: Story = readable_story(store, story_id)
+        self.position: Step | None = None
+        self.path: list[Step] = []
+        self._engine: Engine | None = None
+
+    # ---- where the reader is ----
+
+    def open(self) -> None:
+        """Resume where the reader left off, or start at the story's first paragraph."""
+        saved = self.store.reader_position(self.reader.id, self.story_id)
+        if saved is not None and saved.step_id is not None:
+            try:
+                self.go_to(saved.step_id)
+                return
+            except PlaceGone:
+                pass  # the author deleted that paragraph: start again from the top
+        self._show(self._first_paragraph())
+        self._save_position()
+
+    def go_to(self, step_id: str | None) -> None:
+        """Move to a paragraph the reader may see (a save slot, a bookmark, a choice).
+
+        Raises `PlaceGone` if it is not in the story, or not the reader's to see.
+        """
+        try:
+            self.store.set_reader_position(self.reader.id, self.story_id, step_id)
+        except StoryNotFound:
+            raise PlaceGone(
+                "That paragraph is no longer in the story; you are still where you were; "
+                "choose another place."
+            ) from None
+        self._show(self.store.get_step(step_id) if step_id else None)
+
+    def back(self) -> bool:
+        """Step back one paragraph, to choose differently; False at the first one."""
+        if self.position is None or self.position.parent_id is None:
+            return False
+        self.go_to(self.position.parent_id)
+        return True
+
+    def _first_paragraph(self) -> Step | None:
+        author_line = self.store.branch(self.story_id)
+        if author_line:
+            return author_line[0]
+        roots = self.store.reader_children(self.story_id, None, self.reader.id)
+        return roots[0] if roots else None
+
+    def _show(self, step: Step | None) -> None:
+        self.position = step
+        self.path = self.store.branch(self.story_id, step.id) if step else []
+        self.story = readable_story(self.store, self.story_id)
+
+    def _save_position(self) -> None:
+        self.store.set_reader_position(
+            self.reader.id, self.story_id, self.position.id if self.position else None
+        )
+
+    # ---- what can happen next ----
+
+    @property
+    def may_extend(self) -> bool:
+        """Whether the author lets readers have new paragraphs written for them."""
+        return self.story.reader_may_extend
+
+    def choices(self) -> list[Choice]:
+        """The options after the current paragraph, existing continuations first."""
+        parent_id = self.position.id if self.position else None
+        children = self.store.reader_children(self.story_id, parent_id, self.reader.id)
+        main_line = set(self.store.branch_step_ids(self.story_id))
+        # The author's main line first, then the author's other versions, then the reader's.
+        children.sort(key=lambda step: (step.id not in main_line, step.branch_owner is not None))
+        choices: list[Choice] = []
+        for child in children:
+            if not any(same_instruction(child.instruction, c.instruction or "") for c in choices):
+                choices.append(Choice(as_reader_choice(child.instruction), child.instruction, child.id))
+        if not self.may_extend:
+            return choices
+        if self.position is None:
+            if not choices:
+                choices.append(Choice(BEGIN_LABEL, None))
+            return choices
+        for candidate in self.position.next_instructions:
+            if not any(same_instruction(candidate, c.instruction or "") for c in choices):
+                choices.append(Choice(as_reader_choice(candidate), candidate))
+        return choices
+
+    @property
+    def at_the_end(self) -> bool:
+        """Nothing follows for this reader: the author stopped here and readers cannot extend."""
+        return not self.choices()
+
+    # ---- moving on ----
+
+    async def choose(self, choice: Choice) -> AsyncIterator[StepEvent]:
+        """Take a choice: read the existing paragraph it leads to, or have one written.
+
+        Yields the step's events when a paragraph is written (nothing when it exists already);
+        either way the reader's position has moved when the iteration ends.
+        """
+        if choice.step_id is not None:
+            await asyncio.to_thread(self.go_to, choice.step_id)
+            return
+        async for event in self._write(choice.instruction):
+            yield event
+
+    async def act(self, text: str) -> AsyncIterator[StepEvent]:
+        """The reader's own action ("What do you do?"): a new paragraph on their branch."""
+        action = clean_action(text, self.action_chars)
+        async for event in self._write(action):
+            yield event
+
+    async def _write(self, instruction: str | None) -> AsyncIterator[StepEvent]:
+        if not self.may_extend:
+            raise CannotExtend(
+                "The author keeps this story to the paragraphs they wrote; nothing new was "
+                "written; pick one of the choices shown."
+            )
+        wait_s = await asyncio.to_thread(
+            self.store.reserve_reader_generation,
+            self.reader.id,
+            limit=self.steps_per_minute,
+            window_s=RATE_WINDOW_S,
+        )
+        if wait_s is not None:
+            raise ReaderRateLimited(self.steps_per_minute, wait_s)
+        engine = await asyncio.to_thread(self._engine_now)  # a local model loads for seconds
+        parent_id = self.position.id if self.position else None
+        async for event in engine.step(
+            self.story_id,
+            instruction,
+            parent_step_id=parent_id,
+            branch_owner=self.reader.id,
+            move_head=False,
+        ):
+            if isinstance(event, StepCompleted):
+                await asyncio.to_thread(self.go_to, event.step.id)
+            yield event
+
+    def _engine_now(self) -> Engine:
+        if self._engine is None:
+            if self.engine_factory is None:
+                raise ReaderProblem(
+                    "No model is set up for this reading room, so nothing new can be written; "
+                    "pick one of the written choices, or ask the host to set up a model."
+                )
+            self._engine = self.engine_factory()
+        return self._engine
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.backend.aclose()
+
+    # ---- save slots and bookmarks ----
+
+    def save_slot(self, name: str) -> ReaderPlace:
+        """Save the current place under a name (saving under a used name replaces it)."""
+        if self.position is None:
+            raise NothingToSave(
+                "There is nothing to save before the first paragraph; nothing was saved; "
+                "read on, then save."
+            )
+        name = strip_control_characters(name)[:60] or "Saved place"
+        return self.store.save_reader_slot(self.reader.id, self.story_id, name, self.position.id)
+
+    def bookmark(self, step_id: str | None = None, note: str = "") -> ReaderPlace:
+        """Bookmark a paragraph on the reader's path (default: the current one)."""
+        target = step_id or (self.position.id if self.position else None)
+        if target is None:
+            raise NothingToSave(
+                "There is no paragraph to bookmark yet; nothing was saved; read on, then bookmark."
+            )
+        return self.store.add_reader_bookmark(self.reader.id, self.story_id, target, note)
+
+    def save_slots(self) -> list[ReaderPlace]:
+        return self.store.reader_places(self.reader.id, self.story_id, SLOT)
+
+    def bookmarks(self) -> list[ReaderPlace]:
+        return self.store.reader_places(self.reader.id, self.story_id, BOOKMARK)
+
+    def forget_place(self, place: ReaderPlace) -> None:
+        self.store.delete_reader_place(self.reader.id, place.id)
+
+
+def readable_story(store: SqlStore, story_id: str) -> Story:
+    """The story, if its author opened it to readers; else `StoryClosed`."""
+    try:
+        story = store.get_story(story_id)
+    except StoryNotFound:
+        story = None
+    if story is None or not story.readable:
+        raise StoryClosed(
+            "There is no story with that id open to readers; nothing was changed; "
+            "choose a story from the library."
+        )
+    return story

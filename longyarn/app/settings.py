@@ -1,0 +1,238 @@
+"""Settings: defaults, then the TOML config file, then `LONGYARN_*` variables, then CLI flags.
+
+The config file lives in the platform's config dir (e.g. ~/.config/longyarn/config.toml); the
+database in the platform's data dir. `OPENAI_API_KEY` and `OPENAI_BASE_URL` are honoured.
+The API key is a secret: it is never printed and never stored in the database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.recurrent_core.engine import EngineConfig, default_sampling
+from longyarn.recurrent_core.errors import InvalidInput
+
+APP_NAME = "longyarn"
+
+
+def config_path() -> Path:
+    override = os.environ.get("LONGYARN_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_db_path() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "longyarn.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LONGYARN_",
+        extra="forbid",
+        populate_by_name=True,
+        env_nested_delimiter="__",
+    )
+
+    db: str = Field(default_factory=lambda: str(default_db_path()))
+    backend: Literal["auto", "openai", "local"] = "auto"
+    model: str | None = None
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("LONGYARN_BASE_URL", "OPENAI_BASE_URL")
+    )
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LONGYARN_API_KEY", "OPENAI_API_KEY")
+    )
+    checkpoint: str | None = None
+    device: str = "cpu"
+    recall_k: int = Field(3, ge=0, le=50)
+    jrt_repeats: Literal[1, 2] | None = None  # None: the backend's default (2 for local)
+    parse_retries: int = Field(2, ge=0, le=5)
+    context_budget_tokens: int = Field(3000, ge=256, le=1_000_000)
+    request_timeout_s: float = Field(120.0, gt=0)
+    # Requests sent at once to an OpenAI-compatible server: "auto" drops to one at a time when
+    # the server cuts requests that overlap (llama-cpp-python's server, Ollama, LM Studio).
+    server_concurrency: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
+    sampling: dict[str, Sampling] = Field(default_factory=dict)
+    keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys; read by the UI
+    reader_steps_per_minute: int = Field(6, ge=1, le=600)
+    reader_action_chars: int = Field(500, ge=20, le=4000)
+
+    @field_validator("sampling")
+    @classmethod
+    def _known_roles(cls, value: dict[str, Sampling]) -> dict[str, Sampling]:
+        unknown = set(value) - set(default_sampling())
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {sorted(default_sampling())}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI flags, then the environment, then the config file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+    def resolved_backend(self) -> Literal["openai", "local"]:
+        """With no key and no base URL, the local model is used."""
+        if self.backend != "auto":
+            return self.backend
+        return "openai" if (self.api_key or self.base_url) else "local"
+
+    def engine_config(self) -> EngineConfig:
+        sampling = default_sampling()
+        if self.resolved_backend() == "local":
+            from longyarn.recurrent_core.backends.local import LocalBackend  # imports torch: only here
+
+            sampling.update(LocalBackend.recommended_sampling(sampling))
+        sampling.update(self.sampling)
+        return EngineConfig(
+            recall_k=self.recall_k,
+            parse_retries=self.parse_retries,
+            context_budget_tokens=self.context_budget_tokens,
+            sampling=sampling,
+        )
+
+    def describe_model(self) -> str:
+        """One line naming the model in use and how to pick another; never shows the key."""
+        if self.resolved_backend() == "openai":
+            where = self.base_url or "api.openai.com"
+            return f"Model: {self.model or 'gpt-4o-mini'} via the OpenAI-compatible server at {where}."
+        from longyarn.recurrent_core.backends.served_local import is_served_model
+
+        if is_served_model(self.checkpoint):
+            return f"Model: the local RWKV-7 that `longyarn serve` runs at {self.checkpoint}."
+        # The demo writes prose only (see longyarn.recurrent_core.backends.local): say so where it is named.
+        which = self.checkpoint or "the bundled demo model"
+        kind = "local RWKV-7" if self.checkpoint else "local RWKV-7, demo quality, story prose only"
+        return (
+            f"Model: {which} ({kind}). For a stronger model set OPENAI_API_KEY, "
+            "or pass --base-url URL --model NAME for an OpenAI-compatible server."
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with CLI flags on top; a bad value raises one clear `InvalidInput` sentence."""
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise InvalidInput(
+            f"The setting '{where}' is invalid ({first['msg']}); nothing was changed; "
+            f"fix it on the command line, in LONGYARN_* variables, or in {config_path()}."
+        ) from None
+
+
+# ---- saving (the writers' UI settings screen) ------------------------------------------
+
+# What the settings screen edits; anything else in the file (db, [keymap], ...) is kept as is.
+_SAVED_FIELDS = ("backend", "model", "base_url", "checkpoint", "recall_k", "jrt_repeats")
+
+
+def save_settings(settings: Settings, include_api_key: bool) -> Path:
+    """Write the model settings to the TOML config file, keeping its other keys and tables.
+
+    The API key is written only when `include_api_key` is true; otherwise any key saved
+    earlier is removed from the file, so it lives for this session only. Sampling is saved
+    for the roles that differ from the defaults. Returns the file's path.
+    """
+    import tomllib
+
+    path = config_path()
+    document: dict[str, Any] = {}
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise InvalidInput(
+                f"The config file {path} could not be read ({error}); nothing was saved; "
+                "fix or remove that file and save again."
+            ) from None
+    for name in _SAVED_FIELDS:
+        value = getattr(settings, name)
+        if value is None:
+            document.pop(name, None)
+        else:
+            document[name] = value
+    if include_api_key and settings.api_key is not None:
+        document["api_key"] = settings.api_key.get_secret_value()
+    else:
+        document.pop("api_key", None)
+    # A value equal to either backend's default is not the user's choice: saving it would pin
+    # the local model's RWKV sampling onto a later OpenAI model, or the other way round.
+    defaults = default_sampling()
+    from longyarn.recurrent_core.backends.local import LocalBackend
+
+    local_defaults = {**defaults, **LocalBackend.recommended_sampling(defaults)}
+    sampling = {
+        role: chosen.model_dump(exclude_defaults=True)
+        for role, chosen in settings.sampling.items()
+        if chosen not in (defaults.get(role), local_defaults.get(role))
+    }
+    if sampling:
+        document["sampling"] = sampling
+    else:
+        document.pop("sampling", None)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _toml_document(document)
+    # A file that may hold a key is readable by its owner only, from its first byte on.
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+    return path
+
+
+def _toml_document(document: dict[str, Any], prefix: str = "") -> str:
+    """TOML for plain values and nested tables (all a config file holds); no dependency."""
+    lines = [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in document.items()
+             if not isinstance(value, dict)]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in document.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{_toml_key(key)}"
+            scalars = any(not isinstance(item, dict) for item in value.values())
+            if scalars or not value:
+                text += f"\n[{name}]\n"
+            text += _toml_document(value, prefix=f"{name}.")
+    return text
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = "".join(ch if ch >= " " or ch == "\t" else f"\\u{ord(ch):04x}" for ch in escaped)
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

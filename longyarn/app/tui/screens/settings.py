@@ -1,0 +1,196 @@
+"""Settings: which model, how it samples, how much it recalls; saved in the config file.
+
+The API key can be entered here. It is written to the config file only when the writer ticks
+"save the key"; otherwise it lives in this session only. It is never shown again in full.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static, Switch
+
+from longyarn.app.settings import Settings, config_path, save_settings
+from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.recurrent_core.errors import LongyarnError
+
+from ..formatting import mask_key
+from .help import KeysFooter
+
+if TYPE_CHECKING:
+    from ..app import LongyarnApp
+
+ROLES = ("writer", "memory", "planner")
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
+BACKENDS = [
+    ("Automatic: a key or a base URL means a server, else local", "auto"),
+    ("OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp…)", "openai"),
+    ("Local model (RWKV-7 on this machine)", "local"),
+]
+
+
+def key_saved_in_config() -> bool:
+    try:
+        return "api_key" in tomllib.loads(config_path().read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+class SettingsScreen(Screen):
+    """Edit and save the model settings."""
+
+    app: "LongyarnApp"
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="settings-back"),
+        Binding("ctrl+s", "save", "Save", id="settings-save", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_in: Path | None = None  # set from saving until the new model is ready
+
+    def on_mount(self) -> None:
+        self.app.model_changed_signal.subscribe(self, self._model_changed)
+
+    def compose(self) -> ComposeResult:
+        settings = self.app.settings
+        sampling = settings.engine_config().sampling
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        yield Static("Settings", classes="screen-title")
+        with VerticalScroll(id="settings-form"):
+            yield Static(settings.describe_model(), id="settings-model", markup=False)
+            if self.app.engine_problem:
+                yield Static(self.app.engine_problem, id="settings-problem", classes="problem", markup=False)
+            yield Label("Backend")
+            yield Select(BACKENDS, value=settings.backend, allow_blank=False, id="backend")
+            yield Label("Model name (on the server)")
+            yield Input(settings.model or "", placeholder="gpt-4o-mini", id="model")
+            yield Label("Base URL of an OpenAI-compatible server")
+            yield Input(settings.base_url or "", placeholder="https://api.openai.com/v1", id="base-url")
+            yield Label("API key")
+            yield Input(
+                "",
+                password=True,
+                placeholder=f"kept: {mask_key(key)} (type a new key to replace it)" if key else "none",
+                id="api-key",
+            )
+            yield Checkbox(
+                "Save the key in the config file (otherwise it is kept for this session only)",
+                value=key_saved_in_config(),
+                id="save-key",
+            )
+            yield Label("Local model checkpoint (a .pth file or a longyarn model folder)")
+            yield Input(settings.checkpoint or "", placeholder="the bundled demo model", id="checkpoint")
+            with Horizontal(classes="switch-row"):
+                yield Switch(value=settings.jrt_repeats != 1, id="jrt")
+                yield Label("Repeat the prompt for the local model (JRT: better recall, slower)")
+            yield Label("Memories recalled per step")
+            yield Input(str(settings.recall_k), type="integer", id="recall-k")
+            yield Label("Sampling per role")
+            with Grid(id="sampling"):
+                yield Static("")
+                for field in SAMPLING_FIELDS:
+                    yield Static(field.replace("_", " "), classes="grid-head")
+                for role in ROLES:
+                    yield Static(role, classes="grid-head")
+                    for field in SAMPLING_FIELDS:
+                        kind = "integer" if field == "max_tokens" else "number"
+                        yield Input(str(getattr(sampling[role], field)), type=kind, id=f"{role}-{field}")
+            with Horizontal(classes="buttons"):
+                yield Button("Back", id="back")
+                yield Button("Save  ^s", id="save", variant="primary")
+            yield Static(f"Saved in {config_path()}", classes="hint", markup=False)
+        yield KeysFooter()
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.app.pop_screen()
+
+    def _value(self, widget_id: str) -> str:
+        return self.query_one(f"#{widget_id}", Input).value.strip()
+
+    def edited_settings(self) -> Settings:
+        """The settings as the form says; raises LongyarnError with one sentence if invalid."""
+        current = self.app.settings
+        values: dict[str, Any] = current.model_dump()
+        values.update(
+            backend=self.query_one("#backend", Select).value,
+            model=self._value("model") or None,
+            base_url=self._value("base-url") or None,
+            checkpoint=self._value("checkpoint") or None,
+            jrt_repeats=2 if self.query_one("#jrt", Switch).value else 1,
+            recall_k=self._value("recall-k") or current.recall_k,
+        )
+        new_key = self._value("api-key")
+        values["api_key"] = new_key or current.api_key
+        try:
+            sampling = dict(current.sampling)
+            for role in ROLES:
+                base = current.engine_config().sampling[role]
+                typed = {field: self._value(f"{role}-{field}") for field in SAMPLING_FIELDS}
+                sampling[role] = Sampling.model_validate(base.model_dump() | {k: v for k, v in typed.items() if v})
+            values["sampling"] = sampling
+            return Settings(**values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = " ".join(str(part) for part in first["loc"]) or "a setting"
+            raise LongyarnError(
+                f"The setting {where} is not valid ({first['msg']}); nothing was saved; fix it and save again."
+            ) from None
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        try:
+            settings = self.edited_settings()
+            path = save_settings(settings, include_api_key=self.query_one("#save-key", Checkbox).value)
+        except LongyarnError as error:
+            self.notify(str(error), title="Settings not saved", severity="error", timeout=12)
+            return
+        busy_model = self.app.engine_busy()
+        self.app.apply_settings(settings)
+        self.saved_in = path
+        if busy_model is not None:
+            self.notify(
+                f"What the model is writing now finishes with {busy_model}, as it began.",
+                title="Settings apply from the next paragraph",
+                timeout=8,
+            )
+        if self.app.model_loading:
+            # The model loads in the background; this screen stays usable and hears back.
+            self.query_one("#settings-model", Static).update(self.app.model_summary())
+            return
+        self._saved()
+
+    def _model_changed(self, _: object = None) -> None:
+        if self.saved_in is not None and not self.app.model_loading:
+            self._saved()
+
+    def _saved(self) -> None:
+        """Leave once the saved settings work; stay, showing why, when no model is usable."""
+        path, self.saved_in = self.saved_in, None
+        settings = self.app.settings
+        problem = self.app.engine_problem
+        if problem is None:
+            self.notify(f"Saved in {path}. {settings.describe_model()}", title="Settings saved", timeout=6)
+            if self.is_current:
+                self.app.pop_screen()
+            return
+        self.query_one("#settings-model", Static).update(settings.describe_model())
+        if self.query("#settings-problem"):
+            self.query_one("#settings-problem", Static).update(problem)
+        else:
+            self.query_one("#settings-form").mount(
+                Static(problem, id="settings-problem", classes="problem", markup=False),
+                after="#settings-model",
+            )
+        if self.app.engine_factory is None:  # the app tells of a failed load itself
+            self.notify(problem, title=f"Saved in {path}, but no model is usable", severity="warning", timeout=15)

@@ -1,0 +1,342 @@
+"""Prompts: templates kept as data files, and how a `Prompt` is laid out for each kind of model.
+
+Template files
+--------------
+Each role has one file, `recurrent_core/prompt_files/<role>.md`, in a small markdown format::
+
+    Anything before the first section is a preamble for people (what the role does, which
+    fields and context sections it expects) and is ignored.
+
+    ## system
+    Who the model is and the rules it always follows.
+
+    ## task
+    What to do now. {name} inserts a field; {name:quoted} inserts it between <<< and >>>.
+
+    ## output
+    The reply format: the JSON shape and a labelled-text alternative.
+
+    ## cue
+    Where a base (not chat-tuned) model continues, e.g. "Short-term memory:". Optional.
+
+- A section starts at a line `## system`, `## task`, `## output` or `## cue`; any other
+  `## ` heading is an error, so a typo cannot silently drop a section. `system`, `task`
+  and `output` are required. Each section's text is stripped of surrounding blank lines.
+- `<!-- ... -->` comments are removed anywhere.
+- A field is `{lowercase_name}` or `{lowercase_name:quoted}`. Nothing else in braces is
+  touched, so JSON examples such as `{"title": "..."}` are written as they are.
+- Substitution is one pass over the template's own text: a field's value is inserted
+  verbatim and never read as a template, so braces in story text are safe.
+- `{name:quoted}` is for text that someone else wrote (a premise, a reader's instruction):
+  it is wrapped in `<<<` and `>>>`, and any `<<<`/`>>>` inside it are neutralised so the
+  text cannot close its quotes early.
+- In the `cue` section only, a literal `\\n` stands for a newline (the section is stripped,
+  so a cue that must end with a newline needs it).
+
+Story text (paragraphs, memories, the story bible) never goes through a template: it travels
+as `ContextSection`s, which the layout functions below place under headings.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from importlib.resources.abc import Traversable
+from dataclasses import dataclass
+from typing import Iterable
+
+from .backends.base import Prompt
+from .errors import LongyarnError
+from .types import ContextSection
+
+TEMPLATE_PACKAGE = __package__  # "longyarn.recurrent_core"
+TEMPLATE_FOLDER = "prompt_files"
+QUOTE_OPEN, QUOTE_CLOSE = "<<<", ">>>"
+
+_SECTION_NAMES = ("system", "task", "output", "cue")
+_REQUIRED_SECTIONS = ("system", "task", "output")
+_ROLE_NAME = re.compile(r"[a-z][a-z_]*\Z")
+_SECTION_HEADING = re.compile(r"^##[ \t]+(\S.*?)[ \t]*$", re.MULTILINE)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([a-z]+))?\}")
+_FIELD_MODIFIERS = ("quoted",)
+_DEFAULT_CUE = "Answer:"
+
+
+class PromptTemplateError(LongyarnError):
+    """A prompt template file is missing or malformed, or a field was not given."""
+
+
+# The reply formats the engine asks OpenAI-compatible servers to enforce (`response_format`).
+JSON_SCHEMAS: dict[str, dict] = {
+    "bible": {
+        "title": "story_bible",
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "outline": {"type": "string"},
+        },
+        "required": ["title", "outline"],
+        "additionalProperties": False,
+    },
+    "memory": {
+        "title": "memory_update",
+        "type": "object",
+        # The reason first: servers that enforce the schema generate keys in this order.
+        "properties": {
+            "reason": {"type": "string"},
+            "short_term_memory": {"type": "string"},
+        },
+        "required": ["reason", "short_term_memory"],
+        "additionalProperties": False,
+    },
+    "planner": {
+        "title": "next_instructions",
+        "type": "object",
+        "properties": {
+            "instructions": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 3,
+                "maxItems": 3,
+            },
+        },
+        "required": ["instructions"],
+        "additionalProperties": False,
+    },
+    "chooser": {
+        "title": "instruction_choice",
+        "type": "object",
+        "properties": {"choice": {"type": "integer", "minimum": 1, "maximum": 3}},
+        "required": ["choice"],
+        "additionalProperties": False,
+    },
+}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One role's prompt template, parsed from its data file."""
+
+    role: str
+    system: str
+    task: str
+    output: str
+    cue: str = _DEFAULT_CUE
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The names of the fields the template needs."""
+        parts = (self.system, self.task, self.output)
+        return frozenset(match.group(1) for part in parts for match in _FIELD.finditer(part))
+
+    def render(self, **fields: object) -> tuple[str, str, str]:
+        """Fill in the fields and return (system, task, output_format).
+
+        Extra fields are ignored; a missing one raises `PromptTemplateError` naming it.
+        """
+        missing = sorted(self.fields - fields.keys())
+        if missing:
+            names = ", ".join(missing)
+            raise PromptTemplateError(
+                f"The '{self.role}' prompt needs the field(s) {names}, which were not given; "
+                f"nothing was sent to the model; pass them to render()."
+            )
+        return tuple(_substitute(part, fields) for part in (self.system, self.task, self.output))
+
+
+def _substitute(template_text: str, fields: dict[str, object]) -> str:
+    def replace(match: re.Match) -> str:
+        value = str(fields[match.group(1)])
+        if match.group(2) == "quoted":
+            return quote(value)
+        return value
+
+    return _FIELD.sub(replace, template_text)
+
+
+def quote(text: str) -> str:
+    """Wrap someone else's text in the prompt quote marks, so it cannot close them itself."""
+    # Runs of angle brackets shrink to one, so the text holds no "<<<" or ">>>" of its own;
+    # a space keeps a bracket at either end from merging with the quote marks.
+    inner = re.sub(r">{2,}", ">", re.sub(r"<{2,}", "<", text)).strip()
+    if inner.startswith("<"):
+        inner = " " + inner
+    if inner.endswith(">"):
+        inner += " "
+    return f"{QUOTE_OPEN}{inner}{QUOTE_CLOSE}"
+
+
+@functools.lru_cache(maxsize=None)
+def load_template(role: str) -> PromptTemplate:
+    """Read and parse `prompt_files/<role>.md` from the installed package (cached)."""
+    if not isinstance(role, str) or not _ROLE_NAME.match(role):
+        raise PromptTemplateError(
+            f"{role!r} is not a prompt role name; no template was loaded; use a lowercase "
+            f"name such as 'writer'."
+        )
+    resource = _template_folder().joinpath(f"{role}.md")
+    where = f"{TEMPLATE_FOLDER}/{role}.md"
+    try:
+        source = resource.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        raise PromptTemplateError(
+            f"There is no prompt template for the role '{role}' ({where} is missing); nothing "
+            f"was sent to the model; reinstall longyarn or restore the file."
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PromptTemplateError(
+            f"The prompt template {where} could not be read ({error}); nothing was sent to "
+            f"the model; restore the file as UTF-8 text."
+        ) from None
+    return parse_template(role, source, where)
+
+
+def _template_folder() -> Traversable:
+    return importlib.resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_FOLDER)
+
+
+def parse_template(role: str, source: str, where: str = "the template") -> PromptTemplate:
+    """Parse a template file's text (see the module docstring for the format)."""
+    source = _COMMENT.sub("", source.replace("\r\n", "\n"))
+    headings = list(_SECTION_HEADING.finditer(source))
+    sections: dict[str, str] = {}
+    for index, heading in enumerate(headings):
+        name = heading.group(1).strip().lower()
+        if name not in _SECTION_NAMES:
+            raise PromptTemplateError(
+                f"The prompt template {where} has an unknown section '## {heading.group(1)}'; "
+                f"nothing was sent to the model; use only {', '.join(_SECTION_NAMES)}."
+            )
+        if name in sections:
+            raise PromptTemplateError(
+                f"The prompt template {where} has two '## {name}' sections; nothing was sent "
+                f"to the model; merge them into one."
+            )
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(source)
+        sections[name] = source[heading.end() : end].strip()
+    for name in _REQUIRED_SECTIONS:
+        if not sections.get(name):
+            raise PromptTemplateError(
+                f"The prompt template {where} has no '## {name}' section, or it is empty; "
+                f"nothing was sent to the model; restore the file."
+            )
+    for name, text in sections.items():
+        for match in _FIELD.finditer(text):
+            if match.group(2) is not None and match.group(2) not in _FIELD_MODIFIERS:
+                raise PromptTemplateError(
+                    f"The prompt template {where} uses the unknown field modifier "
+                    f"'{match.group(0)}' in '## {name}'; nothing was sent to the model; "
+                    f"use {{name}} or {{name:quoted}}."
+                )
+    cue = sections.get("cue", "").replace("\\n", "\n") or _DEFAULT_CUE
+    return PromptTemplate(role, sections["system"], sections["task"], sections["output"], cue)
+
+
+def render_prompt(role: str, *, context_sections: Iterable[ContextSection], **fields: object) -> Prompt:
+    """Load `role`'s template, fill in `fields`, and attach the context sections."""
+    system, task, output_format = load_template(role).render(**fields)
+    return Prompt(
+        role=role,  # type: ignore[arg-type]  # repair/chooser are roles too
+        system=system,
+        task=task,
+        context=tuple(context_sections),
+        output_format=output_format,
+    )
+
+
+def completion_cue(role: str) -> str:
+    """The text a base model's prompt ends with for `role`; parse `cue + reply` afterwards."""
+    try:
+        return load_template(role).cue
+    except PromptTemplateError:
+        return _DEFAULT_CUE
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+def _context_block(context: Iterable[ContextSection]) -> str:
+    """Each non-empty section under a heading with its name."""
+    return "\n\n".join(
+        f"## {section.name}\n{section.text.strip()}" for section in context if section.text.strip()
+    )
+
+
+def _body_parts(prompt: Prompt, jrt_repeats: int) -> list[str]:
+    if not isinstance(jrt_repeats, int) or jrt_repeats < 1:
+        raise ValueError(f"jrt_repeats must be a positive integer, not {jrt_repeats!r}")
+    task = prompt.task.strip()
+    context = _context_block(prompt.context)
+    output_format = prompt.output_format.strip()
+    if jrt_repeats == 1 or not context:
+        parts = [context, task, output_format]
+    else:
+        # JRT ("just read twice"): a recurrent model reads the question before the material,
+        # then the material again with the question in mind, then the question once more.
+        parts = [task, *([context] * jrt_repeats), task, output_format]
+    return [part for part in parts if part]
+
+
+def user_content(prompt: Prompt, jrt_repeats: int = 1) -> str:
+    """The user turn's text: context then task then output format (JRT: see layout_messages)."""
+    return "\n\n".join(_body_parts(prompt, jrt_repeats))
+
+
+def layout_messages(prompt: Prompt, jrt_repeats: int = 1) -> list[dict]:
+    """OpenAI chat messages for a prompt: a system message, then one user message.
+
+    With `jrt_repeats=1` the user message holds the context sections (each under a heading
+    with its name), the task, and the output format. With `jrt_repeats=2` (JRT, "just read
+    twice") it holds the task, the context, the context again, the task again, and the output
+    format. Sections with empty text are left out; with no context at all the task appears once.
+    """
+    messages = []
+    if prompt.system.strip():
+        messages.append({"role": "system", "content": prompt.system.strip()})
+    messages.append({"role": "user", "content": user_content(prompt, jrt_repeats)})
+    return messages
+
+
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+
+
+def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -> str:
+    """One prompt string for a local recurrent model (RWKV-7).
+
+    `chat=True` (a chat-tuned model such as RWKV-7 G1) gives RWKV's chat format::
+
+        User: <system>\\n<user content, as in layout_messages>\\n\\nAssistant:
+
+    RWKV chat models read "\\n\\n" as the end of a turn, so every blank line inside the user
+    turn is collapsed to a single newline; this also stops text inside the prompt (a reader's
+    instruction, a paragraph) from opening a fake "Assistant:" turn.
+
+    `chat=False` (a base model) gives a completion: the system text, the body, and the role's
+    cue from its template ("Next paragraph:", "Short-term memory:", "Instruction 1:"), so the
+    model continues exactly where the answer starts. Parse `completion_cue(role) + reply`.
+    The writer's cue is followed by the previous paragraph, so the model goes on from prose.
+
+    Order matters for the local model's prefix-state cache, which can reuse the state after
+    any prefix it has seen before: the stable parts come first (the system rules, then the
+    context in the engine's order: story bible, then short-term memory, recalled passages and
+    the previous paragraph), the per-step task last. JRT must put the task first; the system
+    rules still come before it, so at least that head stays cacheable.
+    """
+    system = prompt.system.strip()
+    body = user_content(prompt, jrt_repeats)
+    if chat:
+        user_turn = "\n".join(part for part in (system, body) if part)
+        user_turn = _BLANK_LINES.sub("\n", user_turn.strip())
+        return f"User: {user_turn}\n\nAssistant:"
+    cue = completion_cue(prompt.role)
+    if prompt.role == "writer":
+        # A base model continues prose best straight after prose: end on the story itself.
+        previous = next(
+            (s.text.strip() for s in prompt.context if s.name == "Previous paragraph" and s.text.strip()),
+            "",
+        )
+        if previous:
+            cue = f"{cue.rstrip()}\n{previous}\n\n"
+    return "\n\n".join(part for part in (system, body, cue) if part)

@@ -1,0 +1,177 @@
+"""Plain data that flows between the engine, storage and the front ends.
+
+Everything here is a frozen dataclass of plain Python values so that it can cross threads,
+processes and the storage layer without dragging heavy imports along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Union
+
+Role = Literal["bible", "writer", "memory", "planner", "chooser", "repair"]
+
+
+@dataclass(frozen=True)
+class Story:
+    id: str
+    title: str
+    premise: str
+    genre: str
+    outline: str
+    head_step_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    readable: bool = False
+    reader_may_extend: bool = False
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a story's tree: the instruction it followed and what it produced."""
+
+    id: str
+    story_id: str
+    parent_id: str | None
+    instruction: str
+    paragraph: str
+    short_term_memory: str
+    memory_reason: str
+    next_instructions: tuple[str, str, str]
+    backend: str
+    model: str
+    created_at: datetime
+    fallbacks: tuple[str, ...] = ()
+    branch_owner: str | None = None  # a reader's id for reader branches; None for the author
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """What the engine hands storage to commit; storage assigns id and time."""
+
+    story_id: str
+    parent_id: str | None
+    instruction: str
+    paragraph: str
+    short_term_memory: str
+    memory_reason: str
+    next_instructions: tuple[str, str, str]
+    backend: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    branch_owner: str | None = None
+    context: "StepContext | None" = None  # what the writer was given; stored with the step
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    id: str
+    story_id: str
+    step_id: str
+    text: str
+    pinned: bool = False
+    excluded: bool = False
+
+
+@dataclass(frozen=True)
+class RecalledMemory:
+    """A long-term memory chosen for a prompt, with why: its cosine score or a pin."""
+
+    memory_id: str
+    step_id: str
+    text: str
+    score: float
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ContextSection:
+    """One named part of a prompt as it was sent: what the context viewer shows."""
+
+    name: str
+    text: str
+    tokens: int
+    trimmed_chars: int = 0
+
+
+@dataclass(frozen=True)
+class SectionRecord:
+    """A section of a writer prompt as stored with its step: its size and a fingerprint, not
+    its text, which `longyarn.recurrent_core.context` rebuilds from the story, the previous step and the
+    recalled memories (all stored anyway), so a long story's context costs little space."""
+
+    name: str
+    tokens: int
+    chars: int  # length of the text as sent
+    trimmed_chars: int
+    fingerprint: str  # of the text as sent: tells whether a later edit changed its source
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step's writer prompt held: its sections and the memories recalled for it.
+
+    Written with the step; read back, each recalled memory carries its text as stored now.
+    """
+
+    sections: tuple[SectionRecord, ...]
+    recalled: tuple[RecalledMemory, ...]
+
+
+@dataclass(frozen=True)
+class SentContext:
+    """What the writer was given for one paragraph, section by section: the context viewer's view."""
+
+    instruction: str
+    sections: tuple[ContextSection, ...]
+    recalled: tuple[RecalledMemory, ...]
+    # Sections whose source was edited after the paragraph was written: shown as they read now.
+    edited_since: frozenset[str] = frozenset()
+
+
+# ---- events streamed by a step -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    story_id: str
+    instruction: str
+    context: tuple[ContextSection, ...]
+    recalled: tuple[RecalledMemory, ...]
+
+
+@dataclass(frozen=True)
+class ParagraphDelta:
+    """A piece of the paragraph being written; `snapshot` is the whole text so far."""
+
+    delta: str
+    snapshot: str
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    phase: Literal["writing", "remembering", "planning", "committing"]
+
+
+@dataclass(frozen=True)
+class StepCompleted:
+    step: Step
+    usage: Usage
+    fallbacks: tuple[str, ...]
+
+
+StepEvent = Union[StepStarted, ParagraphDelta, PhaseChanged, StepCompleted]
