@@ -2,7 +2,7 @@
 
     python benchmarks/demo_model_eval.py --model recurrent_core/demo_model --data .device/data
 
-Reads the held-out books prepared by `longyarn.recurrent_core.local_lm.tokenizer_training`, takes the
+Reads the held-out books prepared by `longyarn.training.tokenizer_training`, takes the
 same evaluation slices as training did, and prints the model's bits per byte beside zstd's
 (and xz's, zlib's) on the same text, with the ratio of each to the model's.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from longyarn.recurrent_core.local_lm.checkpoint import load_checkpoint
-from longyarn.recurrent_core.local_lm.tokenizer_training import DEFAULT_EVAL_BYTES_PER_BOOK, compression_baselines
-from longyarn.recurrent_core.local_lm.train import bits_per_byte, load_prepared_data
-from longyarn.recurrent_core.local_lm.training_model import RWKV7
+from longyarn.training.tokenizer_training import DEFAULT_EVAL_BYTES_PER_BOOK, compression_baselines
+from longyarn.training.train import bits_per_byte, load_prepared_data
+from longyarn.training.training_model import RWKV7
 
 
 def main() -> None:

@@ -504,7 +504,7 @@ def report_decoding(
 def report_app_decoding(device: torch.device, tiny: bool, results: dict) -> None:
     """`LocalLM.forward([token], state)` token by token, as the local writing backend calls it."""
     from longyarn.recurrent_core.local_lm import LocalLM
-    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from longyarn.training.synthetic import random_rwkv7_state_dict
 
     bandwidth = results.get("bandwidth") or measure_copy_bandwidth(device, tiny)
     shapes = [RWKV7_TINY] if tiny else [RWKV7_0_1B, RWKV7_1_5B]

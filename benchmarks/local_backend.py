@@ -45,12 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from longyarn.recurrent_core import prompts  # noqa: E402
-from longyarn.recurrent_core.backends.base import GenerationRequest, Sampling  # noqa: E402
-from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend  # noqa: E402
+from longyarn.recurrent_core.backends.base import GenerationRequest  # noqa: E402
+from longyarn.recurrent_core.backends.local import LocalBackend  # noqa: E402
 from longyarn.recurrent_core.compute import run_on_compute_thread  # noqa: E402
 from longyarn.recurrent_core.engine import Engine, EngineConfig, default_sampling  # noqa: E402
+from longyarn.recurrent_core.local_lm.runtime import DEMO_MODEL_DIR  # noqa: E402
 from longyarn.recurrent_core.local_lm.sampling import SamplerConfig  # noqa: E402
-from longyarn.recurrent_core.types import ContextSection  # noqa: E402
+from longyarn.recurrent_core.types import ContextSection, Prompt, Sampling  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus/gutenberg")
 DEMO_SHAPE = dict(n_layer=6, n_embd=384, head_size=64)
@@ -69,7 +70,7 @@ def parse_args() -> argparse.Namespace:
 
 def corpus_text(max_chars: int, seed: int = 0) -> str:
     """Paragraphs of several books, in a seeded order."""
-    from longyarn.recurrent_core.local_lm.tokenizer_training import normalise_book
+    from longyarn.training.tokenizer_training import normalise_book
 
     books = sorted(CORPUS.glob("*.txt"))
     if not books:
@@ -96,8 +97,8 @@ def load_backend(args: argparse.Namespace, workdir: Path) -> tuple[LocalBackend,
     if DEMO_MODEL_DIR.is_dir():
         return LocalBackend.load(DEMO_MODEL_DIR), DEMO_MODEL_DIR, "the bundled demo model"
     from longyarn.recurrent_core.local_lm import save_own_format
-    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
-    from longyarn.recurrent_core.local_lm.tokenizer_training import train_tokenizer
+    from longyarn.training.synthetic import random_rwkv7_state_dict
+    from longyarn.training.tokenizer_training import train_tokenizer
 
     tokenizer = train_tokenizer([corpus_text(2_000_000, seed=99)], DEMO_VOCAB)
     weights = random_rwkv7_state_dict(vocab_size=tokenizer.get_vocab_size(), seed=0, **DEMO_SHAPE)
@@ -169,8 +170,8 @@ def world_shaped_backend(n_layer: int, n_embd: int) -> LocalBackend:
     """Random weights in a BlinkDL shape with the World vocabulary (speed does not depend on
     the weights' values)."""
     from longyarn.recurrent_core.local_lm import LocalLM
-    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
     from longyarn.recurrent_core.local_lm.tokenizer import WorldTokenizer
+    from longyarn.training.synthetic import random_rwkv7_state_dict
 
     # bf16, as BlinkDL publishes them (the CPU then reads exact fp16 copies, see projection.py).
     weights = random_rwkv7_state_dict(
@@ -197,7 +198,7 @@ async def prefix_cache_figure(backend: LocalBackend, described: str, ids: list[i
         print(f"     ratio: {ratio:.2f}x the time without it ({verdict} the target of at most 0.3x)")
 
 
-def writer_prompt(text: str) -> prompts.Prompt:
+def writer_prompt(text: str) -> Prompt:
     paragraphs = text.split("\n\n")
     sections = (
         ContextSection("Story bible", "Title: The Long Road\nGenre: adventure\nPremise: " + paragraphs[0][:600], 0),

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longyarn.recurrent_core.local_lm import LocalLM  # noqa: E402
-from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict  # noqa: E402
+from longyarn.training.synthetic import random_rwkv7_state_dict  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import aiohttp  # noqa: E402
 
-from longyarn.app.reader.identity import new_token, register_reader  # noqa: E402
+from longyarn.app.session.reader_identity import new_token, register_reader  # noqa: E402
 from longyarn.recurrent_core.types import NewStep  # noqa: E402
 from longyarn.storage.db import open_store  # noqa: E402
 from tests.scripted_server import ScriptedServer  # noqa: E402

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR  # noqa: E402
+from longyarn.recurrent_core.local_lm.runtime import DEMO_MODEL_DIR  # noqa: E402
 from longyarn.recurrent_core.local_lm import LocalLM  # noqa: E402
 from longyarn.recurrent_core.local_lm.tokenizer import Tokenizer, check_matches, load_tokenizer_for  # noqa: E402
 
@@ -102,7 +102,7 @@ class Filler:
     """Runs of consecutive sentences from the corpus books, chosen by a seeded generator."""
 
     def __init__(self, corpus: Path):
-        from longyarn.recurrent_core.local_lm.tokenizer_training import normalise_book
+        from longyarn.training.tokenizer_training import normalise_book
 
         books = sorted(corpus.glob("*.txt"))
         if not books:

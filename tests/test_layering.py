@@ -26,7 +26,7 @@ def test_import_linter_contracts_hold():
 
 def test_importing_the_engine_pulls_in_neither_torch_nor_textual():
     result = _run_python(
-        "import sys, longyarn.recurrent_core, longyarn.recurrent_core.engine, longyarn.recurrent_core.parsing, "
+        "import sys, longyarn.recurrent_core, longyarn.recurrent_core.engine, longyarn.recurrent_core.replies.roles, "
         "longyarn.recurrent_core.prompts, longyarn.recurrent_core.memory, longyarn.recurrent_core.embeddings, "
         "longyarn.recurrent_core.backends.openai_backend\n"
         "heavy = sorted(m for m in ('torch', 'textual', 'triton', 'sentence_transformers') if m in sys.modules)\n"

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from longyarn.recurrent_core import parsing
 from longyarn.recurrent_core.engine import Engine
 from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.replies.fallbacks import fallbacks_to_tell
 from longyarn.recurrent_core.types import StepCompleted
 
-from .choosing import DEFAULT_CHOICE, Choose, next_instruction
 from .export import render_story, write_atomically
+from .session.choosing import DEFAULT_CHOICE, Choose
+from .session.engine_host import EngineHost
+from .session.writing import RunInstruction, WritingSession
 
 OUT_REFRESH_S = 30.0
 
@@ -52,9 +54,9 @@ class Reporter:
         self._model_fallbacks_told: set[str] = set()
 
     def fallback(self, where: str, sentence: str) -> None:
-        """A fallback a step took; one that describes the model (`parsing.MODEL_FALLBACKS`,
-        such as a prose-only model's) is said once a run, not with every paragraph."""
-        for fresh in parsing.fallbacks_to_tell([sentence], self._model_fallbacks_told):
+        """A fallback a step took; one that describes the model (such as a prose-only model's)
+        is said once a run, not with every paragraph."""
+        for fresh in fallbacks_to_tell([sentence], self._model_fallbacks_told):
             self.progress(f"{where} fallback: {fresh}")
 
     def story(self, story_id: str) -> None:
@@ -93,14 +95,15 @@ async def write_novel(
     if on_story:
         on_story(story.id)
     out = job.out or (job.out_dir / f"{story.id}.md" if job.out_dir else None)
-    branch = await asyncio.to_thread(store.branch, story.id)
-    done = len(branch)
+    session = WritingSession(store, EngineHost(None, engine=engine), story.id)
+    await session.reload()
+    done = len(session.branch)
     if done >= paragraphs:
         reporter.progress(f"[{story.id}] {story.title!r} already has {done} paragraphs; none written.")
     else:
         reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
     try:
-        await _write_paragraphs(engine, story.id, branch, paragraphs, choose, seed, reporter, out)
+        await _write_paragraphs(session, paragraphs, choose, seed, reporter, out)
     except BaseException:
         # Stopped or failed: the file still gets every paragraph saved so far.
         if out and store.branch(story.id):  # no await: this may run while being cancelled
@@ -112,24 +115,25 @@ async def write_novel(
         raise
     if out:
         await asyncio.to_thread(_write_out, engine, story.id, out)
-    return NovelOutcome(story.id, len(branch), out)
+    return NovelOutcome(story.id, len(session.branch), out)
 
 
 async def _write_paragraphs(
-    engine: Engine, story_id: str, branch: list, paragraphs: int, choose: Choose, seed: int,
-    reporter: Reporter, out: Path | None,
+    session: WritingSession, paragraphs: int, choose: Choose, seed: int, reporter: Reporter, out: Path | None
 ) -> None:
-    done = len(branch)
+    """Keep writing until the branch holds `paragraphs`, each instruction chosen as `choose` says."""
+    story_id, engine = session.story_id, session.host.engine
+    assert engine is not None
+    done = len(session.branch)
     last_written = time.monotonic()
-    while done < paragraphs:
-        head = branch[-1] if branch else None
-        instruction, fallback = await next_instruction(engine, story_id, head, done, choose, seed)
-        if fallback:
-            reporter.fallback(f"[{story_id}]", fallback)
-        completed: StepCompleted = await engine.run_step(story_id, instruction)
+    run = session.keep_writing(None, paragraphs - done, choose_first=True, how=choose, seed=seed)
+    async for event in run:
+        if isinstance(event, RunInstruction) and event.fallback:
+            reporter.fallback(f"[{story_id}]", event.fallback)
+        if not isinstance(event, StepCompleted):
+            continue
         done += 1
-        branch.append(completed.step)
-        for sentence in completed.fallbacks:
+        for sentence in event.fallbacks:
             reporter.fallback(f"[{story_id}] paragraph {done}", sentence)
         reporter.progress(f"[{story_id}] paragraph {done}/{paragraphs} saved")
         # The database holds every paragraph already; the file is refreshed now and then so it

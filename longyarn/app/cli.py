@@ -90,13 +90,9 @@ def _open_store(settings):
 
 
 def _engine(settings):
-    from longyarn.recurrent_core.embeddings import default_embedder
-    from longyarn.recurrent_core.engine import Engine
+    from .session.engine_host import make_engine
 
-    from .models import make_backend
-
-    backend = make_backend(settings)
-    return Engine(_open_store(settings), backend, default_embedder(), settings.engine_config())
+    return make_engine(_open_store(settings), settings)
 
 
 def run_batch(args: argparse.Namespace) -> int:

@@ -123,3 +123,9 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def slug(title: str) -> str:
+    """A file name from a title: lower case words joined by hyphens."""
+    words = re.findall(r"[\w]+", title.lower())
+    return "-".join(words)[:60] or "story"

@@ -20,9 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from longyarn.recurrent_core.backends.base import Sampling
 from longyarn.recurrent_core.engine import EngineConfig, default_sampling
 from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.types import Sampling
 
 APP_NAME = "longyarn"
 
@@ -128,16 +128,21 @@ class Settings(BaseSettings):
         )
 
 
+def first_problem(error: ValidationError) -> tuple[tuple[str, ...], str]:
+    """Where the first invalid setting is (its path of names) and what is wrong with it."""
+    first = error.errors()[0]
+    return tuple(str(part) for part in first["loc"]), str(first["msg"])
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings with CLI flags on top; a bad value raises one clear `InvalidInput` sentence."""
     overrides = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**overrides)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        where, problem = first_problem(error)
         raise InvalidInput(
-            f"The setting '{where}' is invalid ({first['msg']}); nothing was changed; "
+            f"The setting '{'.'.join(where) or 'settings'}' is invalid ({problem}); nothing was changed; "
             f"fix it on the command line, in LONGYARN_* variables, or in {config_path()}."
         ) from None
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal
 
 import numpy as np
 
-from . import parsing, prompts
-from .backends.base import GenerationRequest, ModelBackend, Prompt, Sampling
+from . import prompts
+from .backends.base import GenerationRequest, ModelBackend
 from .context import (
     PREVIOUS_PARAGRAPH,
     RECALLED_PASSAGES,
@@ -34,6 +33,14 @@ from .context import (
 from .embeddings import Embedder
 from .errors import InvalidInput, ModelError, StreamInterrupted
 from .memory import RecallIndex
+from .replies import fallbacks as fallback_sentences
+from .replies.bible import parse_bible, title_from_premise
+from .replies.chooser import parse_choice
+from .replies.clean import has_reasoning_tag, streamed_prose
+from .replies.roles import JSON_SCHEMAS, describe_problem
+from .replies.sentences import ends_mid_sentence, trim_to_last_sentence
+from .replies.writer import clean_paragraph
+from .step_outputs import StepOutputs, outputs_from_paragraph, resolve_step_outputs
 from .store import StoryStore
 from .types import (
     ContextSection,
@@ -41,8 +48,10 @@ from .types import (
     NewStep,
     ParagraphDelta,
     PhaseChanged,
+    Prompt,
     RecalledMemory,
     Role,
+    Sampling,
     Step,
     StepCompleted,
     StepEvent,
@@ -57,7 +66,6 @@ OPENING_INSTRUCTION = (
     "Open the story: set the scene and introduce the main character, following the outline."
 )
 MAX_INSTRUCTION_CHARS = 4000
-_THINK_TAG = re.compile(r"</?think(?:ing)?>", re.IGNORECASE)
 
 
 def default_sampling() -> dict[Role, Sampling]:
@@ -131,30 +139,23 @@ class Engine:
         premise = _clean_text(premise, "premise")
         fallbacks: tuple[str, ...] = ()
         if (title is None or outline is None) and self.backend.info.prose_only:
-            title = title or _title_from_premise(premise)
+            title = title or title_from_premise(premise)
             outline = premise if outline is None else outline
-            fallbacks = (parsing.PROSE_ONLY_BIBLE,)
+            fallbacks = (fallback_sentences.PROSE_ONLY_BIBLE,)
         elif title is None or outline is None:
             bible = await self._ask_structured("bible", self._bible_prompt(premise, genre))
-            parsed = parsing.parse_bible(bible.text or "", cut_off=bible.cut_off)
+            parsed = parse_bible(bible.text or "", cut_off=bible.cut_off)
             fallbacks_list = []
             if title is None:
-                title = parsed.title or _title_from_premise(premise)
+                title = parsed.title or title_from_premise(premise)
                 if not parsed.title:
-                    fallbacks_list.append(
-                        "The model's title could not be read, so the title was taken from the premise."
-                    )
+                    fallbacks_list.append(fallback_sentences.TITLE_FROM_PREMISE)
             if outline is None:
                 outline = parsed.outline or premise
                 if not parsed.outline:
-                    fallbacks_list.append(
-                        "The model's outline could not be read, so the premise serves as the outline."
-                    )
+                    fallbacks_list.append(fallback_sentences.OUTLINE_FROM_PREMISE)
                 elif parsed.truncated:
-                    fallbacks_list.append(
-                        "The model's outline was cut off by its length limit, so the part that "
-                        "arrived is the outline."
-                    )
+                    fallbacks_list.append(fallback_sentences.OUTLINE_CUT)
             fallbacks = tuple(fallbacks_list) + self.backend.take_notices()
         story = await asyncio.to_thread(
             self.store.create_story,
@@ -213,7 +214,7 @@ class Engine:
                         continue
                     raw += chunk.text
                     # Reasoning and template tokens never reach the screen.
-                    visible = parsing.streamed_prose(raw)
+                    visible = streamed_prose(raw)
                     if not visible.startswith(shown):
                         # A lone </think>: what was shown so far was reasoning. Start over.
                         yield PhaseChanged("writing")
@@ -226,32 +227,25 @@ class Engine:
                     raise
                 log.warning("paragraph stream was cut; writing it again (%s)", error)
                 continue
-            paragraph = parsing.clean_paragraph(raw, instruction)
-            if paragraph and finish_reason == "length" and parsing.ends_mid_sentence(paragraph):
-                trimmed = parsing.trim_to_last_sentence(paragraph)
+            paragraph = clean_paragraph(raw, instruction)
+            if paragraph and finish_reason == "length" and ends_mid_sentence(paragraph):
+                trimmed = trim_to_last_sentence(paragraph)
                 if trimmed != paragraph:
-                    paragraph, paragraph_fallbacks = trimmed, (parsing.PARAGRAPH_CUT,)
+                    paragraph, paragraph_fallbacks = trimmed, (fallback_sentences.PARAGRAPH_CUT,)
                 else:
-                    paragraph_fallbacks = (parsing.PARAGRAPH_CUT_KEPT,)
+                    paragraph_fallbacks = (fallback_sentences.PARAGRAPH_CUT_KEPT,)
             if paragraph:
                 break
-            if finish_reason == "length" and _THINK_TAG.search(raw):
+            if finish_reason == "length" and has_reasoning_tag(raw):
                 # Asking again would only reason again.
-                raise ModelError(
-                    "The model spent its whole length limit reasoning (<think>) and wrote no "
-                    "paragraph; nothing was stored, so turn its thinking off (e.g. /no_think for "
-                    "Qwen3) or raise the writer's max_tokens."
-                )
+                raise ModelError(fallback_sentences.ONLY_REASONING)
             if attempt == self.config.step_attempts:
-                raise ModelError(
-                    "The model returned an empty paragraph twice; nothing was stored; "
-                    "try again, or choose another model."
-                )
+                raise ModelError(fallback_sentences.EMPTY_PARAGRAPH_TWICE)
 
         yield PhaseChanged("remembering")
         if self.backend.info.prose_only:
             paragraph_vector = await asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0])
-            outputs = parsing.outputs_from_paragraph(
+            outputs = outputs_from_paragraph(
                 old_memory=short_term_memory, paragraph=paragraph, outline=story.outline
             )
         else:
@@ -287,7 +281,7 @@ class Engine:
 
     async def _remember_and_plan(
         self, story: Story, instruction: str, short_term_memory: str, paragraph: str
-    ) -> tuple[np.ndarray, parsing.StepOutputs, Usage]:
+    ) -> tuple[np.ndarray, StepOutputs, Usage]:
         """The paragraph's embedding, and the model's new memory and three instructions."""
         # A finished paragraph is worth keeping even if these calls fail for good: the
         # resolver then keeps the old memory or derives instructions, and says so.
@@ -305,7 +299,7 @@ class Engine:
                 give_up_quietly=True,
             ),
         )
-        outputs = parsing.resolve_step_outputs(
+        outputs = resolve_step_outputs(
             memory_reply=memory_reply.text,
             planner_reply=planner_reply.text,
             old_memory=short_term_memory,
@@ -355,7 +349,7 @@ class Engine:
         if how == "random":
             return rng.choice(options), None
         if self.backend.info.prose_only:
-            return options[0], parsing.PROSE_ONLY_CHOICE
+            return options[0], fallback_sentences.PROSE_ONLY_CHOICE
         prompt = prompts.render_prompt(
             "chooser",
             context_sections=(
@@ -365,9 +359,9 @@ class Engine:
             instructions="\n".join(f"{i}. {text}" for i, text in enumerate(options, 1)),
         )
         reply = await self._ask_structured("chooser", prompt)
-        choice = parsing.parse_choice(reply.text or "")
+        choice = parse_choice(reply.text or "")
         if choice is None or not 1 <= choice <= len(options):
-            return options[0], "The model's choice could not be read, so the first instruction was taken."
+            return options[0], fallback_sentences.CHOICE_UNREADABLE
         return options[choice - 1], None
 
     # ---- edits that keep long-term memory in step -----------------------------------
@@ -471,7 +465,7 @@ class Engine:
 
         With `give_up_quietly`, a model that fails for good yields no reply instead of an error.
         """
-        schema = prompts.JSON_SCHEMAS.get(role)
+        schema = JSON_SCHEMAS.get(role)
         request = self._request(role, prompt, schema)
         usage = Usage()
         token_scale = 1
@@ -490,7 +484,7 @@ class Engine:
                 log.warning("the %s call failed; using its fallback (%s)", role, error)
                 return _RoleReply(None, usage)
             usage += call_usage
-            problem = parsing.describe_problem(role, text, cut_off=cut_off)
+            problem = describe_problem(role, text, cut_off=cut_off)
             if problem is None:
                 return _RoleReply(text, usage, cut_off)
             if cut_off and text.strip():
@@ -603,22 +597,3 @@ def _clean_text(text: str, what: str, limit: int | None = None) -> str:
             f"nothing was changed; shorten it and try again."
         )
     return text
-
-
-# Words a title does not end on ("A fox learns to read and" reads as cut off).
-_TITLE_TRAILING_WORDS = frozenset(
-    "a an the and or but nor so to of in on at by for from with as that who which whose when "
-    "where while into onto his her its their my your our".split()
-)
-
-
-def _title_from_premise(premise: str) -> str:
-    """The premise's first clause (unless it is a name alone), up to eight words, not ending on
-    "and", "the" and the like."""
-    premise = re.sub(r"[\"“”]", "", premise).strip()
-    first_clause = re.split(r"[.,;:!?()—–]|\s-\s", premise, maxsplit=1)[0]
-    words = (first_clause if len(first_clause.split()) >= 3 else premise).split()[:8]
-    while len(words) > 2 and words[-1].lower().rstrip(".,;:!?") in _TITLE_TRAILING_WORDS:
-        words.pop()
-    title = " ".join(words).rstrip(".,;:!?—–- ")
-    return title[:1].upper() + title[1:] if title else "Untitled"

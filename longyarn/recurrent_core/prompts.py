@@ -46,9 +46,9 @@ from importlib.resources.abc import Traversable
 from dataclasses import dataclass
 from typing import Iterable
 
-from .backends.base import Prompt
 from .errors import LongyarnError
-from .types import ContextSection
+from .local_lm.chat_format import chat_transcript
+from .types import ContextSection, Prompt
 
 TEMPLATE_PACKAGE = __package__  # "longyarn.recurrent_core"
 TEMPLATE_FOLDER = "prompt_files"
@@ -66,53 +66,6 @@ _DEFAULT_CUE = "Answer:"
 
 class PromptTemplateError(LongyarnError):
     """A prompt template file is missing or malformed, or a field was not given."""
-
-
-# The reply formats the engine asks OpenAI-compatible servers to enforce (`response_format`).
-JSON_SCHEMAS: dict[str, dict] = {
-    "bible": {
-        "title": "story_bible",
-        "type": "object",
-        "properties": {
-            "title": {"type": "string"},
-            "outline": {"type": "string"},
-        },
-        "required": ["title", "outline"],
-        "additionalProperties": False,
-    },
-    "memory": {
-        "title": "memory_update",
-        "type": "object",
-        # The reason first: servers that enforce the schema generate keys in this order.
-        "properties": {
-            "reason": {"type": "string"},
-            "short_term_memory": {"type": "string"},
-        },
-        "required": ["reason", "short_term_memory"],
-        "additionalProperties": False,
-    },
-    "planner": {
-        "title": "next_instructions",
-        "type": "object",
-        "properties": {
-            "instructions": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 3,
-                "maxItems": 3,
-            },
-        },
-        "required": ["instructions"],
-        "additionalProperties": False,
-    },
-    "chooser": {
-        "title": "instruction_choice",
-        "type": "object",
-        "properties": {"choice": {"type": "integer", "minimum": 1, "maximum": 3}},
-        "required": ["choice"],
-        "additionalProperties": False,
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -299,19 +252,13 @@ def layout_messages(prompt: Prompt, jrt_repeats: int = 1) -> list[dict]:
     return messages
 
 
-_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
-
-
 def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -> str:
     """One prompt string for a local recurrent model (RWKV-7).
 
-    `chat=True` (a chat-tuned model such as RWKV-7 G1) gives RWKV's chat format::
+    `chat=True` (a chat-tuned model such as RWKV-7 G1) gives one user turn of RWKV's chat
+    transcript (`local_lm.chat_format`, which collapses the blank lines inside it)::
 
         User: <system>\\n<user content, as in layout_messages>\\n\\nAssistant:
-
-    RWKV chat models read "\\n\\n" as the end of a turn, so every blank line inside the user
-    turn is collapsed to a single newline; this also stops text inside the prompt (a reader's
-    instruction, a paragraph) from opening a fake "Assistant:" turn.
 
     `chat=False` (a base model) gives a completion: the system text, the body, and the role's
     cue from its template ("Next paragraph:", "Short-term memory:", "Instruction 1:"), so the
@@ -327,9 +274,7 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
     system = prompt.system.strip()
     body = user_content(prompt, jrt_repeats)
     if chat:
-        user_turn = "\n".join(part for part in (system, body) if part)
-        user_turn = _BLANK_LINES.sub("\n", user_turn.strip())
-        return f"User: {user_turn}\n\nAssistant:"
+        return chat_transcript([("user", "\n".join(part for part in (system, body) if part))])
     cue = completion_cue(prompt.role)
     if prompt.role == "writer":
         # A base model continues prose best straight after prose: end on the story itself.

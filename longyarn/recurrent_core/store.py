@@ -1,6 +1,6 @@
 """The persistence interface the engine talks to.
 
-`longyarn.storage.repository.SqlStore` implements it with SQLAlchemy; the engine never imports storage.
+`longyarn.storage.stories.SqlStories` implements it with SQLAlchemy; the engine never imports storage.
 Methods are synchronous and thread-safe; the engine calls them through `asyncio.to_thread`.
 Every method that changes data does so in one transaction, or not at all.
 """
@@ -81,8 +81,12 @@ class StoryStore(Protocol):
     ) -> Step:
         """Replace a paragraph and its memory's text and embedding together."""
 
-    def delete_paragraph(self, step_id: str) -> None:
-        """Hide a paragraph from the story and remove its memory from recall; the tree is kept."""
+    def delete_paragraph(self, step_id: str, *, move_head: bool = False, new_head: str | None = None) -> None:
+        """Hide a paragraph from the story and remove its memory from recall; the tree is kept.
+
+        With `move_head`, writing continues from `new_head` (None: the story's start), in the
+        same transaction.
+        """
 
     def update_short_term_memory(self, step_id: str, short_term_memory: str) -> Step:
         """A person's edit of the short-term memory; the next step reads it."""

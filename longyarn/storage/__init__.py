@@ -3,10 +3,11 @@
     from longyarn.storage import open_store
     store = open_store("~/stories.db")      # or any SQLAlchemy URL
 
-`SqlStore` implements `longyarn.recurrent_core.store.StoryStore`; the engine never imports this package.
+`SqlStore` is one database as two stores: `SqlStories` implements the engine's
+`longyarn.recurrent_core.store.StoryStore`, `SqlReaders` reader mode's
+`longyarn.recurrent_core.readers.ReaderStore`. The engine never imports this package.
 """
 
-from .db import open_store
-from .repository import SqlStore
+from .db import SqlStore, open_store
 
 __all__ = ["SqlStore", "open_store"]

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 models: a story, its tree of steps, and the long-term memories they left.
 
-These rows never leave `storage`: the repository turns them into the frozen dataclasses of
+These rows never leave `storage`: the stores turn them into the frozen dataclasses of
 `longyarn.recurrent_core.types`, so no session or lazy load crosses a thread.
 
 Integrity lives in the schema, not only in Python:
@@ -42,7 +42,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ID_LENGTH = 32  # room for a uuid4 hex; story ids are shorter (see repository.new_story_id)
+ID_LENGTH = 32  # room for a uuid4 hex; story ids are shorter (see stories.new_story_id)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -72,6 +72,30 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _cascading_key(table: str, column: str, referred_table: str) -> ForeignKeyConstraint:
+    """`column` -> `referred_table`.id; the row goes when the row it refers to goes.
+
+    Named fk_<table>_<column>_<referred_table>, the name the migrations gave it.
+    """
+    return ForeignKeyConstraint(
+        [column], [f"{referred_table}.id"], name=f"fk_{table}_{column}_{referred_table}",
+        ondelete="CASCADE",
+    )
+
+
+def _step_of_same_story(table: str, step_column: str = "step_id") -> ForeignKeyConstraint:
+    """(story_id, `step_column`) -> steps(story_id, id): a step of the row's own story; the row
+    goes when that step goes.
+
+    Named fk_<table>_<step_column without _id>_steps, the name the migrations gave it.
+    """
+    step = step_column.removesuffix("_id")
+    return ForeignKeyConstraint(
+        ["story_id", step_column], ["steps.story_id", "steps.id"], name=f"fk_{table}_{step}_steps",
+        ondelete="CASCADE",
+    )
 
 
 class StoryRow(Base):
@@ -127,17 +151,10 @@ class StepRow(Base):
     branch_owner: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["story_id"], ["stories.id"], name="fk_steps_story_id_stories", ondelete="CASCADE"
-        ),
+        _cascading_key("steps", "story_id", "stories"),
         # The target of the composite keys below.
         UniqueConstraint("story_id", "id", name="uq_steps_story_id_id"),
-        ForeignKeyConstraint(
-            ["story_id", "parent_id"],
-            ["steps.story_id", "steps.id"],
-            name="fk_steps_parent_steps",
-            ondelete="CASCADE",
-        ),
+        _step_of_same_story("steps", "parent_id"),
         Index("ix_steps_story_id_parent_id", "story_id", "parent_id"),
         Index("ix_steps_story_id_branch_owner", "story_id", "branch_owner"),
     )
@@ -160,12 +177,7 @@ class MemoryRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["story_id", "step_id"],
-            ["steps.story_id", "steps.id"],
-            name="fk_memories_step_steps",
-            ondelete="CASCADE",
-        ),
+        _step_of_same_story("memories"),
         # One memory per step: editing a paragraph replaces its memory.
         UniqueConstraint("step_id", name="uq_memories_step_id"),
         # Serves memory_vectors: its rows, already in the order it returns them.
@@ -195,12 +207,7 @@ class StepContextRow(Base):
     recalled: Mapped[list] = mapped_column(JSON)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["story_id", "step_id"],
-            ["steps.story_id", "steps.id"],
-            name="fk_step_contexts_step_steps",
-            ondelete="CASCADE",
-        ),
+        _step_of_same_story("step_contexts"),
     )
 
 
@@ -232,20 +239,9 @@ class ReaderProgressRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["reader_id"], ["readers.id"], name="fk_reader_progress_reader_id_readers",
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["story_id"], ["stories.id"], name="fk_reader_progress_story_id_stories",
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["story_id", "step_id"],
-            ["steps.story_id", "steps.id"],
-            name="fk_reader_progress_step_steps",
-            ondelete="CASCADE",
-        ),
+        _cascading_key("reader_progress", "reader_id", "readers"),
+        _cascading_key("reader_progress", "story_id", "stories"),
+        _step_of_same_story("reader_progress"),
     )
 
 
@@ -267,16 +263,8 @@ class ReaderPlaceRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["reader_id"], ["readers.id"], name="fk_reader_places_reader_id_readers",
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["story_id", "step_id"],
-            ["steps.story_id", "steps.id"],
-            name="fk_reader_places_step_steps",
-            ondelete="CASCADE",
-        ),
+        _cascading_key("reader_places", "reader_id", "readers"),
+        _step_of_same_story("reader_places"),
         Index("ix_reader_places_reader_id_story_id_kind", "reader_id", "story_id", "kind"),
     )
 
@@ -291,9 +279,6 @@ class ReaderGenerationRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["reader_id"], ["readers.id"], name="fk_reader_generations_reader_id_readers",
-            ondelete="CASCADE",
-        ),
+        _cascading_key("reader_generations", "reader_id", "readers"),
         Index("ix_reader_generations_reader_id_started_at", "reader_id", "started_at"),
     )

@@ -186,7 +186,7 @@ def test_several_novels_at_once_from_a_premises_file(tmp_path):
 
 def test_the_readme_command_writes_a_story_offline_and_says_once_what_the_demo_cannot_do(tmp_path):
     from longyarn.app.settings import config_path
-    from longyarn.recurrent_core.parsing import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
+    from longyarn.recurrent_core.replies.fallbacks import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
 
     config_path().parent.mkdir(parents=True, exist_ok=True)
     config_path().write_text("[sampling.writer]\nmax_tokens = 40\n")  # seconds, not minutes

@@ -12,18 +12,20 @@ import pytest
 from textual.widgets import DataTable, TextArea
 
 from longyarn.app.reader.app import make_reader_app
-from longyarn.app.reader.errors import CannotExtend, InvalidReaderText, PlaceGone
-from longyarn.app.reader.identity import (
+from longyarn.app.session.reader_errors import CannotExtend, InvalidReaderText, PlaceGone
+from longyarn.app.session.reader_identity import (
     TokenRefused,
     new_token,
     parse_token,
     reader_for_token,
     register_reader,
 )
-from longyarn.app.reader.reading import ReadingSession
-from longyarn.app.reader.screens import LibraryScreen, ReadingScreen, RefusedScreen, WelcomeScreen
-from longyarn.app.reader.text import as_reader_choice, clean_action, strip_control_characters
-from longyarn.app.tui.widgets import InstructionList
+from longyarn.app.session.reading import ReadingSession
+from longyarn.app.reader.library import LibraryScreen
+from longyarn.app.reader.screens import ReadingScreen
+from longyarn.app.reader.welcome import RefusedScreen, WelcomeScreen
+from longyarn.app.session.reader_text import as_reader_choice, clean_action, strip_control_characters
+from longyarn.app.ui.widgets import InstructionList
 from longyarn.recurrent_core.prompts import QUOTE_CLOSE, QUOTE_OPEN
 from tests.app.test_tui import PARAGRAPHS, seed_story, wait_for_screen, wait_until
 from tests.conftest import make_engine
@@ -514,7 +516,7 @@ def test_the_rate_limit_forgets_generations_older_than_the_window(store):
 
 
 async def test_a_terminal_reader_is_remembered_in_a_private_file(store, embedder, tmp_path):
-    from longyarn.app.reader.identity import load_local_token, save_local_token
+    from longyarn.app.session.reader_identity import load_local_token, save_local_token
 
     readable_story(store, embedder, may_extend=False)
     token_path = tmp_path / "reader-token"

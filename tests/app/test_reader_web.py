@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from longyarn.app.reader.identity import parse_token
+from longyarn.app.session.reader_identity import parse_token
 from longyarn.app.reader.web import ReaderServer
 
 

@@ -10,11 +10,12 @@ import openai
 import pytest
 import torch
 
-from longyarn.app.serve import ChatMessage, chat_prompt, create_app, running_server
-from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.app.serve import create_app, running_server
+from longyarn.app.serve_protocol import ChatMessage, chat_prompt
 from longyarn.recurrent_core.backends.local import LocalBackend
 from longyarn.recurrent_core.backends.openai_backend import OpenAIBackend
 from longyarn.recurrent_core.engine import Engine, EngineConfig
+from longyarn.recurrent_core.types import Sampling
 from tests.backends.test_local_backend import write_tiny_local_model
 
 MODEL = "tiny-base"

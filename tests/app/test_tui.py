@@ -22,12 +22,12 @@ from longyarn.app.tui.screens.library import LibraryScreen
 from longyarn.app.tui.screens.settings import SettingsScreen
 from longyarn.app.tui.screens.welcome import WelcomeScreen
 from longyarn.app.tui.screens.writing import WritingScreen
-from longyarn.recurrent_core import parsing
-from longyarn.recurrent_core.backends.base import Sampling
-from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from longyarn.recurrent_core.backends.local import LocalBackend
 from longyarn.recurrent_core.engine import Engine, EngineConfig
 from longyarn.recurrent_core.errors import LongyarnError
-from longyarn.recurrent_core.types import NewStep, Story
+from longyarn.recurrent_core.local_lm.runtime import DEMO_MODEL_DIR
+from longyarn.recurrent_core.replies import fallbacks
+from longyarn.recurrent_core.types import NewStep, Sampling, Story
 from longyarn.storage.db import open_store
 from tests.conftest import make_engine
 from tests.scripted_server import Reply, story_responder
@@ -1008,7 +1008,7 @@ async def test_with_the_demo_model_a_new_story_does_not_say_the_model_writes_its
         outline = app.screen
         assert outline.query_one("#outline").text == "A fox learns to read and opens a library in the forest."
         # Said once, and true: the premise gave the title and outline; no model wrote them.
-        assert notices.count(parsing.PROSE_ONLY_BIBLE) == 1
+        assert notices.count(fallbacks.PROSE_ONLY_BIBLE) == 1
         assert notices.count("The model is writing a title and an outline…") == 0
 
 
@@ -1038,7 +1038,7 @@ async def test_with_the_demo_model_its_prose_only_notice_comes_once_not_after_ev
 
         branch = store.branch(story.id)
         assert len(branch) == 4 and shown_paragraphs(screen) == [s.paragraph for s in branch]
-        assert all(parsing.PROSE_ONLY_OUTPUTS in step.fallbacks for step in branch[1:])
+        assert all(fallbacks.PROSE_ONLY_OUTPUTS in step.fallbacks for step in branch[1:])
         # Three paragraphs, each with the same fallback: the writer is told once.
-        assert notices.count(parsing.PROSE_ONLY_OUTPUTS) == 1
+        assert notices.count(fallbacks.PROSE_ONLY_OUTPUTS) == 1
         assert status_text(screen) == "Kept writing: 2 paragraphs written and saved."

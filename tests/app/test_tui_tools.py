@@ -8,14 +8,14 @@ import tomllib
 
 from longyarn.app.settings import Settings, config_path
 from longyarn.app.tui import load_keymap, make_app
-from longyarn.app.tui.formatting import mask_key
+from longyarn.app.ui.formatting import mask_key
 from longyarn.app.tui.screens.context import NOT_RECORDED, ContextScreen
 from longyarn.app.tui.screens.dialogs import ExportDialog, KeepWritingDialog
 from longyarn.app.tui.screens.library import LibraryScreen
 from longyarn.app.tui.screens.memory import MemoryScreen
 from longyarn.app.tui.screens.settings import SettingsScreen
 from longyarn.app.tui.screens.writing import WritingScreen
-from longyarn.app.tui.widgets import PAGE_SIZE
+from longyarn.app.ui.widgets import PAGE_SIZE
 from tests.app.test_tui import (
     PARAGRAPHS,
     build_app,

@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from longyarn.recurrent_core import parsing, prompts
-from longyarn.recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
-from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend, ReplyBoundary, is_chat_checkpoint
+from longyarn.recurrent_core import prompts
+from longyarn.recurrent_core.backends.base import GenerationRequest
+from longyarn.recurrent_core.backends.local import LocalBackend
 from longyarn.recurrent_core.engine import Engine, EngineConfig
 from longyarn.recurrent_core.errors import InvalidInput, ModelError
 from longyarn.recurrent_core.local_lm import load_checkpoint, save_own_format
+from longyarn.recurrent_core.local_lm.chat_format import ReplyBoundary, is_chat_checkpoint
+from longyarn.recurrent_core.local_lm.runtime import DEMO_MODEL_DIR
 from longyarn.recurrent_core.local_lm.sampling import SamplerConfig
-from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
-from longyarn.recurrent_core.local_lm.tokenizer_training import train_tokenizer
-from longyarn.recurrent_core.types import ContextSection
+from longyarn.recurrent_core.replies import fallbacks
+from longyarn.recurrent_core.types import ContextSection, Prompt, Sampling
+from longyarn.training.synthetic import random_rwkv7_state_dict
+from longyarn.training.tokenizer_training import train_tokenizer
 
 STORY_TEXT = (
     "Once upon a time a small fox lived by the river. Every morning she swam to the island "
@@ -332,7 +335,7 @@ async def test_a_prose_only_model_is_asked_for_paragraphs_alone(tmp_path, store,
     assert first.short_term_memory.split()[:5] == first.paragraph.split()[:5]
     assert third.short_term_memory != second.short_term_memory, "the memory moves with the story"
     assert len(set(third.next_instructions)) == 3
-    assert all(parsing.PROSE_ONLY_OUTPUTS in event.fallbacks for event in completed)
+    assert all(fallbacks.PROSE_ONLY_OUTPUTS in event.fallbacks for event in completed)
     assert choice[0] == third.next_instructions[0] and "prose only" in choice[1]
 
 
@@ -342,7 +345,7 @@ def test_the_bundled_demo_model_is_prose_only_and_other_models_are_not(tiny_mode
 
 
 def test_a_base_model_paragraph_is_not_cut_at_an_early_heading():
-    from longyarn.recurrent_core.backends.local import ReplyBoundary
+    from longyarn.recurrent_core.local_lm.chat_format import ReplyBoundary
 
     boundary = ReplyBoundary(["\n\n"], min_chars=30)
     pieces = ["CHAPTER ONE", "\n\n", "The keeper climbed the stairs and ", "lit the lamp.\n", "\nNext day"]

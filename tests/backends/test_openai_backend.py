@@ -15,9 +15,9 @@ import time
 import pytest
 
 from longyarn.recurrent_core.backends import OpenAIBackend, StreamInterrupted
-from longyarn.recurrent_core.backends.base import Chunk, GenerationRequest, Prompt, Sampling
+from longyarn.recurrent_core.backends.base import Chunk, GenerationRequest
 from longyarn.recurrent_core.errors import ModelError
-from longyarn.recurrent_core.types import ContextSection, Usage
+from longyarn.recurrent_core.types import ContextSection, Prompt, Sampling, Usage
 from tests.scripted_server import Reply, ScriptedServer
 
 FAKE_KEY = "sk-test-UNMISTAKABLE-9f8e7d6c5b4a"

@@ -12,12 +12,13 @@ import torch
 from longyarn.app.serve import create_app, running_server
 from longyarn.app.models import make_backend
 from longyarn.app.settings import Settings, load_settings
-from longyarn.recurrent_core.backends.base import GenerationRequest, Prompt, Sampling
-from longyarn.recurrent_core.backends.local import DEMO_MODEL_DIR, LocalBackend
+from longyarn.recurrent_core.backends.base import GenerationRequest
+from longyarn.recurrent_core.backends.local import LocalBackend
 from longyarn.recurrent_core.backends.served_local import ServedLocalBackend
 from longyarn.recurrent_core.engine import Engine, EngineConfig
 from longyarn.recurrent_core.errors import LongyarnError
-from longyarn.recurrent_core.types import ContextSection
+from longyarn.recurrent_core.local_lm.runtime import DEMO_MODEL_DIR
+from longyarn.recurrent_core.types import ContextSection, Prompt, Sampling
 from tests.scripted_server import ScriptedServer
 
 

@@ -177,7 +177,7 @@ async def test_unreadable_memory_is_repaired_then_falls_back_to_the_old_memory(s
 
 
 async def test_a_setting_the_server_refuses_is_named_once_in_the_step_that_met_it(store, embedder):
-    from longyarn.recurrent_core.backends.base import Sampling
+    from longyarn.recurrent_core.types import Sampling
 
     sampling = {role: Sampling(seed=7) for role in ("bible", "writer", "memory", "planner")}
     with ScriptedServer(rejected_parameters=("seed",)) as strict_server:

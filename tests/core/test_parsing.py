@@ -4,20 +4,20 @@ import json
 
 import pytest
 
-from longyarn.recurrent_core.parsing import (
-    clean_paragraph,
-    describe_problem,
-    ends_mid_sentence,
+from longyarn.recurrent_core.replies.bible import parse_bible
+from longyarn.recurrent_core.replies.chooser import parse_choice
+from longyarn.recurrent_core.replies.fallbacks import PROSE_ONLY_OUTPUTS
+from longyarn.recurrent_core.replies.memory import parse_memory_update
+from longyarn.recurrent_core.replies.planner import parse_instructions
+from longyarn.recurrent_core.replies.roles import describe_problem
+from longyarn.recurrent_core.replies.sentences import ends_mid_sentence, trim_to_last_sentence
+from longyarn.recurrent_core.replies.writer import clean_paragraph
+from longyarn.recurrent_core.step_outputs import (
+    MEMORY_WORD_LIMIT,
     instructions_from_paragraph,
     outputs_from_paragraph,
-    parse_bible,
-    parse_choice,
-    parse_instructions,
-    parse_memory_update,
     resolve_step_outputs,
-    trim_to_last_sentence,
 )
-from longyarn.recurrent_core.parsing import MEMORY_WORD_LIMIT, PROSE_ONLY_OUTPUTS
 from longyarn.recurrent_core.prompts import completion_cue
 
 MEMORY = "Mara holds the brass key. Tomas follows her to the lighthouse."
@@ -678,6 +678,6 @@ def test_a_choice_after_reasoning_is_the_one_after_the_reasoning():
     ],
 )
 def test_what_streams_to_the_screen_never_shows_reasoning_or_template_tokens(raw, shown):
-    from longyarn.recurrent_core.parsing import streamed_prose
+    from longyarn.recurrent_core.replies.clean import streamed_prose
 
     assert streamed_prose(raw) == shown

@@ -5,22 +5,21 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longyarn.recurrent_core.parsing import (
+from longyarn.recurrent_core.replies.bible import parse_bible
+from longyarn.recurrent_core.replies.chooser import parse_choice
+from longyarn.recurrent_core.replies.labels import (
     INSTRUCTION_ITEM_NAMES,
     INSTRUCTION_LIST_NAMES,
     MEMORY_NAMES,
     REASON_NAMES,
     OUTLINE_NAMES,
     TITLE_NAMES,
-    clean_paragraph,
-    describe_problem,
-    instructions_from_paragraph,
-    parse_bible,
-    parse_choice,
-    parse_instructions,
-    parse_memory_update,
-    resolve_step_outputs,
 )
+from longyarn.recurrent_core.replies.memory import parse_memory_update
+from longyarn.recurrent_core.replies.planner import parse_instructions
+from longyarn.recurrent_core.replies.roles import describe_problem
+from longyarn.recurrent_core.replies.writer import clean_paragraph
+from longyarn.recurrent_core.step_outputs import instructions_from_paragraph, resolve_step_outputs
 
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 import longyarn.recurrent_core.prompts as prompts_module
-from longyarn.recurrent_core.parsing import describe_problem
 from longyarn.recurrent_core.prompts import (
-    JSON_SCHEMAS,
     PromptTemplateError,
     completion_cue,
     layout_completion,
@@ -18,6 +16,7 @@ from longyarn.recurrent_core.prompts import (
     parse_template,
     render_prompt,
 )
+from longyarn.recurrent_core.replies.roles import JSON_SCHEMAS, describe_problem
 from longyarn.recurrent_core.types import ContextSection
 
 ROLES = ("bible", "writer", "memory", "planner", "repair", "chooser")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.training.synthetic import random_rwkv7_state_dict
 
 # Without a GPU the fused decode tests run the Triton kernels in the interpreter, which triton
 # reads when it is imported (as tests/kernels/conftest.py does).

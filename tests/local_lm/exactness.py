@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from longyarn.recurrent_core.local_lm.training_model import RWKV7
+from longyarn.training.training_model import RWKV7
 
 # Ours is 2-3x the rwkv package's error on the 0.1B layout on the CPUs measured; 8 leaves room
 # for other summation orders without letting a real mistake (errors of 1e-2 and up) through.

@@ -149,7 +149,7 @@ def test_long_input_run_in_segments_matches_reference(tiny_checkpoint, reference
 def test_both_layouts_of_layer_0s_unused_value_tensors_load_and_match_reference(
     layout, tmp_path, reference_rwkv
 ):
-    from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+    from longyarn.training.synthetic import random_rwkv7_state_dict
 
     weights = random_rwkv7_state_dict(
         3, 128, 300, head_size=32, seed=5, dtype=torch.bfloat16,

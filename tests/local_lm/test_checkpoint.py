@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from longyarn.recurrent_core.errors import CheckpointError, InvalidInput
 from longyarn.recurrent_core.local_lm import LocalLM, load_checkpoint, save_own_format
-from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.training.synthetic import random_rwkv7_state_dict
 
 
 def test_sizes_are_inferred_from_a_blinkdl_file(tiny_checkpoint, checkpoint_01b_layout):

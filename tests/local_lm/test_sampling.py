@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from longyarn.recurrent_core.backends.base import Sampling
 from longyarn.recurrent_core.errors import InvalidInput, ModelError
 from longyarn.recurrent_core.local_lm.sampling import (
     Sampler,
@@ -17,6 +16,7 @@ from longyarn.recurrent_core.local_lm.sampling import (
     generate,
 )
 from longyarn.recurrent_core.local_lm.tokenizer import WorldTokenizer
+from longyarn.recurrent_core.types import Sampling
 
 VOCAB = 1000
 

@@ -7,7 +7,7 @@ import torch
 
 from longyarn.recurrent_core.errors import InvalidInput
 from longyarn.recurrent_core.local_lm import LocalLM, RecurrentState
-from longyarn.recurrent_core.local_lm.synthetic import random_rwkv7_state_dict
+from longyarn.training.synthetic import random_rwkv7_state_dict
 
 
 def _assert_same_state(a: RecurrentState, b: RecurrentState) -> None:

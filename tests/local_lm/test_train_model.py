@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from longyarn.recurrent_core.local_lm.training_model import RWKV7, blinkdl_config
+from longyarn.training.training_model import RWKV7, blinkdl_config
 
 VOCAB = 61
 

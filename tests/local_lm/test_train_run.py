@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.recurrent_core.local_lm import train
-from longyarn.recurrent_core.local_lm.tokenizer_training import prepare_data
+from longyarn.training import train
+from longyarn.training.tokenizer_training import prepare_data
 
 WORDS = (
     "the a little old king queen fox wolf girl boy forest river castle went saw said found "

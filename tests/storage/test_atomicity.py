@@ -111,3 +111,19 @@ def test_the_wrong_number_of_next_instructions_is_refused(store, story, written)
         )
 
     assert snapshot(store, story.id) == before
+
+
+def test_deleting_the_newest_paragraph_moves_the_head_back_in_the_same_transaction(store: SqlStore, written):
+    (first, second), _ = written
+    store.delete_paragraph(second.id, move_head=True, new_head=first.id)
+    assert store.get_story(first.story_id).head_step_id == first.id
+    assert [step.id for step in store.branch(first.story_id)] == [first.id]
+
+
+def test_a_delete_whose_new_head_is_wrong_leaves_the_paragraph_and_the_head_as_they_were(
+    store: SqlStore, story, written
+):
+    (first, second), before = written
+    with pytest.raises(StoryNotFound):
+        store.delete_paragraph(second.id, move_head=True, new_head="no-such-step")
+    assert snapshot(store, story.id) == before

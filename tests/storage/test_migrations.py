@@ -17,15 +17,9 @@ from sqlalchemy import text
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import SectionRecord, StepContext
 from longyarn.storage import SqlStore, open_store
-from longyarn.storage.db import (
-    alembic_config,
-    create_store_engine,
-    current_revisions,
-    database_url,
-    schema_heads,
-    upgrade,
-)
+from longyarn.storage.db import alembic_config, current_revisions, schema_heads, upgrade
 from longyarn.storage.models import Base
+from longyarn.storage.sessions import create_store_engine, database_url
 
 from .helpers import EMBEDDING_MODEL, new_step, vector
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
 from longyarn.storage import SqlStore, open_store
-from longyarn.storage.db import describe_location
+from longyarn.storage.sessions import describe_location
 
 from .helpers import row_counts, write_chain
 

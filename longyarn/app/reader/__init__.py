@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .reading import DEFAULT_STEPS_PER_MINUTE
-from .text import DEFAULT_ACTION_CHARS
+from longyarn.app.session.reading import DEFAULT_STEPS_PER_MINUTE
+from longyarn.app.session.reader_text import DEFAULT_ACTION_CHARS
 
 if TYPE_CHECKING:
     from longyarn.app.settings import Settings
     from longyarn.recurrent_core.engine import Engine
-    from longyarn.storage.repository import SqlStore
+    from longyarn.recurrent_core.store import StoryStore
 
 
 def steps_per_minute(settings: "Settings") -> int:
@@ -27,15 +27,12 @@ def action_chars(settings: "Settings") -> int:
     return int(getattr(settings, "reader_action_chars", DEFAULT_ACTION_CHARS))
 
 
-def engine_factory(store: "SqlStore", settings: "Settings"):
-    """Builds the engine on a reader's first new paragraph, so reading alone needs no model."""
+def engine_factory(store: "StoryStore", settings: "Settings"):
+    """Builds the room's engine on a reader's first new paragraph, so reading alone needs no model."""
+    from longyarn.app.session.engine_host import make_engine
 
     def build() -> "Engine":
-        from longyarn.app.models import make_backend
-        from longyarn.recurrent_core.embeddings import default_embedder
-        from longyarn.recurrent_core.engine import Engine
-
-        return Engine(store, make_backend(settings), default_embedder(), settings.engine_config())
+        return make_engine(store, settings)
 
     return build
 
@@ -45,7 +42,7 @@ def run_read(settings: "Settings", story_id: str | None = None) -> None:
     from longyarn.storage.db import open_store
 
     from .app import make_reader_app
-    from .identity import load_local_token, save_local_token
+    from longyarn.app.session.reader_identity import load_local_token, save_local_token
 
     store = open_store(settings.db)
     try:

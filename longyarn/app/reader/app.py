@@ -8,19 +8,23 @@ no command palette; it never shows a key or a file path.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from textual import events, messages
 from textual.app import App
 from textual.binding import Binding
 
-from longyarn.storage.repository import Reader, SqlStore
+from longyarn.app.session.engine_host import EngineHost, close_backend
+from longyarn.app.session.reader_errors import message_for_reader
+from longyarn.app.session.reader_identity import ReaderToken, TokenRefused, new_token, reader_for_token, register_reader
+from longyarn.app.session.reader_text import DEFAULT_ACTION_CHARS
+from longyarn.app.session.reading import DEFAULT_STEPS_PER_MINUTE, EngineFactory
+from longyarn.recurrent_core.readers import Reader, StoryAndReaderStore
 
-from .errors import message_for_reader
-from .identity import ReaderToken, TokenRefused, new_token, reader_for_token, register_reader
-from .reading import DEFAULT_STEPS_PER_MINUTE, EngineFactory
-from .screens import LibraryScreen, ReadingScreen, RefusedScreen, WelcomeScreen
-from .text import DEFAULT_ACTION_CHARS
+from .library import LibraryScreen
+from .room import ReadingRoom
+from .screens import ReadingScreen
+from .welcome import RefusedScreen, WelcomeScreen
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class ReaderApp(App[None]):
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: StoryAndReaderStore,
         token: ReaderToken | None,
         engine_factory: EngineFactory | None = None,
         story_id: str | None = None,
@@ -52,18 +56,31 @@ class ReaderApp(App[None]):
         in_browser: bool = False,
     ) -> None:
         """`token` proves who reads (None: a new reader); `on_new_token` keeps a new one
-        (the terminal saves it in a file; in a browser it is already in the page's address)."""
+        (the terminal saves it in a file; in a browser it is already in the page's address).
+        `engine_factory` builds the room's one engine, on the first new paragraph a reader asks
+        for, so reading alone needs no model."""
         super().__init__()
-        self.store = store
+        factory = (lambda _settings: engine_factory()) if engine_factory is not None else None
+        self.room = ReadingRoom(
+            store=store,
+            host=EngineHost(None, factory=factory),
+            steps_per_minute=steps_per_minute,
+            action_chars=action_chars,
+            in_browser=in_browser,
+        )
         self.token = token
-        self.engine_factory = engine_factory
         self.initial_story_id = story_id
         self.on_new_token = on_new_token
-        self.steps_per_minute = steps_per_minute
-        self.action_chars = action_chars
         self.in_browser = in_browser
-        self.reader: Reader | None = None
         self._leaving_by_choice = False  # the reader quit (or declined a name): see on_exit_app
+
+    @property
+    def store(self) -> StoryAndReaderStore:
+        return self.room.store
+
+    @property
+    def reader(self) -> Reader | None:
+        return self.room.reader
 
     def exit(self, result: None = None, return_code: int = 0, message=None) -> None:  # noqa: ANN001
         self._leaving_by_choice = True  # a page that went away posts ExitApp without exit()
@@ -77,14 +94,18 @@ class ReaderApp(App[None]):
                 if isinstance(screen, ReadingScreen):
                     await screen.settle_writing(LEAVING_PAGE_FINISH_S)
 
+    async def on_unmount(self) -> None:
+        if self.room.host.engine is not None:
+            await close_backend(self.room.host.engine)
+
     def get_default_screen(self) -> LibraryScreen:
-        return LibraryScreen()
+        return LibraryScreen(self.room)
 
     async def on_mount(self) -> None:
         if self.token is None:
             self.token = new_token()
         try:
-            self.reader = reader_for_token(self.store, self.token)
+            self.room.reader = reader_for_token(self.store, self.token)
         except TokenRefused:
             self.push_screen(RefusedScreen(in_browser=self.in_browser), self._refused)
             return
@@ -98,7 +119,7 @@ class ReaderApp(App[None]):
             self.exit()
             return
         assert self.token is not None
-        self.reader = register_reader(self.store, self.token, name)
+        self.room.reader = register_reader(self.store, self.token, name)
         if self.on_new_token is not None:
             try:
                 self.on_new_token(self.token)
@@ -124,10 +145,7 @@ class ReaderApp(App[None]):
             library.refresh_stories()
         if self.initial_story_id is not None:
             story_id, self.initial_story_id = self.initial_story_id, None
-            self.open_story(story_id)
-
-    def open_story(self, story_id: str) -> None:
-        self.push_screen(ReadingScreen(story_id))
+            self.push_screen(ReadingScreen(self.room, story_id))
 
     def on_delivery_complete(self, event: events.DeliveryComplete) -> None:
         if self.in_browser:
@@ -141,25 +159,7 @@ class ReaderApp(App[None]):
         self.notify("The story could not be exported just now; please try again.", severity="error")
 
 
-def make_reader_app(
-    *,
-    store: SqlStore,
-    token: ReaderToken | None,
-    engine_factory: EngineFactory | None = None,
-    story_id: str | None = None,
-    on_new_token: Callable[[ReaderToken], None] | None = None,
-    steps_per_minute: int = DEFAULT_STEPS_PER_MINUTE,
-    action_chars: int = DEFAULT_ACTION_CHARS,
-    in_browser: bool = False,
-) -> ReaderApp:
-    """The reader app, shared by `longyarn read`, its browser sessions and the tests."""
-    return ReaderApp(
-        store=store,
-        token=token,
-        engine_factory=engine_factory,
-        story_id=story_id,
-        on_new_token=on_new_token,
-        steps_per_minute=steps_per_minute,
-        action_chars=action_chars,
-        in_browser=in_browser,
-    )
+def make_reader_app(**options: Any) -> ReaderApp:
+    """The reader app, shared by `longyarn read`, its browser sessions and the tests (options:
+    `ReaderApp`'s)."""
+    return ReaderApp(**options)

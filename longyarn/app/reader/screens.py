@@ -1,4 +1,4 @@
-"""The reader's screens: welcome, library, the reading room, and saved places."""
+"""The reading room: the reader's path through a story, what happens next, and saved places."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import logging
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,195 +14,22 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static
+from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from longyarn.app.export import render_story
-from longyarn.app.tui.formatting import one_line, paragraphs_label
-from longyarn.app.tui.story_table import StoryTable
-from longyarn.app.tui.widgets import StoryView
-from longyarn.recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepStarted, Story
-from longyarn.storage.repository import ReaderPlace
+from longyarn.app.session.reader_errors import ReaderProblem, message_for_reader
+from longyarn.app.session.reading import Choice, ReadingSession
+from longyarn.app.ui.formatting import one_line
+from longyarn.app.ui.step_events import StepRenderer
+from longyarn.app.ui.widgets import StoryView
+from longyarn.recurrent_core.readers import ReaderPlace
+from longyarn.recurrent_core.types import StepCompleted
 
-from .errors import ReaderProblem, message_for_reader
-from .reading import Choice, ReadingSession
-from .text import NAME_CHARS
-
-if TYPE_CHECKING:
-    from .app import ReaderApp
+from .room import ReadingRoom
 
 log = logging.getLogger(__name__)
-
-WRITING_WORDS = {
-    "writing": "The story goes on…",
-    "remembering": "The story goes on… (almost there)",
-    "planning": "The story goes on… (almost there)",
-    "committing": "The story goes on… (almost there)",
-}
-
-
-# ---- who is reading --------------------------------------------------------------------
-
-
-class WelcomeScreen(Screen[str | None]):
-    """A new reader: ask for the name to read under."""
-
-    BINDINGS = [Binding("escape", "leave", "Leave", id="leave")]
-
-    def __init__(self, *, in_browser: bool) -> None:
-        super().__init__(id="welcome")
-        self.in_browser = in_browser
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="welcome-box"):
-            yield Static("Welcome to the reading room", classes="screen-title")
-            yield Static(
-                "Here stories go where you take them. Each choice you make writes your own "
-                "path through the story; nobody else's changes.",
-                classes="hint",
-            )
-            if self.in_browser:
-                yield Static(
-                    "Bookmark this page now: its address is your key to come back to your "
-                    "stories. Keep it to yourself, because whoever has it reads as you.",
-                    id="welcome-bookmark",
-                    classes="hint",
-                )
-            yield Label("What should the stories call you?", classes="panel-title")
-            yield Input(placeholder="Your name", id="reader-name", max_length=NAME_CHARS)
-        yield Footer(compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#reader-name", Input).focus()
-
-    @on(Input.Submitted, "#reader-name")
-    def _named(self, event: Input.Submitted) -> None:
-        if event.value.strip():
-            self.dismiss(event.value)
-        else:
-            self.notify("Type a name to read under, then press Enter.")
-
-    def action_leave(self) -> None:
-        self.dismiss(None)
-
-
-class RefusedScreen(Screen[bool]):
-    """The reader link names a reader, but its secret is not theirs."""
-
-    BINDINGS = [
-        Binding("enter", "fresh", "Start as a new reader", id="start-fresh"),
-        Binding("escape", "leave", "Leave", id="leave"),
-    ]
-
-    def __init__(self, *, in_browser: bool) -> None:
-        super().__init__(id="refused")
-        self.in_browser = in_browser
-
-    def compose(self) -> ComposeResult:
-        where = "This reader link" if self.in_browser else "The saved reader identity"
-        yield Static("This is not your reading room", classes="screen-title")
-        yield Static(
-            f"{where} does not match its reader, so nothing was opened; check that you "
-            "copied the whole address, or press Enter to start as a new reader.",
-            id="refused-text",
-            classes="problem",
-        )
-        yield Footer(compact=True)
-
-    def action_fresh(self) -> None:
-        self.dismiss(True)
-
-    def action_leave(self) -> None:
-        self.dismiss(False)
-
-
-# ---- the library -----------------------------------------------------------------------
-
-
-class LibraryScreen(Screen):
-    """Stories open to readers, with their genre, premise and length."""
-
-    app: "ReaderApp"
-
-    BINDINGS = [Binding("enter", "open_story", "Read", id="read-story")]
-
-    def __init__(self) -> None:
-        super().__init__(id="reader-library")
-
-    def compose(self) -> ComposeResult:
-        yield Static("longyarn · stories to read", classes="screen-title")
-        yield StoryTable(
-            id="readable-stories",
-            own_columns=[("Your place", "place")],
-            length_label=lambda count: paragraphs_label(count) if count else "not begun",
-        )
-        yield Static("", id="story-premise", classes="premise", markup=False)
-        yield Static("", id="library-empty", classes="hint")
-        yield Footer(compact=True)
-
-    @property
-    def stories(self) -> list[Story]:
-        return self.query_one("#readable-stories", StoryTable).stories
-
-    def on_mount(self) -> None:
-        self.refresh_stories()
-
-    def on_screen_resume(self) -> None:
-        self.refresh_stories()
-
-    def refresh_stories(self) -> None:
-        """Reload the readable stories; the reader's place shows once they are known."""
-        if not self.query("#readable-stories"):
-            return  # not composed yet: on_mount refreshes
-        store = self.app.store
-        reader = self.app.reader
-        stories = [
-            story for story in store.readable_stories()
-            if story.reader_may_extend or story.head_step_id is not None
-        ]
-
-        def place(story: Story) -> tuple[str]:
-            if reader is not None:
-                position = store.reader_position(reader.id, story.id)
-                if position is not None and position.step_id is not None:
-                    return (f"¶ {store.count_steps(story.id, position.step_id):,}",)
-            return ("—",)
-
-        self.query_one("#readable-stories", StoryTable).show_stories(
-            stories, store.paragraph_counts([story.id for story in stories]), place
-        )
-        empty = self.query_one("#library-empty", Static)
-        empty.display = not stories
-        empty.update("No stories are open to readers yet. Come back soon.")
-        self._show_premise()
-        self.refresh_bindings()
-
-    def selected_story(self) -> Story | None:
-        return self.query_one("#readable-stories", StoryTable).selected_story
-
-    def _show_premise(self) -> None:
-        story = self.selected_story()
-        self.query_one("#story-premise", Static).update(story.premise if story else "")
-
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self) -> None:
-        self._show_premise()
-        self.refresh_bindings()
-
-    @on(DataTable.RowSelected)
-    def _chosen(self) -> None:
-        self.action_open_story()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "open_story":
-            return self.selected_story() is not None and self.app.reader is not None
-        return True
-
-    def action_open_story(self) -> None:
-        story = self.selected_story()
-        if story is not None and self.app.reader is not None:
-            self.app.open_story(story.id)
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -252,8 +78,6 @@ class ChoiceList(OptionList):
 class ReadingScreen(Screen):
     """A story in a clean reading layout, then what happens next."""
 
-    app: "ReaderApp"
-
     BINDINGS = [
         Binding("escape", "escape", "Cancel", id="cancel", show=False, priority=True),
         Binding("b", "back", "Back", id="back"),
@@ -269,8 +93,9 @@ class ReadingScreen(Screen):
 
     generating: reactive[bool] = reactive(False, init=False)
 
-    def __init__(self, story_id: str) -> None:
+    def __init__(self, room: ReadingRoom, story_id: str) -> None:
         super().__init__(id="reading")
+        self.room = room
         self.story_id = story_id
         self.session: ReadingSession | None = None
         self.choices: list[Choice] = []
@@ -294,7 +119,7 @@ class ReadingScreen(Screen):
             yield Input(
                 placeholder="What do you do? (Enter to act)",
                 id="action",
-                max_length=self.app.action_chars,
+                max_length=self.room.action_chars,
             )
         yield Static("", id="reading-status", markup=False)
         yield Footer(compact=True)
@@ -312,17 +137,8 @@ class ReadingScreen(Screen):
         return self.query_one("#action", Input)
 
     async def on_mount(self) -> None:
-        app = self.app
-        assert app.reader is not None
         try:
-            self.session = ReadingSession(
-                app.store,
-                app.reader,
-                self.story_id,
-                engine_factory=app.engine_factory,
-                steps_per_minute=app.steps_per_minute,
-                action_chars=app.action_chars,
-            )
+            self.session = self.room.session(self.story_id)
             await asyncio.to_thread(self.session.open)
         except Exception as error:
             self._tell(error)
@@ -334,8 +150,6 @@ class ReadingScreen(Screen):
     async def on_unmount(self) -> None:
         if self.step_worker is not None and self.step_worker.is_running:
             self.step_worker.cancel()
-        if self.session is not None:
-            await self.session.aclose()
 
     # ---- showing ----
 
@@ -444,28 +258,14 @@ class ReadingScreen(Screen):
         session = self.session
         assert session is not None
         before = session.position
-        streamed = False
+        renderer = StepRenderer(self.passage, self._status, "reader")
         try:
             events = session.choose(choice) if choice is not None else session.act(action or "")
             async for event in events:
-                if isinstance(event, StepStarted):
-                    streamed = True
-                    self.passage.streaming.begin()
-                    self.passage.follow = True  # the reader asked for it: show it coming
-                    self.passage.follow_end()
-                    self._status("The story goes on… (Escape stops it)")
-                elif isinstance(event, ParagraphDelta):
-                    self.passage.streaming.append(event.delta)
-                elif isinstance(event, PhaseChanged):
-                    if event.phase == "writing" and streamed:
-                        # The engine starts the paragraph over (a cut stream, or what came
-                        # before a lone </think> was reasoning): drop what was shown.
-                        self.passage.streaming.begin()
-                    self._status(WRITING_WORDS.get(event.phase, "…") + "  (Escape stops it)")
-                elif isinstance(event, StepCompleted):
+                if isinstance(event, StepCompleted):
                     # Stored, and the reader's place moved to it (ReadingSession._write).
                     self._settled()
-                    self.passage.streaming.end()
+                renderer.show(event)
         except asyncio.CancelledError:
             if self.is_attached:
                 self.passage.streaming.end()
@@ -479,7 +279,7 @@ class ReadingScreen(Screen):
                 self._status("Your story is as it was.")
         else:
             self.action_input.value = ""
-            await self._moved(before, streamed)
+            await self._moved(before, renderer.streamed)
         finally:
             self._settled()
             self.generating = False

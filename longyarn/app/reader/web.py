@@ -40,7 +40,7 @@ from textual_serve.server import Server, to_int
 
 from longyarn.recurrent_core.errors import InvalidInput
 
-from .identity import new_token, parse_token
+from longyarn.app.session.reader_identity import new_token, parse_token
 
 TOKEN_ENV = "LONGYARN_READER_TOKEN"
 SETTINGS_ENV = "LONGYARN_READER_SETTINGS"

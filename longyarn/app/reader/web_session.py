@@ -16,7 +16,7 @@ def main() -> None:
 
     from . import action_chars, engine_factory, steps_per_minute
     from .app import make_reader_app
-    from .identity import parse_token
+    from longyarn.app.session.reader_identity import parse_token
     from .web import SETTINGS_ENV, STORY_ENV, TOKEN_ENV
 
     settings = Settings(**json.loads(os.environ.get(SETTINGS_ENV) or "{}"))

@@ -9,7 +9,8 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.dom import DOMNode
 
-_PACKAGE = __name__.rpartition(".")[0]
+# longyarn's own classes, in whichever of its packages they live (the shared widgets too).
+_PACKAGE = "longyarn."
 
 
 def _own_actions(node: DOMNode) -> set[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from longyarn.kernels.rwkv7_fused.reference import (
+    DECAY_SCALE,
     GROUP_NORM_EPS,
     LAYER_NORM_EPS,
     LORA_ROWS,
@@ -39,6 +40,7 @@ from longyarn.kernels.rwkv7_fused.reference import (
 )
 
 __all__ = [
+    "DECAY_SCALE",
     "GROUP_NORM_EPS",
     "LAYER_NORM_EPS",
     "LORA_ROWS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StreamInterrupted
-from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend, Prompt, Sampling
+from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
 
 if TYPE_CHECKING:
     from .openai_backend import OpenAIBackend
@@ -30,8 +30,6 @@ __all__ = [
     "Chunk",
     "GenerationRequest",
     "ModelBackend",
-    "Prompt",
-    "Sampling",
     "OpenAIBackend",
     "StreamInterrupted",
 ]

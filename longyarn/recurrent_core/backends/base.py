@@ -6,39 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ..types import ContextSection, Role, Usage
-
-
-class Sampling(BaseModel):
-    """Sampling options for one role; unknown options are an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float = Field(1.0, ge=0.0, le=5.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)  # 0 means off
-    max_tokens: int = Field(600, ge=1, le=32768)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    penalty_decay: float = Field(0.996, ge=0.0, le=1.0)  # RWKV-style decay of penalties
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A role's prompt as parts, so that each backend can lay it out its own way.
-
-    `task` is what the model must do (it carries the instruction); `context` is what it must
-    know. With `jrt_repeats=2` a backend lays it out as task, context, context, task.
-    """
-
-    role: Role
-    system: str
-    task: str
-    context: tuple[ContextSection, ...]
-    output_format: str = ""  # how to answer, e.g. the labels or JSON keys expected
+from ..types import Prompt, Sampling, Usage
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ and a writer can use a model that runs on another machine's GPU.
 A plain OpenAI client would read a local model through the chat endpoint, where a base model
 never writes the chat turn's end. This backend instead lays the prompt out as `LocalBackend`
 does (a completion, with JRT), streams `/v1/completions`, and ends the reply at the role's end
-marker (`rwkv_replies`); closing the stream there stops the model within a token. What the
-layout needs (chat or base model, JRT, prose only) comes from `longyarn serve`'s model list.
+marker (`local_lm.chat_format`); closing the stream there stops the model within a token.
+What the layout needs (chat or base model, JRT, prose only) comes from `longyarn serve`'s
+model list.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import openai
 
 from .. import prompts
 from ..errors import LongyarnError, ModelError, StreamInterrupted
+from ..local_lm.chat_format import ReplyBoundary, reply_ends, reply_min_chars
 from ..types import Usage
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
-from .rwkv_replies import ReplyBoundary, reply_ends, reply_min_chars
 
 # No key is needed, but the openai client insists on one.
 NO_KEY = "longyarn-serve"

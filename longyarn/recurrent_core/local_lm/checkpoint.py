@@ -246,7 +246,8 @@ def save_own_format(
     """
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # Layer 0's value-residual tensors are dropped here as on loading: nothing reads them.
+    tensors = without_unused_tensors({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()})
     inferred = _infer_rwkv7_config(tensors, "The state dict to save")
     extra = config.to_dict() if isinstance(config, RWKV7Config) else dict(config or {})
     for key in _CONFIG_SIZE_KEYS:

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 
-from ..backends.base import Sampling
+from ..types import Sampling
 from ..errors import InvalidInput, ModelError
 from .tokenizer import StreamingDetokenizer, Tokenizer
 

@@ -86,6 +86,14 @@ class RecurrentState:
             self.time_mix_shift.clone(), self.wkv.clone(), self.channel_mix_shift.clone()
         )
 
+    def empty_like(self) -> RecurrentState:
+        """A state of the same shapes, dtypes and device, its values unset (for a step to write)."""
+        return RecurrentState(
+            torch.empty_like(self.time_mix_shift),
+            torch.empty_like(self.wkv),
+            torch.empty_like(self.channel_mix_shift),
+        )
+
     def to(self, device: str | torch.device) -> RecurrentState:
         """The same state on `device` (a copy unless it is already there)."""
         return RecurrentState(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from longyarn.storage.db import create_store_engine
+from longyarn.storage.sessions import create_store_engine
 from longyarn.storage.models import Base
 
 config = context.config

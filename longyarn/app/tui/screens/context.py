@@ -8,7 +8,6 @@ is shown from the step's own event.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,14 +16,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Label, Static
 
+from longyarn.app.ui.formatting import one_line, store_failure
 from longyarn.recurrent_core.context import load_sent_context
+from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import SentContext
 
-from ..formatting import one_line, store_failure
 from .help import KeysFooter
-
-if TYPE_CHECKING:
-    from ..app import LongyarnApp
 
 # The first version that stores each step's context (database revision 0004).
 CONTEXT_RECORDED_SINCE = "0.2.0"
@@ -38,13 +35,14 @@ NOT_RECORDED = (
 class ContextScreen(Screen):
     """Each section of the writer's prompt with its tokens and what was trimmed to fit."""
 
-    app: "LongyarnApp"
-
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="context-back")]
 
-    def __init__(self, title: str, *, step_id: str | None = None, sent: SentContext | None = None) -> None:
+    def __init__(
+        self, store: StoryStore, title: str, *, step_id: str | None = None, sent: SentContext | None = None
+    ) -> None:
         """Show `sent` as it is, or load what was stored for `step_id`; neither: an empty story."""
         super().__init__(id="context-viewer")
+        self.store = store
         self.title_text = title
         self.step_id = step_id
         self.sent = sent
@@ -71,7 +69,7 @@ class ContextScreen(Screen):
     @work(exclusive=True, group="context", exit_on_error=False)
     async def load(self, step_id: str) -> None:
         try:
-            sent = await asyncio.to_thread(load_sent_context, self.app.store, step_id)
+            sent = await asyncio.to_thread(load_sent_context, self.store, step_id)
         except Exception as error:
             notice = store_failure(error, "read what the model was given for this paragraph")
             await self._show(Static(notice, classes="problem", markup=False))

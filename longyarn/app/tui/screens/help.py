@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Label, Static
 from textual.widgets._footer import FooterKey
 
-if TYPE_CHECKING:
-    from ..app import LongyarnApp
 
-_PACKAGE = __name__.rsplit(".", 2)[0]  # "longyarn.app.tui"
+# longyarn's own classes, in whichever of its packages they live (the shared widgets too).
+_PACKAGE = "longyarn."
 
 # Always true, on every screen.
 GLOBAL_NOTES = (
@@ -81,7 +80,7 @@ def own_bindings(node_type: type) -> list[Binding]:
     return found
 
 
-def key_rows(app: "LongyarnApp", bindings: Iterable[Binding]) -> list[tuple[str, str]]:
+def key_rows(app: App, bindings: Iterable[Binding]) -> list[tuple[str, str]]:
     """(keys as shown, what they do) for each described binding, the writer's keymap applied."""
     rows: list[tuple[str, str]] = []
     for binding in bindings:
@@ -95,7 +94,7 @@ def key_rows(app: "LongyarnApp", bindings: Iterable[Binding]) -> list[tuple[str,
     return rows
 
 
-def help_rows(app: "LongyarnApp", screen: Screen) -> list[tuple[str, str]]:
+def help_rows(app: App, screen: Screen) -> list[tuple[str, str]]:
     """Every key of `screen`, its parts' keys (with where they work), then the app's."""
     rows = key_rows(app, own_bindings(type(screen)))
     for where, node_type in getattr(screen, "HELP_PARTS", ()):

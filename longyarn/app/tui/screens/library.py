@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,13 +11,15 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from longyarn.app.reader.authoring import close_to_readers, open_to_readers
+from longyarn.app.session.publishing import close_to_readers, open_to_readers
+from longyarn.app.ui.formatting import format_edited, store_failure
+from longyarn.app.ui.story_table import StoryTable
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Story
 
-from ..formatting import format_edited, store_failure
-from ..story_table import StoryTable
+from ..desk import Desk
+from ..notices import explain_no_model, export_story
 from .dialogs import (
     ConfirmDialog,
     NewStoryDialog,
@@ -30,9 +31,7 @@ from .dialogs import (
     TextPromptDialog,
 )
 from .help import KeysFooter
-
-if TYPE_CHECKING:
-    from ..app import LongyarnApp
+from .writing import WritingScreen
 
 
 def readers_label(story: Story) -> str:
@@ -44,8 +43,6 @@ def readers_label(story: Story) -> str:
 
 class LibraryScreen(Screen):
     """The first screen: open, start, rename, delete, export and publish stories."""
-
-    app: "LongyarnApp"
 
     BINDINGS = [
         Binding("n", "new_story", "New story", id="new-story"),
@@ -61,8 +58,9 @@ class LibraryScreen(Screen):
 
     HELP_TITLE = "Keys for the library"
 
-    def __init__(self) -> None:
+    def __init__(self, desk: Desk) -> None:
         super().__init__(id="library")
+        self.desk = desk
 
     def compose(self) -> ComposeResult:
         yield Static("longyarn · your stories", id="library-title", classes="screen-title")
@@ -84,24 +82,24 @@ class LibraryScreen(Screen):
         return self.table.stories
 
     def on_mount(self) -> None:
-        self.app.model_changed_signal.subscribe(self, self._model_changed)
+        self.desk.model_changed.subscribe(self, self._model_changed)
         self.refresh_stories()
 
     def on_screen_resume(self) -> None:
         self.refresh_stories()
 
     def _model_changed(self, _: object = None) -> None:
-        self.query_one("#library-model", Static).update(self.app.model_summary())
+        self.query_one("#library-model", Static).update(self.desk.host.summary())
 
     def refresh_stories(self) -> None:
         """Reload the list from the store, keeping the cursor on the same story.
 
         Two reads however many stories there are: the list, and every length in one query.
         """
-        store = self.app.store
+        store = self.desk.store
         stories = store.list_stories()
         lengths = store.paragraph_counts([story.id for story in stories])
-        now = self.app.now()
+        now = self.desk.now()
         self.table.show_stories(
             stories, lengths, lambda story: (format_edited(story.updated_at, now), readers_label(story))
         )
@@ -132,11 +130,14 @@ class LibraryScreen(Screen):
     def action_open_story(self) -> None:
         story = self.selected_story()
         if story is not None:
-            self.app.open_story(story.id)
+            self.open_story(story.id)
+
+    def open_story(self, story_id: str, *, write_first: bool = False) -> None:
+        self.app.push_screen(WritingScreen(self.desk.session(story_id), write_first=write_first))
 
     def action_new_story(self) -> None:
-        if self.app.engine is None:
-            self.app.explain_no_model()
+        if self.desk.host.engine is None:
+            explain_no_model(self, self.desk.host)
             return
 
         def create(request: NewStoryRequest | None) -> None:
@@ -150,9 +151,9 @@ class LibraryScreen(Screen):
         """The model writes a title and outline (a prose-only model's come from the premise); the
         writer may edit them, then the first step runs."""
         try:
-            async with self.app.engine_in_use() as engine:
+            async with self.desk.host.in_use() as engine:
                 if engine is None:  # replaced by a model that is still loading
-                    self.app.explain_no_model()
+                    explain_no_model(self, self.desk.host)
                     return
                 if not engine.backend.info.prose_only:
                     # A prose-only model is not asked: the title and outline come from the
@@ -170,9 +171,9 @@ class LibraryScreen(Screen):
         )
         if isinstance(edit, OutlineEdit) and (edit.title, edit.outline) != (story.title, story.outline):
             await asyncio.to_thread(
-                self.app.store.update_story, story.id, title=edit.title, outline=edit.outline
+                self.desk.store.update_story, story.id, title=edit.title, outline=edit.outline
             )
-        self.app.open_story(story.id, write_first=edit is not None)
+        self.open_story(story.id, write_first=edit is not None)
 
     def action_rename_story(self) -> None:
         story = self.selected_story()
@@ -208,7 +209,7 @@ class LibraryScreen(Screen):
     def action_export_story(self) -> None:
         story = self.selected_story()
         if story is not None:
-            self.app.export_story(story.id)
+            export_story(self, self.desk.store, story.id)
 
     def action_publish_story(self) -> None:
         """Open the selected story to readers, change how far they may go, or stop publishing."""
@@ -246,7 +247,7 @@ class LibraryScreen(Screen):
         """Run `change(store)` off the event loop (another process may hold the database's
         write lock for seconds), then say `done` and show the library as it now is."""
         try:
-            await asyncio.to_thread(change, self.app.store)
+            await asyncio.to_thread(change, self.desk.store)
         except Exception as error:  # a locked or failing database is a notice, never a crash
             self.notify(store_failure(error, "change the story"), title="Nothing was changed",
                         severity="error", timeout=12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,16 +19,15 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, RadioButton, RadioSet, Static
 
+from longyarn.app.session.engine_host import EngineHost
+from longyarn.app.ui.formatting import one_line, store_failure
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import MemoryEntry, RecalledMemory
 
-from ..formatting import one_line, store_failure
+from ..notices import explain_no_model
 from .context import NOT_RECORDED
 from .help import KeysFooter
-
-if TYPE_CHECKING:
-    from ..app import LongyarnApp
 
 LIST_LIMIT = 200
 MIN_EXCERPT_CHARS = 20
@@ -91,8 +90,6 @@ def load_recall(store: StoryStore, step_id: str) -> list[MemoryRow] | None:
 class MemoryScreen(Screen):
     """Long-term memories of one story, opened on what one paragraph recalled."""
 
-    app: "LongyarnApp"
-
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="memories-back"),
         Binding("ctrl+f", "focus_search", "Search", id="memories-search"),
@@ -109,6 +106,8 @@ class MemoryScreen(Screen):
 
     def __init__(
         self,
+        store: StoryStore,
+        host: EngineHost,
         story_id: str,
         *,
         paragraph: str = "",
@@ -120,6 +119,7 @@ class MemoryScreen(Screen):
         written); neither: every memory. `paragraph` names it ("Paragraph 4"); `branch` is the
         story's step ids as shown, oldest first, to number the paragraphs memories came from."""
         super().__init__(id="memory-browser")
+        self.store, self.host = store, host
         self.story_id = story_id
         self.paragraph = paragraph
         self.step_id = step_id
@@ -157,7 +157,7 @@ class MemoryScreen(Screen):
 
     @work(exclusive=True, group="memory-load", exit_on_error=False)
     async def load(self) -> None:
-        store = self.app.store
+        store = self.store
         try:
             if self.live_recall is not None:
                 recall = await asyncio.to_thread(recall_rows, store, self.live_recall)
@@ -321,9 +321,9 @@ class MemoryScreen(Screen):
     @work(exclusive=True, group="memory-search", exit_on_error=False)
     async def search(self, text: str, by_meaning: bool) -> None:
         if by_meaning and text:
-            engine = self.app.engine
+            engine = self.host.engine
             if engine is None:
-                self.app.explain_no_model()
+                explain_no_model(self, self.host)
                 return
             try:
                 found = await engine.search_memories_by_meaning(self.story_id, text, k=10)
@@ -337,7 +337,7 @@ class MemoryScreen(Screen):
             )
         else:
             try:
-                entries = await asyncio.to_thread(self.app.store.search_memories, self.story_id, text, LIST_LIMIT)
+                entries = await asyncio.to_thread(self.store.search_memories, self.story_id, text, LIST_LIMIT)
             except Exception as error:
                 self.notify(store_failure(error, "search the memories"), severity="error")
                 return
@@ -370,7 +370,7 @@ class MemoryScreen(Screen):
                 return
             try:
                 entry = await asyncio.to_thread(
-                    self.app.store.set_memory_flags, memory_id, **{flag: not getattr(row, flag)}
+                    self.store.set_memory_flags, memory_id, **{flag: not getattr(row, flag)}
                 )
             except Exception as error:
                 self.notify(store_failure(error, "change the memory's flag"), severity="error", timeout=12)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from textual import on
@@ -18,15 +18,14 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static, Switch
 
-from longyarn.app.settings import Settings, config_path, save_settings
-from longyarn.recurrent_core.backends.base import Sampling
+from longyarn.app.settings import Settings, config_path, first_problem, save_settings
 from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.recurrent_core.types import Sampling
 
-from ..formatting import mask_key
+from longyarn.app.ui.formatting import mask_key
+
+from ..desk import Desk, LoadModel
 from .help import KeysFooter
-
-if TYPE_CHECKING:
-    from ..app import LongyarnApp
 
 ROLES = ("writer", "memory", "planner")
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
@@ -47,29 +46,29 @@ def key_saved_in_config() -> bool:
 class SettingsScreen(Screen):
     """Edit and save the model settings."""
 
-    app: "LongyarnApp"
-
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="settings-back"),
         Binding("ctrl+s", "save", "Save", id="settings-save", priority=True),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, desk: Desk) -> None:
         super().__init__()
+        self.desk = desk
+        self.host = desk.host
         self.saved_in: Path | None = None  # set from saving until the new model is ready
 
     def on_mount(self) -> None:
-        self.app.model_changed_signal.subscribe(self, self._model_changed)
+        self.desk.model_changed.subscribe(self, self._model_changed)
 
     def compose(self) -> ComposeResult:
-        settings = self.app.settings
+        settings = self.host.settings
         sampling = settings.engine_config().sampling
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         yield Static("Settings", classes="screen-title")
         with VerticalScroll(id="settings-form"):
             yield Static(settings.describe_model(), id="settings-model", markup=False)
-            if self.app.engine_problem:
-                yield Static(self.app.engine_problem, id="settings-problem", classes="problem", markup=False)
+            if self.host.problem:
+                yield Static(self.host.problem, id="settings-problem", classes="problem", markup=False)
             yield Label("Backend")
             yield Select(BACKENDS, value=settings.backend, allow_blank=False, id="backend")
             yield Label("Model name (on the server)")
@@ -120,7 +119,7 @@ class SettingsScreen(Screen):
 
     def edited_settings(self) -> Settings:
         """The settings as the form says; raises LongyarnError with one sentence if invalid."""
-        current = self.app.settings
+        current = self.host.settings
         values: dict[str, Any] = current.model_dump()
         values.update(
             backend=self.query_one("#backend", Select).value,
@@ -141,10 +140,10 @@ class SettingsScreen(Screen):
             values["sampling"] = sampling
             return Settings(**values)
         except ValidationError as error:
-            first = error.errors()[0]
-            where = " ".join(str(part) for part in first["loc"]) or "a setting"
+            where, problem = first_problem(error)
             raise LongyarnError(
-                f"The setting {where} is not valid ({first['msg']}); nothing was saved; fix it and save again."
+                f"The setting {' '.join(where) or 'a setting'} is not valid ({problem}); nothing was "
+                "saved; fix it and save again."
             ) from None
 
     @on(Button.Pressed, "#save")
@@ -155,8 +154,10 @@ class SettingsScreen(Screen):
         except LongyarnError as error:
             self.notify(str(error), title="Settings not saved", severity="error", timeout=12)
             return
-        busy_model = self.app.engine_busy()
-        self.app.apply_settings(settings)
+        busy_model = self.host.busy_model()
+        if self.host.apply_settings(settings):
+            self.post_message(LoadModel(settings))
+        self.app.refresh_bindings()
         self.saved_in = path
         if busy_model is not None:
             self.notify(
@@ -164,21 +165,21 @@ class SettingsScreen(Screen):
                 title="Settings apply from the next paragraph",
                 timeout=8,
             )
-        if self.app.model_loading:
+        if self.host.loading:
             # The model loads in the background; this screen stays usable and hears back.
-            self.query_one("#settings-model", Static).update(self.app.model_summary())
+            self.query_one("#settings-model", Static).update(self.host.summary())
             return
         self._saved()
 
     def _model_changed(self, _: object = None) -> None:
-        if self.saved_in is not None and not self.app.model_loading:
+        if self.saved_in is not None and not self.host.loading:
             self._saved()
 
     def _saved(self) -> None:
         """Leave once the saved settings work; stay, showing why, when no model is usable."""
         path, self.saved_in = self.saved_in, None
-        settings = self.app.settings
-        problem = self.app.engine_problem
+        settings = self.host.settings
+        problem = self.host.problem
         if problem is None:
             self.notify(f"Saved in {path}. {settings.describe_model()}", title="Settings saved", timeout=6)
             if self.is_current:
@@ -192,5 +193,5 @@ class SettingsScreen(Screen):
                 Static(problem, id="settings-problem", classes="problem", markup=False),
                 after="#settings-model",
             )
-        if self.app.engine_factory is None:  # the app tells of a failed load itself
+        if self.host.factory is None:  # the app tells of a failed load itself
             self.notify(problem, title=f"Saved in {path}, but no model is usable", severity="warning", timeout=15)

@@ -2,12 +2,12 @@
 
 First prepare the data on a CPU (tokenizer, token arrays, held-out books):
 
-    python -m longyarn.recurrent_core.local_lm.tokenizer_training --out .device/data
+    python -m longyarn.training.tokenizer_training --out .device/data
 
 then train, on a GPU for a fixed wall-clock budget, or a smaller model on the CPU:
 
-    python -m longyarn.recurrent_core.local_lm.train --preset gpu --data .device/data --out demo_model --time-budget-s 390
-    python -m longyarn.recurrent_core.local_lm.train --preset cpu --data .device/data --out demo_model
+    python -m longyarn.training.train --preset gpu --data .device/data --out demo_model --time-budget-s 390
+    python -m longyarn.training.train --preset cpu --data .device/data --out demo_model
 
 Training stops at `--max-steps` or at `--time-budget-s`, whichever comes first. With a time
 budget the learning-rate schedule is planned in steps once, after timing the first steps, so
@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.recurrent_core.local_lm.tokenizer_training import (
+from longyarn.training.tokenizer_training import (
     DEFAULT_EVAL_BYTES_PER_BOOK,
     END_OF_TEXT,
     compression_baselines,
     split_heldout_text,
 )
-from longyarn.recurrent_core.local_lm.training_model import RWKV7, blinkdl_config
+from longyarn.training.training_model import RWKV7, blinkdl_config
 
 # ----------------------------------------------------------------------------------------------
 # Knobs. Every field is also a command-line flag (--n-layer, --time-budget-s, ...); a preset
@@ -109,7 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """TrainConfig from a preset and command-line flags (flags win)."""
     parser = argparse.ArgumentParser(
-        prog="python -m longyarn.recurrent_core.local_lm.train",
+        prog="python -m longyarn.training.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -150,7 +150,7 @@ def load_prepared_data(data_dir: Path, eval_bytes_per_book: int) -> PreparedData
     if missing:
         raise InvalidInput(
             f"{data_dir} lacks {', '.join(missing)}, so no training was started; prepare it with "
-            f"`python -m longyarn.recurrent_core.local_lm.tokenizer_training --out {data_dir}`."
+            f"`python -m longyarn.training.tokenizer_training --out {data_dir}`."
         )
     meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
     eval_texts, validation_texts = [], []

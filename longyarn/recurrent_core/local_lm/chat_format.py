@@ -1,11 +1,21 @@
-"""Where a local RWKV model's reply ends, shared by the in-process backend and the one that
-reaches a model served by `longyarn serve` (neither needs torch for this).
+"""RWKV's text conventions: the chat transcript, and where a local model's reply ends.
+
+The one place for these rules: the in-process backend, `longyarn serve` and the backend that
+reads a served model (`backends.served_local`) all apply them, and none needs torch for it.
+
+The chat transcript, as RWKV-7 G1 and other chat-tuned checkpoints were trained on it::
+
+    System: <rules>\n\nUser: <message>\n\nAssistant: <reply>\n\nUser: ...
+
+RWKV chat models read a blank line as the end of a turn, so every blank line inside a message
+is collapsed to a single newline; this also stops text inside a message (a reader's
+instruction, a paragraph) from opening a fake turn.
 
 A reply ends at its role's end marker, looked for only once the reply has begun (so a blank
-line right after the cue does not end it): one paragraph ("\\n\\n") for a base model's
-writer, memory and planner; the end of the line for the chooser; a blank line before a new
-"## " section for the story bible, whose outline may have paragraphs; and the next
-"\\n\\nUser:" turn for a chat model.
+line right after the cue does not end it): the next "\n\nUser:" turn for a chat model; for a
+base model one paragraph ("\n\n") for the writer, memory and planner, the end of the line for
+the chooser, and a blank line before a new "## " section for the story bible, whose outline
+may have paragraphs.
 """
 
 from __future__ import annotations
@@ -14,7 +24,13 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-CHAT_TURN_END = "\n\nUser:"
+_TURN_SEPARATOR = "\n\n"
+CHAT_TURN_END = _TURN_SEPARATOR + "User:"
+_ASSISTANT_TURN = "Assistant:"
+# Message roles as OpenAI names them, and who speaks them in the transcript.
+_SPEAKERS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+
 BASE_WRITER_MIN_CHARS = 400
 _BASE_MODEL_REPLY_ENDS: dict[str, tuple[str, ...]] = {
     "writer": ("\n\n",),
@@ -27,6 +43,23 @@ _DEFAULT_BASE_REPLY_ENDS = ("\n\n## ", "\n\n\n")
 
 # RWKV-7 G1 checkpoints are named like "rwkv7-g1a-0.4b-20250905-ctx4096.pth".
 _CHAT_CHECKPOINT_NAME = re.compile(r"(?:^|[-_.\s])g1[a-z0-9]*(?:[-_.\s]|$)", re.IGNORECASE)
+
+
+def chat_transcript(messages: Sequence[tuple[str, str]]) -> str:
+    """The transcript of `messages`, (role, text) pairs with OpenAI's roles (system,
+    developer, user, assistant), ending where the assistant speaks next; a last message from
+    the assistant is left open, for the model to continue."""
+    transcript = _TURN_SEPARATOR.join(
+        f"{_SPEAKERS[role]}: {_within_one_turn(text)}" for role, text in messages
+    )
+    if messages[-1][0] == "assistant":
+        return transcript
+    return transcript + _TURN_SEPARATOR + _ASSISTANT_TURN
+
+
+def _within_one_turn(text: str) -> str:
+    """`text` stripped, its blank lines collapsed so that it cannot end the turn early."""
+    return _BLANK_LINES.sub("\n", text.strip())
 
 
 def is_chat_checkpoint(name: str, extra_config: Mapping[str, Any] | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""The author's side of reader mode: opening a story to readers, and how far they may go.
+"""Publishing: the author opens a story to readers, and says how far they may go.
 
 These are what the writers' UI and the CLI call; reader mode itself never changes them.
 """

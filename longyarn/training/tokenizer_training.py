@@ -1,6 +1,6 @@
 """Prepare the demo model's training data on the CPU: a byte-level BPE and token arrays.
 
-    python -m longyarn.recurrent_core.local_lm.tokenizer_training \
+    python -m longyarn.training.tokenizer_training \
         --corpus /work/shared/corpus/gutenberg --out .device/data --vocab-size 4096
 
 Whole books are held out for evaluation (`HELDOUT_BOOKS`); the tokenizer never sees them.

@@ -23,12 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longyarn.kernels.rwkv7_fused import DECAY_SCALE, GROUP_NORM_EPS
 from longyarn.kernels.wkv7.chunk_torch import wkv7_chunk_torch
 from longyarn.recurrent_core.local_lm.config import RWKV7Config, without_unused_tensors
-
-# exp(-0.5): BlinkDL's decay is w = exp(-exp(-softplus(-z) - 0.5)) = exp(-exp(-0.5) * sigmoid(z)).
-DECAY_SCALE = math.exp(-0.5)
-GROUP_NORM_EPS = 64e-5
 
 # Per layer: (time-mix x_prev (B, C), wkv state (B, H, N, N) float32, channel-mix x_prev (B, C)).
 LayerState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

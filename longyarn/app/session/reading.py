@@ -26,10 +26,11 @@ from typing import AsyncIterator, Callable
 
 from longyarn.recurrent_core.engine import Engine
 from longyarn.recurrent_core.errors import StoryNotFound
+from longyarn.recurrent_core.readers import BOOKMARK, SLOT, Reader, ReaderPlace, StoryAndReaderStore
+from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Step, StepCompleted, StepEvent, Story
-from longyarn.storage.repository import BOOKMARK, SLOT, Reader, ReaderPlace, SqlStore
 
-from .errors import (
+from .reader_errors import (
     CannotExtend,
     NothingToSave,
     PlaceGone,
@@ -37,7 +38,7 @@ from .errors import (
     ReaderRateLimited,
     StoryClosed,
 )
-from .text import (
+from .reader_text import (
     DEFAULT_ACTION_CHARS,
     as_reader_choice,
     clean_action,
@@ -76,7 +77,7 @@ class ReadingSession:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: StoryAndReaderStore,
         reader: Reader,
         story_id: str,
         *,
@@ -238,10 +239,6 @@ class ReadingSession:
             self._engine = self.engine_factory()
         return self._engine
 
-    async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.backend.aclose()
-
     # ---- save slots and bookmarks ----
 
     def save_slot(self, name: str) -> ReaderPlace:
@@ -273,7 +270,7 @@ class ReadingSession:
         self.store.delete_reader_place(self.reader.id, place.id)
 
 
-def readable_story(store: SqlStore, story_id: str) -> Story:
+def readable_story(store: StoryStore, story_id: str) -> Story:
     """The story, if its author opened it to readers; else `StoryClosed`."""
     try:
         story = store.get_story(story_id)

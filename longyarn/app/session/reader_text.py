@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .errors import InvalidReaderText
+from .reader_errors import InvalidReaderText
 
 DEFAULT_ACTION_CHARS = 500
 NAME_CHARS = 40

@@ -19,9 +19,9 @@ from pathlib import Path
 import platformdirs
 
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.storage.repository import Reader, SqlStore
+from longyarn.recurrent_core.readers import Reader, ReaderStore
 
-from .text import clean_reader_name
+from .reader_text import clean_reader_name
 
 READER_ID_BYTES = 8  # 16 hex characters
 SECRET_BYTES = 24  # 32 URL-safe characters, 192 bits: far beyond guessing
@@ -64,7 +64,7 @@ class TokenRefused(Exception):
     """The token names an existing reader but its secret is not theirs."""
 
 
-def reader_for_token(store: SqlStore, token: ReaderToken) -> Reader | None:
+def reader_for_token(store: ReaderStore, token: ReaderToken) -> Reader | None:
     """The reader the token proves, or None if no reader has that id yet.
 
     Raises `TokenRefused` when the id is taken and the secret does not match it.
@@ -77,7 +77,7 @@ def reader_for_token(store: SqlStore, token: ReaderToken) -> Reader | None:
     return None
 
 
-def register_reader(store: SqlStore, token: ReaderToken, name: str) -> Reader:
+def register_reader(store: ReaderStore, token: ReaderToken, name: str) -> Reader:
     """Create the reader that `token` will prove from now on, under a display name."""
     return store.create_reader(
         reader_id=token.reader_id, name=clean_reader_name(name), token_hash=token.secret_hash

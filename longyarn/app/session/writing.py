@@ -1,0 +1,345 @@
+"""One writer at one story: where they are in its tree, and every change they make to it.
+
+`WritingSession` holds no UI: the writers' screen renders what it says, and `longyarn batch`
+drives its `keep_writing` with no one at the keyboard.
+
+The story is a tree of steps, and the head is where writing continues. Undo, redo, retry and
+versions are moves of the head; a step is never deleted by them. Every change goes to the store
+in a thread: `longyarn batch` may hold the database's write lock for seconds, and the writer
+must be able to keep typing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
+
+from longyarn.recurrent_core.engine import Engine
+from longyarn.recurrent_core.errors import LongyarnError
+from longyarn.recurrent_core.store import StoryStore
+from longyarn.recurrent_core.types import PhaseChanged, Step, StepCompleted, StepEvent, Story
+
+from .choosing import DEFAULT_CHOICE, Choose, next_instruction
+from .engine_host import EngineHost
+
+Parent = str | None | Literal["head"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the head is in the tree: what undo, redo, retry and branch switching can do."""
+
+    head: Step | None
+    siblings: tuple[Step, ...]  # the head and its alternatives, oldest first
+    children: tuple[Step, ...]  # steps written after the head (redo targets), oldest first
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(1-based index of the head among its siblings, how many there are)."""
+        if self.head is None:
+            return (0, 0)
+        ids = [s.id for s in self.siblings]
+        return (ids.index(self.head.id) + 1 if self.head.id in ids else 1, max(1, len(ids)))
+
+
+class NoModel(LongyarnError):
+    """Work that needs a model found none ready (still loading, or none usable)."""
+
+
+class MemoryEditNotStored(LongyarnError):
+    """A step did not start because the writer's memory edit could not be stored first."""
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Keep writing is at paragraph `number` of `count` (sent before its step), or waits for a
+    model that is loading before it can choose the paragraph's instruction."""
+
+    number: int
+    count: int
+    waiting_for_model: bool = False
+
+
+@dataclass(frozen=True)
+class RunInstruction:
+    """Keep writing chose the next instruction; `fallback` says why, if it was not the model's."""
+
+    instruction: str | None
+    fallback: str | None
+
+
+class WritingSession:
+    """A writer's way through one story: the head, its neighbours, and what they can do next."""
+
+    def __init__(
+        self,
+        store: StoryStore,
+        host: EngineHost,
+        story_id: str,
+        *,
+        on_memory_edit_failed: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """`on_memory_edit_failed` hears why a short-term memory edit could not be stored (the
+        session then holds what the store holds, so the next save writes the edit again)."""
+        self.store = store
+        self.host = host
+        self.story_id = story_id
+        self.on_memory_edit_failed = on_memory_edit_failed
+        self.story: Story | None = None
+        self.branch: list[Step] = []  # the steps from the first to the head
+        self.position = Position(None, (), ())
+        self.landed_on_cancel = False  # whether the step cancelled last had been stored already
+        self.replaced_step_id: str | None = None  # the version a retry just put aside, if any
+        self._undone: list[str] = []  # steps undone, newest last: what redo brings back
+        # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
+        self._memory_write: asyncio.Task[bool] | None = None
+
+    # ---- reading the story ----
+
+    async def reload(self) -> None:
+        """Read the story, the branch at its head, and the head's neighbours from the store."""
+
+        def read() -> tuple[Story, list[Step], Position]:
+            story, branch = self.store.get_story(self.story_id), self.store.branch(self.story_id)
+            return story, branch, self._read_position(branch[-1] if branch else None)
+
+        self.story, self.branch, self.position = await asyncio.to_thread(read)
+
+    async def refresh_position(self, head: Step | None) -> None:
+        """Read `head`'s neighbours again (the head itself is as given)."""
+        self.position = await asyncio.to_thread(self._read_position, head)
+
+    async def refresh_story(self) -> Story:
+        self.story = await asyncio.to_thread(self.store.get_story, self.story_id)
+        return self.story
+
+    def _read_position(self, head: Step | None) -> Position:
+        """Where `head` sits among the author's steps (readers' branches are not offered)."""
+        if head is None:
+            return Position(None, (), tuple(self.store.children(self.story_id, None)))
+        return Position(
+            head,
+            tuple(self.store.children(self.story_id, head.parent_id)),
+            tuple(self.store.children(self.story_id, head.id)),
+        )
+
+    # ---- the short-term memory ----
+
+    def save_memory_edit(self, text: str) -> Step | None:
+        """Store the writer's edit of the head's short-term memory, in a thread; the head as
+        edited, or None if there was nothing to store.
+
+        The next step reads the head's short-term memory, so this is how an edit takes effect.
+        The session holds the edit at once, so saving again before the write lands is a no-op;
+        `memory_edit_stored()` waits for the write, and every step and move waits for that.
+        """
+        head = self.position.head
+        text = text.strip()
+        if head is None or text == head.short_term_memory.strip():
+            return None
+        edited = replace(head, short_term_memory=text)
+        self.position = replace(self.position, head=edited)
+        self.branch = [edited if step.id == edited.id else step for step in self.branch]
+        self._memory_write = asyncio.create_task(self._write_memory_edit(self._memory_write, head, text))
+        return edited
+
+    async def _write_memory_edit(self, earlier: asyncio.Task[bool] | None, stored: Step, text: str) -> bool:
+        if earlier is not None:
+            await asyncio.shield(earlier)  # edits land in the order they were made
+        try:
+            await asyncio.to_thread(self.store.update_short_term_memory, stored.id, text)
+        except Exception as error:
+            head = self.position.head
+            if head is not None and head.id == stored.id:
+                # Back to what the store holds, so the next save (or step) writes the edit again.
+                self.position = replace(self.position, head=stored)
+                self.branch = [stored if step.id == stored.id else step for step in self.branch]
+            if self.on_memory_edit_failed is not None:
+                self.on_memory_edit_failed(error)
+            return False
+        return True
+
+    async def memory_edit_stored(self) -> bool:
+        """Wait until the writer's short-term memory edits are stored; False if the last failed."""
+        if self._memory_write is None:
+            return True
+        # Shielded: cancelling a step must not cancel the write it was waiting for.
+        return await asyncio.shield(self._memory_write)
+
+    # ---- writing ----
+
+    async def step(self, instruction: str | None, parent: Parent = "head") -> AsyncIterator[StepEvent]:
+        """Write one paragraph after `parent` ("head": where writing continues), streamed.
+
+        Raises `NoModel` if no model is ready, `MemoryEditNotStored` if the writer's memory edit
+        could not be stored first, and the engine's `LongyarnError`s. On a cancel while the
+        paragraph was being saved, the commit finishes (the engine shields it) before
+        CancelledError goes on; `landed_on_cancel` then says whether it was stored.
+        """
+        self.landed_on_cancel = False
+        head_before = self.position.head.id if self.position.head else None
+        committing = False
+        # Held to the end: settings saved meanwhile apply from the next step.
+        async with self.host.in_use() as engine:
+            if engine is None:
+                raise NoModel(self.host.why_no_model()[1])
+            if not await self.memory_edit_stored():
+                raise MemoryEditNotStored(
+                    "The step did not run: your memory edit is not saved yet; the story is as it was."
+                )
+            try:
+                async for event in engine.step(self.story_id, instruction, parent_step_id=parent):
+                    committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
+                    if isinstance(event, StepCompleted):
+                        await self._landed(event.step)
+                    yield event
+            except asyncio.CancelledError:
+                self.landed_on_cancel = await self._settle_cancel(head_before, engine if committing else None)
+                raise
+
+    async def _landed(self, step: Step) -> None:
+        head = self.position.head
+        self.replaced_step_id = None
+        if head is not None and step.parent_id == head.parent_id:  # a retry: the old one is kept aside
+            self.replaced_step_id = head.id
+            self.branch = [s for s in self.branch if s.id != head.id]
+        self.branch.append(step)
+        await self.refresh_story()
+        await self.refresh_position(step)
+
+    async def _settle_cancel(self, head_before: str | None, committing_engine: Engine | None) -> bool:
+        """After a cancel: wait for a commit already under way, then read the story as the store
+        holds it; True if the paragraph had been stored."""
+        try:
+            if committing_engine is not None:
+                # A commit, once started, always finishes: wait for it, however long the
+                # database makes it wait for its lock.
+                await committing_engine.wait_for_commit(self.story_id)
+            story = await asyncio.to_thread(self.store.get_story, self.story_id)
+            if story.head_step_id != head_before:
+                await self.reload()
+                return True
+        except LongyarnError:  # the story cannot be read now; the next reload shows it
+            pass
+        return False
+
+    def retry_parent(self) -> tuple[str, str | None] | None:
+        """(instruction, parent) to write the head again as a new version beside it."""
+        head = self.position.head
+        return None if head is None else (head.instruction, head.parent_id)
+
+    async def next_instruction(self, how: Choose = DEFAULT_CHOICE, seed: int = 0) -> RunInstruction:
+        """The instruction chosen after the head when no one picks (batch, keep writing); a
+        model that is loading (new settings) is waited for."""
+        while self.host.loading:
+            await asyncio.sleep(0.1)
+        async with self.host.in_use() as engine:
+            if engine is None:
+                raise NoModel(self.host.why_no_model()[1])
+            instruction, fallback = await next_instruction(
+                engine, self.story_id, self.position.head, len(self.branch), how, seed
+            )
+        return RunInstruction(instruction, fallback)
+
+    async def keep_writing(
+        self,
+        first: str | None,
+        count: int,
+        *,
+        choose_first: bool = False,
+        how: Choose = DEFAULT_CHOICE,
+        seed: int = 0,
+    ) -> AsyncIterator[StepEvent | RunProgress | RunInstruction]:
+        """Write `count` paragraphs in a row: the first from `first` (or, with `choose_first`,
+        as the later ones), each after it from the instruction `how` chooses. Each is a step of
+        its own, stored as it lands, so undo takes them back one at a time and a stop or an
+        error keeps them. Yields `RunProgress` before each paragraph, a `RunInstruction` once
+        one was chosen, then the step's events.
+        """
+        for number in range(1, count + 1):
+            yield RunProgress(number, count)
+            if number == 1 and not choose_first:
+                instruction = first
+            else:
+                if self.host.loading:
+                    yield RunProgress(number, count, waiting_for_model=True)
+                chosen = await self.next_instruction(how, seed)
+                yield chosen
+                instruction = chosen.instruction
+            async for event in self.step(instruction):
+                yield event
+
+    # ---- moving the head: every move is a move; nothing is ever deleted ----
+
+    async def move_head(self, step_id: str | None) -> None:
+        """Continue writing from `step_id`, once the writer's memory edit is stored (it
+        belongs to the step it was made on)."""
+        if not await self.memory_edit_stored():
+            raise MemoryEditNotStored("Your memory edit is not saved yet; the story is as it was.")
+        await asyncio.to_thread(self.store.set_head, self.story_id, step_id)
+        await self.reload()
+
+    def undo_target(self) -> str | None:
+        """Where undo moves the head: the paragraph before it on the branch. Remembers the head
+        for redo."""
+        head = self.position.head
+        assert head is not None
+        steps = self.branch
+        target = steps[-2].id if len(steps) >= 2 and steps[-1].id == head.id else head.parent_id
+        self._undone.append(head.id)
+        return target
+
+    def redo_target(self) -> str | None:
+        """The paragraph last undone here (not merely the newest version); None if none follows."""
+        children = {child.id for child in self.position.children}
+        if not children:
+            return None
+        target = next((step for step in reversed(self._undone) if step in children), None)
+        if target is None:
+            return self.position.children[-1].id
+        self._undone.remove(target)
+        return target
+
+    def version_target(self, offset: int) -> tuple[str, int, int] | None:
+        """(step id, its number, how many) of the version `offset` away from the head's."""
+        number, total = self.position.version
+        index = number - 1 + offset
+        if 0 <= index < total:
+            return self.position.siblings[index].id, index + 1, total
+        return None
+
+    # ---- paragraphs ----
+
+    async def edit_paragraph(self, step_id: str, text: str) -> Step:
+        """Store the writer's edit of a paragraph, re-embedding its memory."""
+        async with self.host.in_use() as engine:
+            if engine is None:
+                raise NoModel(
+                    "No model is ready to re-embed it; save it again once the model has loaded (F5: settings)."
+                )
+            updated = await engine.edit_paragraph(step_id, text)
+        self.branch = [updated if step.id == updated.id else step for step in self.branch]
+        if self.position.head is not None and updated.id == self.position.head.id:
+            self.position = replace(self.position, head=updated)
+        return updated
+
+    async def delete_paragraph(self, step: Step) -> bool:
+        """Delete a paragraph (and its memory) in one transaction; when it was the newest,
+        writing continues from the one before it, as after an undo. True if the head moved."""
+        at_head = self.position.head is not None and step.id == self.position.head.id
+        earlier = self.branch[-2].id if len(self.branch) >= 2 else None
+        if at_head:
+            await asyncio.to_thread(self.store.delete_paragraph, step.id, move_head=True, new_head=earlier)
+            await self.reload()
+        else:
+            await asyncio.to_thread(self.store.delete_paragraph, step.id)
+            self.branch = [s for s in self.branch if s.id != step.id]
+        return at_head
+
+    async def save_outline(self, title: str, outline: str) -> Story:
+        self.story = await asyncio.to_thread(
+            self.store.update_story, self.story_id, title=title, outline=outline
+        )
+        return self.story

@@ -1,0 +1,180 @@
+"""Between ORM rows and the engine's records: rows out as frozen dataclasses, values in checked.
+
+Rows never leave storage: every store method hands back the dataclasses of
+`longyarn.recurrent_core.types`, so no session or lazy load crosses a thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.types import (
+    MemoryEntry,
+    RecalledMemory,
+    SectionRecord,
+    Step,
+    StepContext,
+    Story,
+)
+
+from .models import MemoryRow, StepContextRow, StoryRow
+
+EMBEDDING_DTYPE = np.dtype("<f4")  # stored little-endian whatever the machine
+
+
+def new_row_id() -> str:
+    """A fresh primary key for a step, memory or reader place."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, as every stored time is."""
+    return datetime.now(timezone.utc)
+
+
+# ---- rows to engine types --------------------------------------------------------------
+
+
+def story_record(row: StoryRow) -> Story:
+    """The engine's `Story` of a story row."""
+    return Story(
+        id=row.id,
+        title=row.title,
+        premise=row.premise,
+        genre=row.genre,
+        outline=row.outline,
+        head_step_id=row.head_step_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        readable=row.readable,
+        reader_may_extend=row.reader_may_extend,
+        settings=dict(row.settings),
+    )
+
+
+def step_record(row: Any) -> Step:
+    """From a StepRow, or a Core row of the steps table (same names)."""
+    first, second, third = row.next_instructions
+    return Step(
+        id=row.id,
+        story_id=row.story_id,
+        parent_id=row.parent_id,
+        instruction=row.instruction,
+        paragraph=row.paragraph,
+        short_term_memory=row.short_term_memory,
+        memory_reason=row.memory_reason,
+        next_instructions=(first, second, third),
+        backend=row.backend,
+        model=row.model,
+        created_at=row.created_at,
+        fallbacks=tuple(row.fallbacks),
+        branch_owner=row.branch_owner,
+    )
+
+
+def memory_record(row: MemoryRow) -> MemoryEntry:
+    """The engine's `MemoryEntry` of a memory row (without its embedding)."""
+    return MemoryEntry(
+        id=row.id,
+        story_id=row.story_id,
+        step_id=row.step_id,
+        text=row.text,
+        pinned=row.pinned,
+        excluded=row.excluded,
+    )
+
+
+def step_context_record(row: StepContextRow, memories: dict[str, MemoryRow]) -> StepContext:
+    """A stored context, each recalled memory with its text as `memories` holds it now."""
+    recalled = []
+    for item in row.recalled:
+        memory = memories.get(item["memory_id"])
+        recalled.append(
+            RecalledMemory(
+                memory_id=item["memory_id"],
+                step_id=memory.step_id if memory is not None else "",
+                text=memory.text if memory is not None else "",
+                score=float(item["score"]),
+                pinned=bool(item["pinned"]),
+            )
+        )
+    return StepContext(
+        sections=tuple(
+            SectionRecord(
+                name=item["name"],
+                tokens=int(item["tokens"]),
+                chars=int(item["chars"]),
+                trimmed_chars=int(item["trimmed_chars"]),
+                fingerprint=str(item["fingerprint"]),
+            )
+            for item in row.sections
+        ),
+        recalled=tuple(recalled),
+    )
+
+
+# ---- engine types to rows, checked -----------------------------------------------------
+
+
+def step_context_row(context: StepContext, story_id: str, step_id: str) -> StepContextRow:
+    """The row that keeps a step's context: sizes and fingerprints, recalled ids and scores."""
+    return StepContextRow(
+        step_id=step_id,
+        story_id=story_id,
+        sections=[
+            {
+                "name": section.name,
+                "tokens": int(section.tokens),
+                "chars": int(section.chars),
+                "trimmed_chars": int(section.trimmed_chars),
+                "fingerprint": section.fingerprint,
+            }
+            for section in context.sections
+        ],
+        # Ids and scores only: the texts are the memories' own, stored once.
+        recalled=[
+            {"memory_id": memory.memory_id, "score": round(float(memory.score), 4), "pinned": memory.pinned}
+            for memory in context.recalled
+        ],
+    )
+
+
+def encode_embedding(embedding: object) -> tuple[bytes, int]:
+    """Validate an embedding and return its little-endian float32 bytes and length."""
+    if not (
+        isinstance(embedding, np.ndarray)
+        and embedding.dtype == np.float32
+        and embedding.ndim == 1
+        and embedding.size > 0
+    ):
+        described = (
+            f"a {embedding.dtype} array of shape {embedding.shape}"
+            if isinstance(embedding, np.ndarray)
+            else f"a {type(embedding).__name__}"
+        )
+        raise InvalidInput(
+            f"An embedding must be a non-empty one-dimensional float32 array, not {described}, "
+            "so nothing was saved; pass the embedder's vector for this one text."
+        )
+    if not np.isfinite(embedding).all():
+        raise InvalidInput(
+            "The embedding holds NaN or infinite values, so nothing was saved; "
+            "check the embedding model's output."
+        )
+    return embedding.astype(EMBEDDING_DTYPE, copy=False).tobytes(), int(embedding.shape[0])
+
+
+def three_instructions(next_instructions: Sequence[str]) -> list[str]:
+    """The planner's three next instructions as stored; anything else is refused."""
+    if len(next_instructions) != 3 or not all(isinstance(i, str) for i in next_instructions):
+        raise InvalidInput(
+            f"A step needs exactly three next instructions as text, not {len(next_instructions)}, "
+            "so nothing was saved; parse the planner's output into three options."
+        )
+    return list(next_instructions)
