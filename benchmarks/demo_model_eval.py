@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from longyarn.recurrent_core.local_lm.checkpoint import load_checkpoint
+from longyarn.training.evaluation import bits_per_byte
 from longyarn.training.tokenizer_training import DEFAULT_EVAL_BYTES_PER_BOOK, compression_baselines
-from longyarn.training.train import bits_per_byte, load_prepared_data
+from longyarn.training.train import load_prepared_data
 from longyarn.training.training_model import RWKV7
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/local_backend.py [--checkpoint PATH] [--threads 2] [--prompt-tokens 2048]
 
-Prints five figures, each against a baseline measured in the same run:
+Prints six figures, each against a baseline measured in the same run:
 1. decode and prefill tokens/s of the model itself (`LocalLM.forward`);
 2. the prefix-state cache: a step whose prompt shares all but its last 10% with the previous
    step's, timed with the cache against the same backend without it (target: at most 0.3x),
@@ -15,7 +15,10 @@ Prints five figures, each against a baseline measured in the same run:
    least 0.9x);
 5. a story step through the engine (writer, memory, plans, recall, SQLite) with a prose-only
    model such as the demo, which is asked for the paragraph alone, against the same model
-   asked for its memory update and plans as well (with the engine's repair attempts).
+   asked for its memory update and plans as well (with the engine's repair attempts);
+6. versions at once: four versions of a paragraph from one writer prompt (read once, sampled
+   as one batch: `LocalRuntime.generate_many`) against one paragraph from the same prompt
+   (target: at most 2x), on the model and on a 0.1B-shaped one.
 
 The model is --checkpoint, else the bundled demo model; without either, a model of the demo
 model's shape (6 layers, 384 wide, a 4,096-token BPE) with random weights: speed does not
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -65,6 +69,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt-tokens", type=int, default=2048, help="prompt length for figures 1 and 2")
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", type=int, choices=range(1, 7), help="print this figure alone")
     return parser.parse_args()
 
 
@@ -346,6 +351,53 @@ def prose_only_figure(backend: LocalBackend, workdir: Path, steps: int) -> None:
     print(f"   ratio: {prose_only / asking:.2f}x the time of a step (median of {steps})")
 
 
+async def versions_seconds(model: LocalBackend, prompt_text: str, tokens: int, copies: int, repeats: int) -> dict:
+    """Median seconds to write one paragraph of `tokens` tokens after the prompt, and `copies`
+    of them at once (each exactly `tokens` long: the end of text is not allowed)."""
+    backend = LocalBackend(model.lm, model.tokenizer, prefix_cache_mb=0, model_name=model.info.model)
+    eos = backend.tokenizer.eos_id
+    config = SamplerConfig(temperature=1.0, top_p=0.9, max_tokens=tokens, seed=7,
+                           banned_token_ids=(eos,) if eos is not None else ())
+    # Warm both paths first: a decoding step may be compiled on its first call for each batch size.
+    warm = dataclasses.replace(config, max_tokens=4)
+    await backend.runtime.generate(prompt_text, warm).text()
+    async for _piece in backend.runtime.generate_many(prompt_text, warm, copies):
+        pass
+    one, many = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        await backend.runtime.generate(prompt_text, config).text()
+        one.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        generations = backend.runtime.generate_many(prompt_text, config, copies)
+        async for _piece in generations:
+            pass
+        many.append(time.perf_counter() - start)
+        assert generations.usage.completion_tokens == tokens * copies
+    await backend.aclose()
+    return {"one": statistics.median(one), "many": statistics.median(many)}
+
+
+async def versions_figure(backend: LocalBackend, text: str, repeats: int, copies: int = 4, tokens: int = 300) -> None:
+    prompt_text = backend.layout(writer_prompt(text))
+    rows = [(backend.info.model, await versions_seconds(backend, prompt_text, tokens, copies, repeats))]
+    bigger = run_on_compute_thread(world_shaped_backend, 12, 768)
+    bigger_prompt = bigger.layout(writer_prompt(text))
+    rows.append(("a 0.1B-shaped model (L12 D768, random weights)",
+                 await versions_seconds(bigger, bigger_prompt, tokens, copies, max(1, repeats // 2))))
+    bigger.close()
+    prompt_tokens = backend.count_tokens(prompt_text)
+    print(f"6. Versions at once: {copies} versions of a {tokens}-token paragraph after one writer prompt "
+          f"({prompt_tokens} tokens for {backend.info.model}), read once and sampled as a batch")
+    for name, seconds in rows:
+        ratio = seconds["many"] / seconds["one"]
+        verdict = "meets" if ratio <= 2 else "misses"
+        print(f"   {name}:")
+        print(f"     one paragraph:      {seconds['one']:7.2f} s")
+        print(f"     {copies} versions at once: {seconds['many']:7.2f} s")
+        print(f"     ratio: {ratio:.2f}x one paragraph ({verdict} the target of at most 2x)")
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -357,16 +409,19 @@ def main() -> None:
             sys.exit("The corpus sample is too short for --prompt-tokens; lower it.")
         prompt_ids = ids[: args.prompt_tokens]
         print(f"Model: {described}; {args.threads} threads; medians of {args.repeats} runs.\n")
-        # On the compute thread, where the backend runs the model (see longyarn.recurrent_core.compute).
-        run_on_compute_thread(model_speed, backend, prompt_ids, args.decode_tokens, args.repeats)
-        print()
-        asyncio.run(prefix_cache_figure(backend, described, prompt_ids, args.repeats))
-        print()
-        asyncio.run(jrt_figure(backend, text, args.repeats))
-        print()
-        serve_figure(backend, checkpoint, args.threads, args.decode_tokens, args.repeats)
-        print()
-        prose_only_figure(backend, Path(workdir), steps=max(3, args.repeats))
+        figures: dict[int, Callable[[], object]] = {
+            # On the compute thread, where the backend runs the model (see longyarn.recurrent_core.compute).
+            1: lambda: run_on_compute_thread(model_speed, backend, prompt_ids, args.decode_tokens, args.repeats),
+            2: lambda: asyncio.run(prefix_cache_figure(backend, described, prompt_ids, args.repeats)),
+            3: lambda: asyncio.run(jrt_figure(backend, text, args.repeats)),
+            4: lambda: serve_figure(backend, checkpoint, args.threads, args.decode_tokens, args.repeats),
+            5: lambda: prose_only_figure(backend, Path(workdir), steps=max(3, args.repeats)),
+            6: lambda: asyncio.run(versions_figure(backend, text, args.repeats)),
+        }
+        for number, figure in figures.items():
+            if args.only in (None, number):
+                figure()
+                print()
         backend.close()
 
 

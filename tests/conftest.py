@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LONGYARN_API_KEY", "LONGYARN_BASE_URL"):
     os.environ.pop(variable, None)
+# Compiling the local model's CPU decode step takes seconds per model shape; tests (and the
+# commands they start) decode eagerly, except tests/local_lm/test_weight_precision.py's own.
+os.environ.setdefault("LONGYARN_COMPILE_DECODE", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -101,6 +101,9 @@ class ScriptedServer:
     - `max_concurrent`: the most requests that were being handled at the same time.
     - `rejected_parameters`: a request carrying any of these body keys gets the 400 that vLLM's
       request validation sends for a field it does not know, naming the field.
+    - `context_tokens`: the model's context; a request whose prompt (`prompt_tokens`) plus its
+      max_tokens is longer gets the 400 vLLM sends, naming both (as every server refuses or,
+      like Ollama, silently cuts such a request). `over_context` counts them.
     """
 
     def __init__(
@@ -114,8 +117,11 @@ class ScriptedServer:
         refused_response_formats: tuple[str, ...] = (),
         response_format_refusal: str = "vllm",
         one_slot: bool = False,
+        context_tokens: int | None = None,
     ) -> None:
         self.responder: Responder = responder or story_responder
+        self.context_tokens = context_tokens
+        self.over_context = 0
         self.json_schema_supported = json_schema_supported
         self.latency_s = latency_s
         self.known_models = known_models
@@ -296,6 +302,18 @@ async def _answer_one(
                 f"'msg': 'Extra inputs are not permitted', 'input': {body[name]!r}}}]",
                 "BadRequestError",
             )
+    if server.context_tokens is not None:
+        asked = prompt_tokens(body)
+        completion = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+        if asked + completion > server.context_tokens:
+            server.over_context += 1
+            return _error_response(
+                400,
+                f"This model's maximum context length is {server.context_tokens} tokens. However, you "
+                f"requested {asked + completion} tokens ({asked} in the messages, {completion} in the "
+                "completion). Please reduce the length of the messages or completion.",
+                "BadRequestError",
+            )
     refused_format = _response_format_type(body)
     if refused_format in server.refused_response_formats:
         return _response_format_refusal(server.response_format_refusal, refused_format)
@@ -415,6 +433,16 @@ def _error_response(
 
 def _word_count(text: str) -> int:
     return len(text.split())
+
+
+def prompt_tokens(body: dict) -> int:
+    """A request's prompt in tokens as a server's tokenizer would count English text: about four
+    characters a token, and a few tokens of chat template around each message."""
+    messages = body.get("messages")
+    if messages is None:
+        prompt = body.get("prompt")
+        return len(" ".join(prompt) if isinstance(prompt, list) else str(prompt or "")) // 4
+    return sum(len(str(message.get("content") or "")) // 4 + 4 for message in messages)
 
 
 def _prompt_words(body: dict) -> int:
@@ -853,6 +881,7 @@ def truncated_reply(role: str, *, as_json: bool = False) -> Reply:
 
 
 __all__ = [
+    "prompt_tokens",
     "Reply",
     "ScriptedServer",
     "story_responder",

@@ -196,6 +196,9 @@ def test_the_wheel_carries_every_data_file_and_no_other_import_name(wheel_instal
         "longyarn/storage/migrations/versions/0001_initial_schema.py",
         "longyarn/app/tui/app.tcss",
         "longyarn/app/reader/reader.tcss",
+        "longyarn/app/web/templates/story.html",
+        "longyarn/app/web/static/reader.js",
+        "longyarn/app/web/static/reader.css",
     ):
         assert needed in names, needed
     assert any(name.startswith("longyarn/app/reader/templates/") for name in names)

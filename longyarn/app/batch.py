@@ -53,11 +53,25 @@ class Reporter:
         self.stdout, self.stderr, self.quiet = stdout, stderr, quiet
         self._model_fallbacks_told: set[str] = set()
 
-    def fallback(self, where: str, sentence: str) -> None:
+    def fallback(self, where: str, sentence: str, story_id: str | None = None) -> None:
         """A fallback a step took; one that describes the model (such as a prose-only model's)
         is said once a run, not with every paragraph."""
         for fresh in fallbacks_to_tell([sentence], self._model_fallbacks_told):
             self.progress(f"{where} fallback: {fresh}")
+
+    def novel_started(self, story_id: str, title: str, done: int, total: int, words: int) -> None:
+        """A novel is begun or resumed with `done` of its `total` paragraphs (`words` words)."""
+        if done >= total:
+            self.progress(f"[{story_id}] {title!r} already has {done} paragraphs; none written.")
+        else:
+            self.progress(f"[{story_id}] {title!r}: {done}/{total} paragraphs written")
+
+    def paragraph_saved(self, story_id: str, done: int, total: int, words: int) -> None:
+        """Paragraph `done` of `total` is stored; it has `words` words."""
+        self.progress(f"[{story_id}] paragraph {done}/{total} saved")
+
+    def close(self) -> None:
+        """The run is over (a live display stops here)."""
 
     def story(self, story_id: str) -> None:
         print(f"story {story_id}", file=self.stdout, flush=True)
@@ -90,18 +104,15 @@ async def write_novel(
     else:
         story, fallbacks = await engine.start_story(job.premise or "", job.genre)
         for sentence in fallbacks:
-            reporter.fallback(f"[{story.id}]", sentence)
+            reporter.fallback(f"[{story.id}]", sentence, story.id)
     reporter.story(story.id)
     if on_story:
         on_story(story.id)
     out = job.out or (job.out_dir / f"{story.id}.md" if job.out_dir else None)
     session = WritingSession(store, EngineHost(None, engine=engine), story.id)
     await session.reload()
-    done = len(session.branch)
-    if done >= paragraphs:
-        reporter.progress(f"[{story.id}] {story.title!r} already has {done} paragraphs; none written.")
-    else:
-        reporter.progress(f"[{story.id}] {story.title!r}: {done}/{paragraphs} paragraphs written")
+    words = sum(len(step.paragraph.split()) for step in session.branch)
+    reporter.novel_started(story.id, story.title, len(session.branch), paragraphs, words)
     try:
         await _write_paragraphs(session, paragraphs, choose, seed, reporter, out)
     except BaseException:
@@ -129,13 +140,13 @@ async def _write_paragraphs(
     run = session.keep_writing(None, paragraphs - done, choose_first=True, how=choose, seed=seed)
     async for event in run:
         if isinstance(event, RunInstruction) and event.fallback:
-            reporter.fallback(f"[{story_id}]", event.fallback)
+            reporter.fallback(f"[{story_id}]", event.fallback, story_id)
         if not isinstance(event, StepCompleted):
             continue
         done += 1
         for sentence in event.fallbacks:
-            reporter.fallback(f"[{story_id}] paragraph {done}", sentence)
-        reporter.progress(f"[{story_id}] paragraph {done}/{paragraphs} saved")
+            reporter.fallback(f"[{story_id}] paragraph {done}", sentence, story_id)
+        reporter.paragraph_saved(story_id, done, paragraphs, len(event.step.paragraph.split()))
         # The database holds every paragraph already; the file is refreshed now and then so it
         # can be read while the novel grows, without rewriting it whole after every paragraph.
         if out and time.monotonic() - last_written >= OUT_REFRESH_S:

@@ -24,6 +24,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="a local RWKV-7 checkpoint (.pth or a longyarn model folder), or the URL of a "
         "`longyarn serve` that runs one",
     )
+    group.add_argument(
+        "--weights", choices=["half", "fp32", "fp16", "bf16", "int8"],
+        help="how the local model keeps its weights on a CPU: half (the default: fp16 or bf16, "
+        "as the checkpoint allows), fp32 (exact, slowest), or int8 (fastest, a little less exact)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     read = commands.add_parser("read", help="read stories as interactive fiction")
     read.add_argument("--story", help="open this story")
-    read.add_argument("--serve", action="store_true", help="serve reader mode to browsers")
+    read.add_argument("--serve", action="store_true", help="serve the web reader to browsers")
     read.add_argument("--host", default="127.0.0.1")
     read.add_argument("--port", type=int, default=8000)
+    read.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="with --serve: server processes sharing the database (default 1)")
+    read.add_argument("--terminal", action="store_true",
+                      help="with --serve: the terminal reader in the browser instead "
+                      "(textual-serve, one process per reader)")
     _model_options(read)
 
     batch = commands.add_parser("batch", help="write whole novels with no one at the keyboard")
@@ -60,13 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a story out")
     export.add_argument("story_id", metavar="ID")
-    export.add_argument("--format", choices=["md", "txt", "json"], default="md")
+    export.add_argument("--format", choices=["md", "txt", "json", "docx"], default="md")
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
     _model_options(export)
+
+    report = commands.add_parser("report", help="a long-form quality report of a story, as one HTML page")
+    report.add_argument("story_id", metavar="ID")
+    report.add_argument("--out", type=Path, help="the HTML file to write (default: report-ID.html)")
+    _model_options(report)
+
+    own_prompts = commands.add_parser(
+        "prompts", help="your own prompt templates: start one, see how it differs, or go back to ours"
+    )
+    own_prompts.add_argument("action", choices=["list", "edit", "diff", "reset"],
+                             help="list yours; edit ROLE (copies ours to start from); diff; reset")
+    own_prompts.add_argument("role", nargs="?", help="writer, memory, planner, bible, chooser, repair, summary or passage")
+    own_prompts.add_argument("--story", metavar="ID", help="one story's own templates, not those of every story")
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible server for the local model")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", metavar="KEY",
+                       help="requests must send it as a Bearer token (default: $LONGYARN_API_KEY); "
+                       "required to listen beyond 127.0.0.1")
     _model_options(serve)
     return parser
 
@@ -80,13 +106,14 @@ def _settings(args: argparse.Namespace):
         model=getattr(args, "model", None),
         base_url=getattr(args, "base_url", None),
         checkpoint=getattr(args, "checkpoint", None),
+        weights=getattr(args, "weights", None),
     )
 
 
-def _open_store(settings):
+def _open_store(settings, *, read_only: bool = False):
     from longyarn.storage.db import open_store
 
-    return open_store(settings.db)
+    return open_store(settings.db, read_only=read_only)
 
 
 def _engine(settings):
@@ -96,7 +123,8 @@ def _engine(settings):
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .batch import NovelJob, Reporter, check_writable, read_premises, write_novel, write_novels
+    from .batch import NovelJob, check_writable, read_premises, write_novel, write_novels
+    from .batch_progress import reporter_for
 
     if not (args.premise or args.resume or args.premises):
         raise InvalidInput(
@@ -114,7 +142,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise InvalidInput("--concurrency must be at least 1; nothing was written; pass a positive number.")
     jobs = read_premises(args.premises, args.genre) if args.premises else []
     settings = _settings(args)
-    reporter = Reporter(quiet=args.quiet)
+    reporter = reporter_for(args.quiet)
     if args.out:
         check_writable(args.out, folder=bool(args.premises))
     reporter.progress(settings.describe_model())
@@ -144,9 +172,11 @@ def run_batch(args: argparse.Namespace) -> int:
             reporter.progress(f"Done: {outcome.paragraphs} paragraphs{where}.")
             return 0
         except BaseException:
+            reporter.close()
             _say_how_to_resume(reporter, started, args.paragraphs)
             raise
         finally:
+            reporter.close()
             await engine.backend.aclose()
 
     try:
@@ -168,13 +198,39 @@ def _say_how_to_resume(reporter, started: list[str], paragraphs: int) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from .export import export_story, write_atomically
 
-    store = _open_store(_settings(args))
+    settings = _settings(args)
+    if "://" not in settings.db and not Path(settings.db).expanduser().exists():
+        raise InvalidInput(
+            f"There is no database at {settings.db}, so there is no story {args.story_id} to export; "
+            "nothing was written; check --db."
+        )
+    store = _open_store(settings, read_only=True)  # exporting only reads
     text = export_story(store, args.story_id, args.format)
     if args.out:
         write_atomically(args.out, text)
         print(f"Wrote {args.out}", file=sys.stderr)
+    elif isinstance(text, bytes):
+        if sys.stdout.isatty():
+            raise InvalidInput(
+                "A .docx file is not for a terminal; nothing was written; add --out story.docx, "
+                "or redirect the output to a file."
+            )
+        sys.stdout.buffer.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .export import write_atomically
+    from .report.figures import story_figures
+    from .report.page import render, summary_lines
+
+    figures = story_figures(_open_store(_settings(args)), args.story_id)
+    out = args.out or Path(f"report-{args.story_id}.html")
+    write_atomically(out, render(figures))
+    print("\n".join(summary_lines(figures)))
+    print(f"Wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -187,10 +243,14 @@ def run_write(args: argparse.Namespace) -> int:
 
 def run_read(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.serve:
-        from .reader.web import serve_reader
+    if args.serve and args.terminal:
+        from .reader.web import serve_reader as serve_terminal_reader
 
-        serve_reader(settings, host=args.host, port=args.port, story_id=args.story)
+        serve_terminal_reader(settings, host=args.host, port=args.port, story_id=args.story)
+    elif args.serve:
+        from .web.serving import serve_reader
+
+        serve_reader(settings, host=args.host, port=args.port, story_id=args.story, workers=args.workers)
     else:
         from .reader import run_read as run_reader
 
@@ -199,17 +259,45 @@ def run_read(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .serve import run_server
+    import os
 
-    run_server(_settings(args), host=args.host, port=args.port)
+    from .serve import API_KEY_ENV, run_server
+
+    # The key from the flag or LONGYARN_API_KEY only: never OPENAI_API_KEY or the config
+    # file's key, which are for reaching other servers.
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    run_server(_settings(args), host=args.host, port=args.port, api_key=api_key)
+    return 0
+
+
+def run_prompts(args: argparse.Namespace) -> int:
+    from . import prompt_overrides as own
+
+    if args.action == "list":
+        for role, path in own.own_templates(args.story).items():
+            print(f"{role}: {path}")
+        print(f"(your templates live in {own.own_folder(args.story)}; the others are longyarn's)", file=sys.stderr)
+    elif args.action == "edit":
+        if not args.role:
+            raise InvalidInput("Name the role to edit, e.g. `longyarn prompts edit writer`; nothing was changed.")
+        print(own.start_own(args.role, args.story))
+    elif args.action == "diff":
+        sys.stdout.write(own.diff(args.role, args.story))
+    else:
+        for path in own.reset(args.role, args.story):
+            print(f"Set {path.name} aside ({path}); longyarn's own template applies again.", file=sys.stderr)
+    for problem in own.check(args.role, args.story) if args.action != "reset" else ():
+        print(f"error: {problem}", file=sys.stderr)
     return 0
 
 
 COMMANDS = {
+    "prompts": run_prompts,
     "write": run_write,
     "read": run_read,
     "batch": run_batch,
     "export": run_export,
+    "report": run_report,
     "serve": run_serve,
 }
 

@@ -1,4 +1,4 @@
-"""Writing a story out as Markdown, plain text or JSON (the current branch, in order)."""
+"""Writing a story out as Markdown, plain text, JSON or Word (.docx): the current branch, in order."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import re
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Step, Story
 
-Format = Literal["md", "txt", "json"]
+Format = Literal["md", "txt", "json", "docx"]
+TEXT_FORMATS = ("md", "txt", "json")
+FORMATS = (*TEXT_FORMATS, "docx")
 
 
 TEXT_WIDTH = 78
@@ -93,12 +95,50 @@ def _txt_paragraph(paragraph: str) -> str:
     return "\n".join(_wrap(line) for line in paragraph.splitlines() if line.strip())
 
 
-def export_story(store: StoryStore, story_id: str, fmt: Format) -> str:
+def render_docx(story: Story, branch: list[Step], chapters: Sequence[tuple[str, int]] = ()) -> bytes:
+    """The story as a Word document: its title, its genre, then each paragraph as one (its own
+    line breaks kept), under chapter headings where `chapters` (heading, index of the chapter's
+    first paragraph in `branch`) gives them."""
+    import io
+
+    import docx  # python-docx: imported only when a .docx is asked for
+
+    document = docx.Document()
+    document.core_properties.title = story.title
+    document.add_heading(" ".join(story.title.split()), level=0)
+    if story.genre.strip():
+        document.add_paragraph(" ".join(story.genre.split()), style="Subtitle")
+    headings = {index: title for title, index in chapters}
+    for index, step in enumerate(branch):
+        if index in headings:
+            document.add_heading(headings[index], level=1)
+        lines = [line.strip() for line in step.paragraph.splitlines() if line.strip()]
+        if not lines:
+            continue
+        paragraph = document.add_paragraph()
+        for number, line in enumerate(lines):
+            run = paragraph.add_run(_xml_safe(line))
+            if number < len(lines) - 1:
+                run.add_break()  # a line break inside the paragraph, as the model wrote it
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def _xml_safe(text: str) -> str:
+    """`text` without the control characters XML (and so Word) cannot hold."""
+    return "".join(ch for ch in text if ch in "\t\n" or ord(ch) >= 32)
+
+
+def export_story(store: StoryStore, story_id: str, fmt: Format) -> str | bytes:
+    """The story's current branch in `fmt`: text, or bytes for .docx."""
     story = store.get_story(story_id)
+    if fmt == "docx":
+        return render_docx(story, store.branch(story_id))
     return render_story(story, store.branch(story_id), fmt)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str | bytes) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +153,7 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as error:  # name the file asked for, not the temporary one
         raise OSError(error.errno, error.strerror, str(path)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             handle.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -123,6 +163,15 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def downloads_folder() -> Path:
+    """Where an export goes by default: the platform's downloads folder when it exists (many
+    servers have none), else the working directory."""
+    import platformdirs
+
+    downloads = platformdirs.user_downloads_path()
+    return downloads if downloads.is_dir() else Path.cwd()
 
 
 def slug(title: str) -> str:

@@ -20,7 +20,7 @@ def make_backend(settings: Settings) -> ModelBackend:
             base_url=settings.base_url,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             timeout_s=settings.request_timeout_s,
-            jrt_repeats=settings.jrt_repeats or 1,
+            jrt_repeats=settings.jrt_repeats_for("openai"),
             concurrency=None if settings.server_concurrency == "auto" else settings.server_concurrency,
         )
     from longyarn.recurrent_core.backends.served_local import ServedLocalBackend, is_served_model
@@ -28,7 +28,11 @@ def make_backend(settings: Settings) -> ModelBackend:
     if is_served_model(settings.checkpoint):
         # `--checkpoint URL`: the local model as `longyarn serve` serves it there. (--model
         # names a model on an OpenAI-compatible server; the served model is whatever it runs.)
-        return ServedLocalBackend(settings.checkpoint, timeout_s=settings.request_timeout_s)
+        return ServedLocalBackend(
+            settings.checkpoint,
+            timeout_s=settings.request_timeout_s,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        )
     from longyarn.recurrent_core.backends.local import LocalBackend  # imports torch: only when chosen
 
     return LocalBackend.from_settings(settings)

@@ -21,17 +21,21 @@ counts. Any OpenAI client works, longyarn's own included (`--base-url http://127
   collapsed, because RWKV chat models read a blank line as the end of a turn; the reply ends
   at the next "\\n\\nUser:". A last message from the assistant is continued rather than
   answered.
-- Extensions that vLLM and llama.cpp also accept: `top_k`, `ignore_eos`, and RWKV's
+- Extensions that vLLM and llama.cpp also accept: `top_k`, `min_p`, `repetition_penalty`,
+  `ignore_eos`, and RWKV's
   `penalty_decay` (default 1: penalties as OpenAI defines them, counted without decay).
 
-It binds 127.0.0.1 by default and has no authentication: bind another address only on a
-network you trust.
+It binds 127.0.0.1 by default. With `--api-key KEY` (or `LONGYARN_API_KEY`), as vLLM and
+llama.cpp's server have, every request must carry `Authorization: Bearer KEY` (compared in
+constant time) or gets OpenAI's 401; a key is required to bind any address beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import json
 import socket
@@ -42,7 +46,7 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,6 +68,9 @@ from longyarn.recurrent_core.local_lm.sampling import SamplerConfig
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_WAITING = 16
+# Paragraphs a model shared by the reading room's processes queues before it answers "busy"
+# (each reader is also limited to a few a minute).
+SHARED_MODEL_MAX_WAITING = 64
 # OpenAI's own default for completions; chat completions have no limit there, so a server
 # must pick one.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
@@ -71,6 +78,11 @@ CHAT_DEFAULT_MAX_TOKENS = 1024
 
 _FINISH_REASONS = {"stop": "stop", "eos": "stop", "length": "length"}
 # Said when the model is closed under a reply (the server stopping): the reply is incomplete.
+API_KEY_ENV = "LONGYARN_API_KEY"
+WRONG_KEY = (
+    "The request's API key is missing or wrong, so nothing was generated; send the key this "
+    "server was started with as `Authorization: Bearer KEY`."
+)
 MODEL_STOPPED = (
     "The model was stopped before the reply ended (the server is shutting down); the partial "
     "reply is incomplete, so send the request again once the server is back."
@@ -135,15 +147,20 @@ def create_app(
     tokenizer: Any | None = None,
     model_name: str | None = None,
     max_waiting: int = DEFAULT_MAX_WAITING,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app for a `LocalRuntime`, for what runs on one (a `LocalBackend`:
-    its `runtime`), or for a `LocalLM` and its tokenizer.
+    its `runtime`), or for a `LocalLM` and its tokenizer. With `api_key`, every request must
+    carry it as a Bearer token.
 
     The caller owns the model and closes it (`await runtime.aclose()`) when done.
     """
     runtime = _as_runtime(model, tokenizer, model_name)
     admission = _Admission(max_waiting)
-    app = FastAPI(title="longyarn local model", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="longyarn local model", docs_url=None, redoc_url=None, openapi_url=None,
+        dependencies=[Depends(_bearer_check(api_key))],
+    )
     app.state.runtime = runtime
     app.state.admission = admission
     created = int(time.time())
@@ -186,6 +203,24 @@ def create_app(
         return await _serve(admission, runtime, request, body, prompt, config, chat=True)
 
     return app
+
+
+def _bearer_check(api_key: str | None) -> Callable[[Request], Any]:
+    """A dependency that refuses requests without `api_key` as their Bearer token (none: all pass)."""
+    expected = hashlib.sha256(api_key.encode()).digest() if api_key else None
+
+    async def check(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        # Digests of equal length, compared in constant time: neither the key nor its length leaks.
+        given = hashlib.sha256(presented.strip().encode()).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+            raise OpenAIError(
+                401, WRONG_KEY, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
 
 
 def _as_runtime(model: Any, tokenizer: Any | None, model_name: str | None) -> LocalRuntime:
@@ -268,8 +303,10 @@ def _sampler_config(runtime: LocalRuntime, body: SamplingParameters, max_tokens:
             temperature=body.temperature,
             top_p=body.top_p,
             top_k=body.top_k,
+            min_p=body.min_p,
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
+            repetition_penalty=body.repetition_penalty,
             penalty_decay=body.penalty_decay,
             max_tokens=max_tokens,
             stop=body.stop_strings(),
@@ -461,23 +498,29 @@ def run_server(
     checkpoint: str | None = None,
     *,
     max_waiting: int = DEFAULT_MAX_WAITING,
+    api_key: str | None = None,
 ) -> None:
-    """Load the local model the settings name (or `checkpoint`) and serve it until Ctrl+C."""
+    """Load the local model the settings name (or `checkpoint`) and serve it until Ctrl+C.
+
+    Requests must carry `api_key` as a Bearer token when it is given; it must be given to
+    listen beyond loopback (`InvalidInput`, before the model loads).
+    """
+    if not api_key and not _is_loopback(host):
+        raise InvalidInput(
+            f"{host} is reachable from other machines, so `longyarn serve` needs an API key there; "
+            f"nothing was started; pass --api-key KEY (or set {API_KEY_ENV}), or bind 127.0.0.1."
+        )
     runtime = LocalRuntime.from_settings(settings, checkpoint=checkpoint)
     sock = bind_socket(host, port)
-    app = create_app(runtime, max_waiting=max_waiting)
+    app = create_app(runtime, max_waiting=max_waiting, api_key=api_key)
     shown_host = f"[{host}]" if ":" in host else host
     print(
         f"Serving {runtime.model_name} (local RWKV-7, {runtime.lm.device}) at "
         f"http://{shown_host}:{sock.getsockname()[1]}/v1, OpenAI-compatible; Ctrl+C stops it.",
         file=sys.stderr,
     )
-    if not _is_loopback(host):
-        print(
-            f"Warning: {host} is reachable from other machines and this server has no "
-            "authentication; use 127.0.0.1 unless the network is trusted.",
-            file=sys.stderr,
-        )
+    if api_key:
+        print("Requests must carry the API key as a Bearer token.", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
     try:
         server.run(sockets=[sock])
@@ -493,3 +536,26 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@contextlib.contextmanager
+def shared_local_model(settings: Any, *, when: bool = True) -> Iterator[Any]:
+    """Settings for sibling processes that should share one copy of the local model.
+
+    Unchanged unless `when` and the settings choose the local model in process; then it is
+    loaded here once and served on 127.0.0.1 while the block runs, and the settings yielded
+    read it there (`--checkpoint URL`), as the reading room's workers and sessions do.
+    """
+    from longyarn.recurrent_core.backends.served_local import is_served_model
+
+    if not when or settings.resolved_backend() != "local" or is_served_model(settings.checkpoint):
+        yield settings
+        return
+    from longyarn.recurrent_core.backends.local import LocalBackend
+
+    backend = LocalBackend.from_settings(settings)
+    try:
+        with running_server(create_app(backend, max_waiting=SHARED_MODEL_MAX_WAITING)) as url:
+            yield settings.model_copy(update={"backend": "local", "checkpoint": url})
+    finally:
+        backend.close()

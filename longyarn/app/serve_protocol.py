@@ -62,6 +62,8 @@ class SamplingParameters(BaseModel):
     logit_bias: dict[str, float] | None = None
     # Extensions (vLLM, llama.cpp and RWKV servers accept these too).
     top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=3.0)
     penalty_decay: float = Field(1.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
 

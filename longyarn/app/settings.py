@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from longyarn.recurrent_core.engine import EngineConfig, default_sampling
+from longyarn.recurrent_core.engine_config import SAMPLING_PRESETS
 from longyarn.recurrent_core.errors import InvalidInput
 from longyarn.recurrent_core.types import Sampling
 
@@ -32,6 +33,13 @@ def config_path() -> Path:
     if override:
         return Path(override).expanduser()
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def prompts_folder() -> Path:
+    """The writer's own prompt templates (see longyarn.app.prompt_overrides): next to the config
+    file, or where LONGYARN_PROMPTS says."""
+    override = os.environ.get("LONGYARN_PROMPTS")
+    return Path(override).expanduser() if override else config_path().parent / "prompts"
 
 
 def default_db_path() -> Path:
@@ -57,18 +65,34 @@ class Settings(BaseSettings):
     )
     checkpoint: str | None = None
     device: str = "cpu"
+    # How the local model keeps its weights on a CPU: half (fp16 or bf16, as the checkpoint
+    # allows), fp32 (exact), fp16, bf16 or int8 (fastest, a little less exact).
+    weights: Literal["half", "fp32", "fp16", "bf16", "int8"] = "half"
     recall_k: int = Field(3, ge=0, le=50)
-    jrt_repeats: Literal[1, 2] | None = None  # None: the backend's default (2 for local)
+    # JRT ("just read twice": the context sent twice) helps a recurrent model recall; a server's
+    # transformer does not need it and would pay for every prompt twice. So it is set per kind.
+    jrt_local: bool = True
+    jrt_server: bool = False
     parse_retries: int = Field(2, ge=0, le=5)
+    # A paragraph that still degenerates after two gentler retries: keep the best, flagged, or stop.
+    degeneration: Literal["keep", "stop"] = "keep"
     context_budget_tokens: int = Field(3000, ge=256, le=1_000_000)
     request_timeout_s: float = Field(120.0, gt=0)
     # Requests sent at once to an OpenAI-compatible server: "auto" drops to one at a time when
     # the server cuts requests that overlap (llama-cpp-python's server, Ollama, LM Studio).
     server_concurrency: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     sampling: dict[str, Sampling] = Field(default_factory=dict)
+    # The writer's own named sampling presets (beside SAMPLING_PRESETS), and the preset each role
+    # uses; a role's own [sampling.ROLE] values, when it has them, win over its preset.
+    sampling_presets: dict[str, Sampling] = Field(default_factory=dict)
+    role_presets: dict[str, str] = Field(default_factory=dict)
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys; read by the UI
     reader_steps_per_minute: int = Field(6, ge=1, le=600)
     reader_action_chars: int = Field(500, ge=20, le=4000)
+    # The web reader: paragraphs written at once per server process (more readers wait in
+    # line and are shown their place), and how long a claimed move outlives its process.
+    reader_concurrent_steps: int = Field(16, ge=1, le=1024)
+    reader_move_lease_s: float = Field(30.0, ge=2.0, le=600.0)
 
     @field_validator("sampling")
     @classmethod
@@ -77,6 +101,33 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {sorted(default_sampling())}")
         return value
+
+    @model_validator(mode="after")
+    def _known_presets(self) -> "Settings":
+        unknown_roles = set(self.role_presets) - set(default_sampling())
+        if unknown_roles:
+            raise ValueError(f"role_presets names unknown role(s) {sorted(unknown_roles)}")
+        missing = set(self.role_presets.values()) - set(self.all_presets())
+        if missing:
+            raise ValueError(f"role_presets names preset(s) {sorted(missing)} that do not exist; "
+                             f"presets are {sorted(self.all_presets())}")
+        return self
+
+    def all_presets(self) -> dict[str, Sampling]:
+        """Every sampling preset by name: the built-in ones, then the writer's own."""
+        return {**SAMPLING_PRESETS, **self.sampling_presets}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_jrt_setting(cls, data: Any) -> Any:
+        """`jrt_repeats = 1|2`, as earlier versions saved it (for every backend alike), now
+        applies to the local model only: it is what JRT is for."""
+        if isinstance(data, dict) and "jrt_repeats" in data:
+            data = dict(data)
+            older = data.pop("jrt_repeats")
+            if older is not None and "jrt_local" not in data:
+                data["jrt_local"] = str(older).strip() != "1"
+        return data
 
     @classmethod
     def settings_customise_sources(
@@ -96,18 +147,29 @@ class Settings(BaseSettings):
             return self.backend
         return "openai" if (self.api_key or self.base_url) else "local"
 
+    def jrt_repeats_for(self, backend: Literal["openai", "local"] | None = None) -> int:
+        """How often prompts for that kind of model (default: the one in use) hold their
+        context: 2 with JRT, else 1."""
+        kind = backend or self.resolved_backend()
+        return 2 if (self.jrt_local if kind == "local" else self.jrt_server) else 1
+
     def engine_config(self) -> EngineConfig:
         sampling = default_sampling()
         if self.resolved_backend() == "local":
             from longyarn.recurrent_core.backends.local import LocalBackend  # imports torch: only here
 
             sampling.update(LocalBackend.recommended_sampling(sampling))
+        presets = self.all_presets()
+        for role, name in self.role_presets.items():
+            sampling[role] = presets[name].model_copy(update={"max_tokens": sampling[role].max_tokens})
         sampling.update(self.sampling)
         return EngineConfig(
             recall_k=self.recall_k,
             parse_retries=self.parse_retries,
+            degeneration=self.degeneration,
             context_budget_tokens=self.context_budget_tokens,
             sampling=sampling,
+            prompt_folder=prompts_folder(),
         )
 
     def describe_model(self) -> str:
@@ -150,7 +212,9 @@ def load_settings(**overrides: Any) -> Settings:
 # ---- saving (the writers' UI settings screen) ------------------------------------------
 
 # What the settings screen edits; anything else in the file (db, [keymap], ...) is kept as is.
-_SAVED_FIELDS = ("backend", "model", "base_url", "checkpoint", "recall_k", "jrt_repeats")
+_SAVED_FIELDS = ("backend", "model", "base_url", "checkpoint", "recall_k")
+# Saved only when they differ from their defaults, which may yet change for the better.
+_SAVED_UNLESS_DEFAULT = ("jrt_local", "jrt_server")
 
 
 def save_settings(settings: Settings, include_api_key: bool) -> Path:
@@ -178,6 +242,13 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
             document.pop(name, None)
         else:
             document[name] = value
+    document.pop("jrt_repeats", None)  # an earlier version's form of jrt_local
+    for name in _SAVED_UNLESS_DEFAULT:
+        value = getattr(settings, name)
+        if value == Settings.model_fields[name].default:
+            document.pop(name, None)
+        else:
+            document[name] = value
     if include_api_key and settings.api_key is not None:
         document["api_key"] = settings.api_key.get_secret_value()
     else:
@@ -197,6 +268,14 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
         document["sampling"] = sampling
     else:
         document.pop("sampling", None)
+    for table, value in (
+        ("sampling_presets", {name: p.model_dump(exclude_defaults=True) for name, p in settings.sampling_presets.items()}),
+        ("role_presets", dict(settings.role_presets)),
+    ):
+        if value:
+            document[table] = value
+        else:
+            document.pop(table, None)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _toml_document(document)

@@ -25,23 +25,44 @@ from .types import (
     Story,
 )
 
-STORY_BIBLE = "Story bible"
+STORY_BIBLE = "Story bible"  # title, genre and premise
+OUTLINE = "Outline"
+AUTHORS_NOTE = "Author's note"
 SHORT_TERM_MEMORY = "Short-term memory"
 RECALLED_PASSAGES = "Recalled passages"
 PREVIOUS_PARAGRAPH = "Previous paragraph"
-# Trimmed from the start, keeping the end: the part right before the new paragraph matters most.
-TRIMMED_FROM_START = frozenset({PREVIOUS_PARAGRAPH})
+# Sections of the other roles' prompts (see role_prompts).
+NEW_PARAGRAPH = "New paragraph"
+LATEST_PARAGRAPH = "Latest paragraph"
+PREMISE = "Premise"
+TEXT_TO_SUMMARISE = "Text to summarise"
+TEXT_BEFORE = "Text before the passage"
+# Trimmed from the start, keeping the end: the part right before the new text matters most.
+TRIMMED_FROM_START = frozenset({PREVIOUS_PARAGRAPH, TEXT_BEFORE})
 ELLIPSIS = "…"
 
 
 def story_bible_text(story: Story) -> str:
+    """The story bible section: title, genre and premise (the outline is a section of its own,
+    so a long premise can be trimmed before the outline is)."""
     lines = [f"Title: {story.title}"]
     if story.genre:
         lines.append(f"Genre: {story.genre}")
     lines.append(f"Premise: {story.premise}")
-    if story.outline and story.outline != story.premise:
-        lines.append(f"Outline: {story.outline}")
     return "\n".join(lines)
+
+
+def _story_bible_with_outline(story: Story) -> str:
+    """The story bible as steps written before the outline had its own section held it."""
+    text = story_bible_text(story)
+    if story.outline and story.outline != story.premise:
+        text += f"\nOutline: {story.outline}"
+    return text
+
+
+def authors_note_text(story: Story) -> str:
+    note = story.settings.get("authors_note") or ""
+    return str(note.get("text") or "") if isinstance(note, dict) else str(note)
 
 
 def recalled_passages_text(recalled: Iterable[RecalledMemory]) -> str:
@@ -72,15 +93,27 @@ def fingerprint(text: str) -> str:
 
 
 def record_step_context(
-    sections: Iterable[ContextSection], recalled: Iterable[RecalledMemory]
+    sections: Iterable[ContextSection],
+    recalled: Iterable[RecalledMemory],
+    *,
+    template: str = "",
+    budget_tokens: int = 0,
+    prompt_tokens: int = 0,
+    trimmed_elsewhere: Iterable[tuple[str, str, int]] = (),
 ) -> StepContext:
-    """The compact record of a writer prompt that is stored with its step."""
+    """The compact record of a writer prompt that is stored with its step: its sections, the
+    memories it recalled, where its template came from, the budget and the whole prompt's
+    size, and what the step's other requests (memory, planner) had trimmed."""
     return StepContext(
         sections=tuple(
             SectionRecord(s.name, s.tokens, len(s.text), s.trimmed_chars, fingerprint(s.text))
             for s in sections
         ),
         recalled=tuple(recalled),
+        template=template,
+        budget_tokens=budget_tokens,
+        prompt_tokens=prompt_tokens,
+        trimmed_elsewhere=tuple(trimmed_elsewhere),
     )
 
 
@@ -88,8 +121,11 @@ def rebuild_sent_context(
     record: StepContext, *, instruction: str, story: Story, previous: Step | None
 ) -> SentContext:
     """The sections as they were sent, rebuilt from their sources as stored now."""
+    names = {section.name for section in record.sections}
     sources = {
-        STORY_BIBLE: story_bible_text(story),
+        STORY_BIBLE: story_bible_text(story) if OUTLINE in names else _story_bible_with_outline(story),
+        OUTLINE: story.outline if story.outline != story.premise else "",
+        AUTHORS_NOTE: authors_note_text(story),
         SHORT_TERM_MEMORY: previous.short_term_memory if previous else "",
         RECALLED_PASSAGES: recalled_passages_text(record.recalled),
         PREVIOUS_PARAGRAPH: previous.paragraph if previous else "",
@@ -102,7 +138,16 @@ def rebuild_sent_context(
             text = source  # edited since: what it says now, untrimmed, and marked as such
             edited.add(section.name)
         sections.append(ContextSection(section.name, text, section.tokens, section.trimmed_chars))
-    return SentContext(instruction, tuple(sections), record.recalled, frozenset(edited))
+    return SentContext(
+        instruction,
+        tuple(sections),
+        record.recalled,
+        frozenset(edited),
+        template=record.template,
+        budget_tokens=record.budget_tokens,
+        prompt_tokens=record.prompt_tokens,
+        trimmed_elsewhere=record.trimmed_elsewhere,
+    )
 
 
 def load_sent_context(store: StoryStore, step_id: str) -> SentContext | None:

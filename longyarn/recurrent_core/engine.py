@@ -12,46 +12,34 @@ import asyncio
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Literal
 
 import numpy as np
 
-from . import prompts
-from .backends.base import GenerationRequest, ModelBackend
-from .context import (
-    PREVIOUS_PARAGRAPH,
-    RECALLED_PASSAGES,
-    SHORT_TERM_MEMORY,
-    STORY_BIBLE,
-    TRIMMED_FROM_START,
-    record_step_context,
-    recalled_passages_text,
-    story_bible_text,
-    trim_text,
-)
+from .backends.base import ModelBackend
+from .context import record_step_context
 from .embeddings import Embedder
+from .engine_config import EngineConfig, default_sampling
 from .errors import InvalidInput, ModelError, StreamInterrupted
+from .guard import ParagraphGuard
 from .memory import RecallIndex
+from .model_calls import ModelCalls
 from .replies import fallbacks as fallback_sentences
 from .replies.bible import parse_bible, title_from_premise
 from .replies.chooser import parse_choice
 from .replies.clean import has_reasoning_tag, streamed_prose
-from .replies.roles import JSON_SCHEMAS, describe_problem
 from .replies.sentences import ends_mid_sentence, trim_to_last_sentence
 from .replies.writer import clean_paragraph
+from .role_prompts import PromptFitter
 from .step_outputs import StepOutputs, outputs_from_paragraph, resolve_step_outputs
 from .store import StoryStore
 from .types import (
-    ContextSection,
-    MemoryEntry,
     NewStep,
     ParagraphDelta,
     PhaseChanged,
     Prompt,
     RecalledMemory,
-    Role,
-    Sampling,
     Step,
     StepCompleted,
     StepEvent,
@@ -67,37 +55,57 @@ OPENING_INSTRUCTION = (
 )
 MAX_INSTRUCTION_CHARS = 4000
 
-
-def default_sampling() -> dict[Role, Sampling]:
-    """Per-role sampling: a freer writer, a steadier memory keeper and planner.
-
-    max_tokens is a ceiling, not a target: the prompts ask for about 220 words of prose, 150 of
-    memory. It leaves room for stories outside English, where a word can cost 3-4 tokens
-    (Cyrillic or CJK text on Llama-3 or Mistral tokenizers).
-    """
-    return {
-        "bible": Sampling(temperature=0.9, max_tokens=1200),
-        "writer": Sampling(temperature=0.9, top_p=0.95, max_tokens=900),
-        "memory": Sampling(temperature=0.3, max_tokens=800),
-        "planner": Sampling(temperature=0.8, max_tokens=600),
-        "chooser": Sampling(temperature=0.2, max_tokens=20),
-    }
-
-
-@dataclass
-class EngineConfig:
-    recall_k: int = 3
-    parse_retries: int = 2  # repair prompts after an unreadable memory/planner/bible reply
-    step_attempts: int = 2  # whole-step retries when a paragraph's stream is cut
-    context_budget_tokens: int = 3000  # per prompt; recalled passages are trimmed first
-    sampling: dict[str, Sampling] = field(default_factory=default_sampling)
+__all__ = ["Engine", "EngineConfig", "OPENING_INSTRUCTION", "default_sampling"]
 
 
 @dataclass(frozen=True)
-class _RoleReply:
-    text: str | None  # None: no readable reply after the retries
+class StepPlan:
+    """What a paragraph is written from (see `Engine.plan_step`)."""
+
+    story: Story
+    parent_id: str | None
+    instruction: str
+    short_term_memory: str
+    recalled: tuple[RecalledMemory, ...]
+    fitter: PromptFitter
+    prompt: Prompt  # the writer's, within the budget
+    prompt_tokens: int
+
+    def started(self) -> StepStarted:
+        return StepStarted(
+            self.story.id, self.instruction, self.prompt.context, self.recalled,
+            template=self.prompt.template, budget_tokens=self.fitter.budget_tokens,
+            prompt_tokens=self.prompt_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What follows a paragraph: its embedding, the new memory and instructions, the usage, and
+    what the memory and planner prompts trimmed to fit: (role, section, characters)."""
+
+    vector: np.ndarray
+    outputs: StepOutputs
     usage: Usage
-    cut_off: bool = False  # the reply hit max_tokens (finish_reason "length")
+    trimmed: tuple[tuple[str, str, int], ...]
+
+
+def finished_paragraph(raw: str, instruction: str, finish_reason: str | None) -> tuple[str, tuple[str, ...]]:
+    """A writer reply as the paragraph to keep, and the fallbacks taken ("" if none is left).
+
+    Raises `ModelError` when the model spent its whole length limit reasoning.
+    """
+    paragraph = clean_paragraph(raw, instruction)
+    fallbacks: tuple[str, ...] = ()
+    if paragraph and finish_reason == "length" and ends_mid_sentence(paragraph):
+        trimmed = trim_to_last_sentence(paragraph)
+        if trimmed != paragraph:
+            paragraph, fallbacks = trimmed, (fallback_sentences.PARAGRAPH_CUT,)
+        else:
+            fallbacks = (fallback_sentences.PARAGRAPH_CUT_KEPT,)
+    if not paragraph and finish_reason == "length" and has_reasoning_tag(raw):
+        raise ModelError(fallback_sentences.ONLY_REASONING)  # asking again would only reason again
+    return paragraph, fallbacks
 
 
 class Engine:
@@ -114,6 +122,8 @@ class Engine:
         self.backend = backend
         self.embedder = embedder
         self.config = config or EngineConfig()
+        # Reads `self.config` on every call: settings saved between steps apply to the next one.
+        self.calls = ModelCalls(backend, lambda: self.config)
         self.recall_index = RecallIndex(store, embedder.name)
         self._branch_cache: dict[str, tuple[str, list[str]]] = {}
         self._branch_lock = threading.Lock()
@@ -143,9 +153,13 @@ class Engine:
             outline = premise if outline is None else outline
             fallbacks = (fallback_sentences.PROSE_ONLY_BIBLE,)
         elif title is None or outline is None:
-            bible = await self._ask_structured("bible", self._bible_prompt(premise, genre))
+            fitter = self.fitter(None)
+            bible_prompt = fitter.bible(premise, genre)
+            bible = await self._ask_structured("bible", bible_prompt, fitter)
             parsed = parse_bible(bible.text or "", cut_off=bible.cut_off)
             fallbacks_list = []
+            if bible_prompt.context[0].trimmed_chars:
+                fallbacks_list.append(fallback_sentences.PREMISE_TRIMMED)
             if title is None:
                 title = parsed.title or title_from_premise(premise)
                 if not parsed.title:
@@ -185,28 +199,19 @@ class Engine:
         None means the opening instruction for an empty story. Yields events; the last one is
         `StepCompleted`. Raises `ModelError` (nothing stored) if the model fails for good.
         """
-        story = await asyncio.to_thread(self.store.get_story, story_id)
-        parent_id = story.head_step_id if parent_step_id == "head" else parent_step_id
-        previous = await asyncio.to_thread(self.store.get_step, parent_id) if parent_id else None
-        if instruction is None:
-            instruction = OPENING_INSTRUCTION if previous is None else previous.next_instructions[0]
-        instruction = _clean_text(instruction, "instruction", MAX_INSTRUCTION_CHARS)
-
-        short_term_memory = previous.short_term_memory if previous else ""
-        previous_paragraph = previous.paragraph if previous else ""
-
-        recalled = await asyncio.to_thread(self._recall, story_id, instruction, parent_id)
-        writer_prompt = self._writer_prompt(story, instruction, short_term_memory, recalled, previous_paragraph)
-        yield StepStarted(story_id, instruction, writer_prompt.context, tuple(recalled))
+        plan = await self.plan_step(story_id, instruction, parent_step_id)
+        yield plan.started()
 
         usage = Usage()
-        paragraph = ""
-        paragraph_fallbacks: tuple[str, ...] = ()
-        for attempt in range(1, self.config.step_attempts + 1):
+        # A paragraph that degenerates (copies, loops, leaks markup, is empty) is written again.
+        guard = ParagraphGuard(plan.prompt, self.config.degeneration)
+        cuts = 0
+        while not guard.settled:
             yield PhaseChanged("writing")
             raw, shown, finish_reason = "", "", None
+            sampling = guard.sampling(self.calls.sampling("writer"))
             try:
-                async for chunk in self.backend.stream(self._request("writer", writer_prompt)):
+                async for chunk in self.backend.stream(self.calls.request("writer", plan.prompt, sampling=sampling)):
                     if chunk.usage:
                         usage += chunk.usage
                     finish_reason = chunk.finish_reason or finish_reason
@@ -223,81 +228,115 @@ class Engine:
                         delta, shown = visible[len(shown) :], visible
                         yield ParagraphDelta(delta, shown)
             except ModelError as error:
-                if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
+                cuts += 1
+                if not isinstance(error, StreamInterrupted) or cuts == self.config.step_attempts:
                     raise
                 log.warning("paragraph stream was cut; writing it again (%s)", error)
                 continue
-            paragraph = clean_paragraph(raw, instruction)
-            if paragraph and finish_reason == "length" and ends_mid_sentence(paragraph):
-                trimmed = trim_to_last_sentence(paragraph)
-                if trimmed != paragraph:
-                    paragraph, paragraph_fallbacks = trimmed, (fallback_sentences.PARAGRAPH_CUT,)
-                else:
-                    paragraph_fallbacks = (fallback_sentences.PARAGRAPH_CUT_KEPT,)
-            if paragraph:
-                break
-            if finish_reason == "length" and has_reasoning_tag(raw):
-                # Asking again would only reason again.
-                raise ModelError(fallback_sentences.ONLY_REASONING)
-            if attempt == self.config.step_attempts:
-                raise ModelError(fallback_sentences.EMPTY_PARAGRAPH_TWICE)
+            guard.judge(*finished_paragraph(raw, plan.instruction, finish_reason))
+        paragraph, paragraph_fallbacks = guard.outcome()
+        if guard.kept_an_earlier_attempt:  # not the one just shown: show it again
+            yield PhaseChanged("writing")
+            yield ParagraphDelta(paragraph, paragraph)
 
         yield PhaseChanged("remembering")
-        if self.backend.info.prose_only:
-            paragraph_vector = await asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0])
-            outputs = outputs_from_paragraph(
-                old_memory=short_term_memory, paragraph=paragraph, outline=story.outline
-            )
-        else:
-            paragraph_vector, outputs, memory_and_plan_usage = await self._remember_and_plan(
-                story, instruction, short_term_memory, paragraph
-            )
-            usage = usage + memory_and_plan_usage
-        fallbacks = paragraph_fallbacks + outputs.fallbacks + self.backend.take_notices()
-
+        remembered = await self.remember(plan, paragraph)
+        usage = usage + remembered.usage
         yield PhaseChanged("committing")
+        step, fallbacks = await self.commit(
+            plan, paragraph, remembered, paragraph_fallbacks, branch_owner=branch_owner, move_head=move_head
+        )
+        yield StepCompleted(step, usage, fallbacks)
+
+    async def plan_step(
+        self, story_id: str, instruction: str | None, parent_step_id: str | None | Literal["head"] = "head"
+    ) -> StepPlan:
+        """What the next paragraph after `parent_step_id` is written from: the instruction
+        (checked), the memories it recalls, and the writer's prompt within the budget."""
+        story = await asyncio.to_thread(self.store.get_story, story_id)
+        parent_id = story.head_step_id if parent_step_id == "head" else parent_step_id
+        previous = await asyncio.to_thread(self.store.get_step, parent_id) if parent_id else None
+        if instruction is None:
+            instruction = OPENING_INSTRUCTION if previous is None else previous.next_instructions[0]
+        instruction = _clean_text(instruction, "instruction", MAX_INSTRUCTION_CHARS)
+        short_term_memory = previous.short_term_memory if previous else ""
+        recalled = await asyncio.to_thread(self._recall, story_id, instruction, parent_id)
+        fitter = self.fitter(story_id)
+        prompt = fitter.writer(story, instruction, short_term_memory, recalled, previous.paragraph if previous else "")
+        return StepPlan(
+            story, parent_id, instruction, short_term_memory, tuple(recalled), fitter, prompt,
+            self.backend.prompt_tokens(prompt),
+        )
+
+    async def remember(self, plan: StepPlan, paragraph: str) -> Remembered:
+        """The paragraph's embedding, the new short-term memory and the next three instructions
+        (asked of the model, or derived from the paragraph for a prose-only model)."""
+        if self.backend.info.prose_only:
+            vector = await asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0])
+            outputs = outputs_from_paragraph(
+                old_memory=plan.short_term_memory, paragraph=paragraph, outline=plan.story.outline
+            )
+            return Remembered(vector, outputs, Usage(), ())
+        return await self._remember_and_plan(
+            plan.story, plan.instruction, plan.short_term_memory, paragraph, plan.fitter
+        )
+
+    async def commit(
+        self,
+        plan: StepPlan,
+        paragraph: str,
+        remembered: Remembered,
+        paragraph_fallbacks: tuple[str, ...] = (),
+        *,
+        branch_owner: str | None = None,
+        move_head: bool = True,
+    ) -> tuple[Step, tuple[str, ...]]:
+        """Store the paragraph as a step after the plan's parent, in one transaction; the step
+        and the fallbacks it took. Once it starts it finishes, even if the caller is cancelled
+        meanwhile: a half-known outcome would be worse than a step that landed."""
+        fallbacks = paragraph_fallbacks + remembered.outputs.fallbacks + self.backend.take_notices()
         new_step = NewStep(
-            story_id=story_id,
-            parent_id=parent_id,
-            instruction=instruction,
+            story_id=plan.story.id,
+            parent_id=plan.parent_id,
+            instruction=plan.instruction,
             paragraph=paragraph,
-            short_term_memory=outputs.short_term_memory,
-            memory_reason=outputs.memory_reason,
-            next_instructions=outputs.instructions,
+            short_term_memory=remembered.outputs.short_term_memory,
+            memory_reason=remembered.outputs.memory_reason,
+            next_instructions=remembered.outputs.instructions,
             backend=self.backend.info.name,
             model=self.backend.info.model,
             fallbacks=fallbacks,
             branch_owner=branch_owner,
             # Stored with the step, so the context viewer can show it for any paragraph later.
-            context=record_step_context(writer_prompt.context, recalled),
+            context=record_step_context(
+                plan.prompt.context,
+                plan.recalled,
+                template=plan.prompt.template,
+                budget_tokens=plan.fitter.budget_tokens,
+                prompt_tokens=plan.prompt_tokens,
+                trimmed_elsewhere=remembered.trimmed,
+            ),
         )
-        # Once committing starts it finishes, even if the caller is cancelled meanwhile:
-        # a half-known outcome would be worse than a step that landed.
-        commit = asyncio.ensure_future(asyncio.to_thread(self._commit, new_step, paragraph_vector, move_head))
+        story_id = plan.story.id
+        commit = asyncio.ensure_future(asyncio.to_thread(self._commit, new_step, remembered.vector, move_head))
         self._commits_in_flight[story_id] = commit
         commit.add_done_callback(lambda done: self._forget_commit(story_id, done))
-        step = await asyncio.shield(commit)
-        yield StepCompleted(step, usage, fallbacks)
+        return await asyncio.shield(commit), fallbacks
 
     async def _remember_and_plan(
-        self, story: Story, instruction: str, short_term_memory: str, paragraph: str
-    ) -> tuple[np.ndarray, StepOutputs, Usage]:
-        """The paragraph's embedding, and the model's new memory and three instructions."""
+        self, story: Story, instruction: str, short_term_memory: str, paragraph: str, fitter: PromptFitter
+    ) -> Remembered:
+        """The paragraph's embedding, the model's new memory and three instructions, and what
+        their prompts had trimmed to fit the budget: (role, section, characters)."""
+        memory_prompt = fitter.memory(instruction, short_term_memory, paragraph)
+        planner_prompt = fitter.planner(story, short_term_memory, paragraph)
         # A finished paragraph is worth keeping even if these calls fail for good: the
         # resolver then keeps the old memory or derives instructions, and says so.
         # The paragraph's embedding is computed while the model works on memory and plans.
         paragraph_vector, memory_reply, planner_reply = await asyncio.gather(
             asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
-            self._ask_structured(
-                "memory",
-                self._memory_prompt(story, instruction, short_term_memory, paragraph),
-                give_up_quietly=True,
-            ),
-            self._ask_structured(
-                "planner",
-                self._planner_prompt(story, short_term_memory, paragraph),
-                give_up_quietly=True,
-            ),
+            self._ask_structured("memory", memory_prompt, fitter, give_up_quietly=True),
+            self._ask_structured("planner", planner_prompt, fitter, give_up_quietly=True),
         )
         outputs = resolve_step_outputs(
             memory_reply=memory_reply.text,
@@ -308,7 +347,13 @@ class Engine:
             memory_cut_off=memory_reply.cut_off,
             planner_cut_off=planner_reply.cut_off,
         )
-        return paragraph_vector, outputs, memory_reply.usage + planner_reply.usage
+        trimmed = tuple(
+            (prompt.role, section.name, section.trimmed_chars)
+            for prompt in (memory_prompt, planner_prompt)
+            for section in prompt.context
+            if section.trimmed_chars
+        )
+        return Remembered(paragraph_vector, outputs, memory_reply.usage + planner_reply.usage, trimmed)
 
     async def wait_for_commit(self, story_id: str) -> Step | None:
         """The step a cancelled `step` of this story was committing, once it has landed.
@@ -350,19 +395,21 @@ class Engine:
             return rng.choice(options), None
         if self.backend.info.prose_only:
             return options[0], fallback_sentences.PROSE_ONLY_CHOICE
-        prompt = prompts.render_prompt(
-            "chooser",
-            context_sections=(
-                ContextSection("Short-term memory", step.short_term_memory, 0),
-                ContextSection("Latest paragraph", step.paragraph, 0),
-            ),
-            instructions="\n".join(f"{i}. {text}" for i, text in enumerate(options, 1)),
-        )
-        reply = await self._ask_structured("chooser", prompt)
+        fitter = self.fitter(step.story_id)
+        prompt = fitter.chooser(step.short_term_memory, step.paragraph, options)
+        reply = await self._ask_structured("chooser", prompt, fitter)
         choice = parse_choice(reply.text or "")
         if choice is None or not 1 <= choice <= len(options):
             return options[0], fallback_sentences.CHOICE_UNREADABLE
         return options[choice - 1], None
+
+    async def story(self, story_id: str) -> Story:
+        """The story as stored now."""
+        return await asyncio.to_thread(self.store.get_story, story_id)
+
+    async def previous_step(self, step: Step) -> Step | None:
+        """The step before `step` in its branch (None for a story's first paragraph)."""
+        return await asyncio.to_thread(self.store.get_step, step.parent_id) if step.parent_id else None
 
     # ---- edits that keep long-term memory in step -----------------------------------
 
@@ -432,159 +479,14 @@ class Engine:
             self.recall_index.note_commit(new_step.story_id, entry, vector, version)
         return step
 
-    def _request(
-        self, role: str, prompt: Prompt, json_schema: dict | None = None, *, token_scale: int = 1
-    ) -> GenerationRequest:
-        sampling = self.config.sampling.get(role) or Sampling()
-        if token_scale > 1:
-            sampling = sampling.model_copy(
-                update={"max_tokens": min(32768, sampling.max_tokens * token_scale)}
-            )
-        return GenerationRequest(prompt=prompt, sampling=sampling, json_schema=json_schema)
+    def fitter(self, story_id: str | None) -> PromptFitter:
+        """Builds this story's prompts within the context budget (see `role_prompts`)."""
+        return self.calls.fitter(story_id)
 
-    async def _complete(self, request: GenerationRequest) -> tuple[str, Usage, bool]:
-        """The whole reply, its usage, and whether max_tokens cut it off."""
-        text, usage, cut_off = "", Usage(), False
-        for attempt in range(1, self.config.step_attempts + 1):
-            text, usage, cut_off = "", Usage(), False
-            try:
-                async for chunk in self.backend.stream(request):
-                    text += chunk.text
-                    if chunk.usage:
-                        usage += chunk.usage
-                    if chunk.finish_reason:
-                        cut_off = chunk.finish_reason == "length"
-                return text, usage, cut_off
-            except ModelError as error:
-                if not isinstance(error, StreamInterrupted) or attempt == self.config.step_attempts:
-                    raise
-        return text, usage, cut_off
-
-    async def _ask_structured(self, role: str, prompt: Prompt, *, give_up_quietly: bool = False) -> _RoleReply:
-        """Ask a role for structured output; repair unreadable replies a bounded number of times.
-
-        With `give_up_quietly`, a model that fails for good yields no reply instead of an error.
-        """
-        schema = JSON_SCHEMAS.get(role)
-        request = self._request(role, prompt, schema)
-        usage = Usage()
-        token_scale = 1
-        cut_text: str | None = None  # the latest reply cut off by max_tokens: its complete part is usable
-        for _ in range(self.config.parse_retries + 1):
-            try:
-                text, call_usage, cut_off = await self._complete(request)
-            except ModelError as error:
-                if cut_text is not None:
-                    # Asking again failed (e.g. the larger max_tokens overran the context): keep
-                    # what the cut reply gave; the resolvers say it was cut.
-                    log.warning("asking the %s again failed; using its cut reply (%s)", role, error)
-                    return _RoleReply(cut_text, usage, True)
-                if not give_up_quietly:
-                    raise
-                log.warning("the %s call failed; using its fallback (%s)", role, error)
-                return _RoleReply(None, usage)
-            usage += call_usage
-            problem = describe_problem(role, text, cut_off=cut_off)
-            if problem is None:
-                return _RoleReply(text, usage, cut_off)
-            if cut_off and text.strip():
-                cut_text = text
-            log.info("unreadable %s reply (%s); asking again", role, problem)
-            if cut_off:
-                token_scale *= 2  # the same limit would cut the answer again
-            request = self._request(
-                role, self._repair_prompt(prompt, text, problem), schema, token_scale=token_scale
-            )
-        if cut_text is not None and not cut_off:
-            # A cut reply beats a later one that could not be read at all ("I'm sorry ...").
-            return _RoleReply(cut_text, usage, True)
-        # The last reply may still hold usable parts; the resolvers decide and say so.
-        return _RoleReply(text if text.strip() else None, usage, cut_off)
-
-    def _section(self, name: str, text: str) -> ContextSection:
-        return ContextSection(name, text, self.backend.count_tokens(text))
-
-    def _story_bible(self, story: Story) -> ContextSection:
-        return self._section(STORY_BIBLE, story_bible_text(story))
-
-    def _fit(self, sections: list[ContextSection], trim_order: list[str]) -> tuple[ContextSection, ...]:
-        """Trim sections in `trim_order` (tail first) until the prompt fits the token budget."""
-        budget = self.config.context_budget_tokens
-        sections = list(sections)
-        for name in trim_order:
-            total = sum(s.tokens for s in sections)
-            if total <= budget:
-                break
-            for i, section in enumerate(sections):
-                if section.name != name or not section.text:
-                    continue
-                excess_tokens = total - budget
-                keep_tokens = max(0, section.tokens - excess_tokens)
-                keep_chars = int(len(section.text) * keep_tokens / max(1, section.tokens))
-                kept = trim_text(section.text, keep_chars, from_start=name in TRIMMED_FROM_START)
-                sections[i] = ContextSection(
-                    name,
-                    kept,
-                    self.backend.count_tokens(kept),
-                    section.trimmed_chars + len(section.text) - len(kept),
-                )
-        return tuple(sections)
-
-    def _bible_prompt(self, premise: str, genre: str) -> Prompt:
-        return prompts.render_prompt("bible", context_sections=(), premise=premise, genre=genre or "any")
-
-    def _writer_prompt(
-        self,
-        story: Story,
-        instruction: str,
-        short_term_memory: str,
-        recalled: list[RecalledMemory],
-        previous_paragraph: str,
-    ) -> Prompt:
-        # Most relevant first, so that trimming from the tail drops the weakest recollections.
-        # longyarn.recurrent_core.context rebuilds these sections from the same sources for the viewer.
-        sections = [
-            self._story_bible(story),
-            self._section(SHORT_TERM_MEMORY, short_term_memory),
-            self._section(RECALLED_PASSAGES, recalled_passages_text(recalled)),
-            self._section(PREVIOUS_PARAGRAPH, previous_paragraph),
-        ]
-        context = self._fit(sections, [RECALLED_PASSAGES, STORY_BIBLE, PREVIOUS_PARAGRAPH, SHORT_TERM_MEMORY])
-        return prompts.render_prompt("writer", context_sections=context, instruction=instruction)
-
-    def _memory_prompt(self, story: Story, instruction: str, short_term_memory: str, paragraph: str) -> Prompt:
-        sections = [
-            self._section("Short-term memory", short_term_memory or "(empty: this is the story's start)"),
-            self._section("New paragraph", paragraph),
-        ]
-        context = self._fit(sections, ["Short-term memory"])
-        return prompts.render_prompt("memory", context_sections=context, instruction=instruction)
-
-    def _planner_prompt(self, story: Story, short_term_memory: str, paragraph: str) -> Prompt:
-        sections = [
-            self._story_bible(story),
-            self._section("Short-term memory", short_term_memory),
-            self._section("New paragraph", paragraph),
-        ]
-        context = self._fit(sections, ["Story bible", "Short-term memory"])
-        return prompts.render_prompt("planner", context_sections=context)
-
-    def _repair_prompt(self, original: Prompt, reply: str, problem: str) -> Prompt:
-        repair = prompts.render_prompt(
-            "repair",
-            context_sections=original.context,
-            problem=problem,
-            previous_reply=reply[-2000:],
-            original_task=original.task,
-            output_format=original.output_format,
-        )
-        return Prompt(
-            role=original.role,
-            system=original.system,
-            task=repair.task,
-            context=original.context,
-            output_format=repair.output_format or original.output_format,
-        )
+    async def _ask_structured(
+        self, role: str, prompt: Prompt, fitter: PromptFitter, *, give_up_quietly: bool = False
+    ):  # noqa: ANN202 - a RoleReply
+        return await self.calls.ask_structured(role, prompt, fitter, give_up_quietly=give_up_quietly)
 
 
 def _clean_text(text: str, what: str, limit: int | None = None) -> str:

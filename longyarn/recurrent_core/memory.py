@@ -110,7 +110,8 @@ class RecallIndex:
                 # Grow geometrically so appends cost O(1) amortised.
                 capacity = max(16, cached.matrix.shape[0] * 2)
                 grown = np.empty((capacity, vector.shape[0]), dtype=np.float32)
-                grown[: cached.size] = cached.live()
+                if cached.size:  # an empty cache may have no width yet: (0, 0)
+                    grown[: cached.size] = cached.live()
                 cached.matrix = grown
             cached.matrix[cached.size] = vector
             cached.row_of_step[entry.step_id] = cached.size

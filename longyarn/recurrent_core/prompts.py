@@ -35,6 +35,13 @@ Each role has one file, `recurrent_core/prompt_files/<role>.md`, in a small mark
 
 Story text (paragraphs, memories, the story bible) never goes through a template: it travels
 as `ContextSection`s, which the layout functions below place under headings.
+
+A writer's own templates
+------------------------
+`load_template(role, folders)` looks for `<role>.md` in each of `folders` first (the front end
+passes a story's own folder, then the writer's), and uses the shipped file when none has it.
+A template of one's own is parsed exactly as the shipped ones are; one with a mistake is an
+error that names its file, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -42,8 +49,9 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
+from pathlib import Path
 from importlib.resources.abc import Traversable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from .errors import LongyarnError
@@ -77,6 +85,7 @@ class PromptTemplate:
     task: str
     output: str
     cue: str = _DEFAULT_CUE
+    source: str = ""  # the file of a writer's own template; "" for the shipped one
 
     @property
     def fields(self) -> frozenset[str]:
@@ -121,14 +130,62 @@ def quote(text: str) -> str:
     return f"{QUOTE_OPEN}{inner}{QUOTE_CLOSE}"
 
 
-@functools.lru_cache(maxsize=None)
-def load_template(role: str) -> PromptTemplate:
-    """Read and parse `prompt_files/<role>.md` from the installed package (cached)."""
+ROLES = ("writer", "memory", "planner", "bible", "chooser", "repair", "summary", "passage")
+"""The roles that have a template, each in `prompt_files/<role>.md`."""
+
+
+def load_template(role: str, folders: tuple[Path, ...] = ()) -> PromptTemplate:
+    """`role`'s template: the first `<role>.md` in `folders`, else the shipped one (cached;
+    a file of one's own is read again once it changes)."""
+    _check_role(role)
+    own = find_own_template(role, folders)
+    if own is not None:
+        try:
+            return _own_template(role, own, own.stat().st_mtime_ns)
+        except FileNotFoundError:  # removed meanwhile: the shipped one applies
+            pass
+    return _shipped_template(role)
+
+
+def find_own_template(role: str, folders: tuple[Path, ...]) -> Path | None:
+    """The file of the first folder that has a template for `role`, if any."""
+    for folder in folders:
+        candidate = Path(folder) / f"{role}.md"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def shipped_template_text(role: str) -> str:
+    """The text of the template longyarn ships for `role`."""
+    _check_role(role)
+    return _template_folder().joinpath(f"{role}.md").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=64)
+def _own_template(role: str, path: Path, _mtime_ns: int) -> PromptTemplate:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PromptTemplateError(
+            f"Your prompt template {path} could not be read ({error}); nothing was sent to the "
+            "model; fix the file, or reset it to the shipped one (longyarn prompts reset)."
+        ) from None
+    template = parse_template(role, source, str(path))
+    return replace(template, source=str(path))
+
+
+def _check_role(role: str) -> None:
     if not isinstance(role, str) or not _ROLE_NAME.match(role):
         raise PromptTemplateError(
             f"{role!r} is not a prompt role name; no template was loaded; use a lowercase "
             f"name such as 'writer'."
         )
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_template(role: str) -> PromptTemplate:
+    """Read and parse `prompt_files/<role>.md` from the installed package (cached)."""
     resource = _template_folder().joinpath(f"{role}.md")
     where = f"{TEMPLATE_FOLDER}/{role}.md"
     try:
@@ -187,22 +244,31 @@ def parse_template(role: str, source: str, where: str = "the template") -> Promp
     return PromptTemplate(role, sections["system"], sections["task"], sections["output"], cue)
 
 
-def render_prompt(role: str, *, context_sections: Iterable[ContextSection], **fields: object) -> Prompt:
-    """Load `role`'s template, fill in `fields`, and attach the context sections."""
-    system, task, output_format = load_template(role).render(**fields)
+def render_prompt(
+    role: str,
+    *,
+    context_sections: Iterable[ContextSection],
+    folders: tuple[Path, ...] = (),
+    **fields: object,
+) -> Prompt:
+    """Load `role`'s template (see `load_template`), fill in `fields`, and attach the context
+    sections."""
+    template = load_template(role, folders)
+    system, task, output_format = template.render(**fields)
     return Prompt(
         role=role,  # type: ignore[arg-type]  # repair/chooser are roles too
         system=system,
         task=task,
         context=tuple(context_sections),
         output_format=output_format,
+        template=template.source,
     )
 
 
-def completion_cue(role: str) -> str:
+def completion_cue(role: str, folders: tuple[Path, ...] = ()) -> str:
     """The text a base model's prompt ends with for `role`; parse `cue + reply` afterwards."""
     try:
-        return load_template(role).cue
+        return load_template(role, folders).cue
     except PromptTemplateError:
         return _DEFAULT_CUE
 
@@ -275,7 +341,7 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
     body = user_content(prompt, jrt_repeats)
     if chat:
         return chat_transcript([("user", "\n".join(part for part in (system, body) if part))])
-    cue = completion_cue(prompt.role)
+    cue = completion_cue(prompt.role, (Path(prompt.template).parent,) if prompt.template else ())
     if prompt.role == "writer":
         # A base model continues prose best straight after prose: end on the story itself.
         previous = next(

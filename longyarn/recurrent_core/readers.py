@@ -52,6 +52,22 @@ class ReaderPlace:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class ReaderMove:
+    """A paragraph being written for a reader, in whichever server process took it on.
+
+    `parent_step_id` is the paragraph it follows (None: the story's first); the move is live
+    until `lease_until`, which the process writing it keeps pushing forward.
+    """
+
+    reader_id: str
+    story_id: str
+    parent_step_id: str | None
+    instruction: str
+    started_at: datetime
+    lease_until: datetime
+
+
 class ReaderStore(Protocol):
     # ---- readers ----
     def create_reader(self, *, reader_id: str, name: str, token_hash: str) -> Reader:
@@ -89,6 +105,27 @@ class ReaderStore(Protocol):
         """Save slots by name, or bookmarks oldest first."""
 
     def delete_reader_place(self, reader_id: str, place_id: str) -> None: ...
+
+    # ---- the paragraph being written for a reader ----
+    def begin_reader_move(
+        self, reader_id: str, story_id: str, parent_step_id: str | None, instruction: str,
+        *, lease_s: float, now: datetime | None = None,
+    ) -> ReaderMove | None:
+        """Claim the reader's one move in the story for `lease_s` seconds; None (nothing
+        claimed) while another live move holds it. A move whose lease ran out is replaced."""
+
+    def renew_reader_move(
+        self, reader_id: str, story_id: str, *, lease_s: float, now: datetime | None = None
+    ) -> None:
+        """Keep the reader's move live for `lease_s` more seconds."""
+
+    def end_reader_move(self, reader_id: str, story_id: str) -> None:
+        """The move is over (written, failed or stopped): the reader may move again."""
+
+    def reader_move(
+        self, reader_id: str, story_id: str, *, now: datetime | None = None
+    ) -> ReaderMove | None:
+        """The reader's live move in the story, if one is being written anywhere."""
 
     # ---- rate limit ----
     def reserve_reader_generation(

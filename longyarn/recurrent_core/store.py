@@ -88,6 +88,11 @@ class StoryStore(Protocol):
         same transaction.
         """
 
+    def restore_paragraph(self, step_id: str, *, move_head: bool = False) -> Step:
+        """Bring a deleted paragraph back into the story, and its memory back into recall (undo
+        of `delete_paragraph`); with `move_head`, writing continues from it, in the same
+        transaction."""
+
     def update_short_term_memory(self, step_id: str, short_term_memory: str) -> Step:
         """A person's edit of the short-term memory; the next step reads it."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["bible", "writer", "memory", "planner", "chooser", "repair"]
 
@@ -124,6 +124,7 @@ class Prompt:
     task: str
     context: tuple[ContextSection, ...]
     output_format: str = ""  # how to answer, e.g. the labels or JSON keys expected
+    template: str = ""  # where its template came from: "" for the shipped one, else the file
 
 
 class Sampling(BaseModel):
@@ -135,10 +136,20 @@ class Sampling(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)  # 0 means off
     max_tokens: int = Field(600, ge=1, le=32768)
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)  # keep tokens at least min_p x the likeliest's probability; 0 is off
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=3.0)  # divides repeated tokens' logits (llama.cpp, HF); 1 is off
     penalty_decay: float = Field(0.996, ge=0.0, le=1.0)  # RWKV-style decay of penalties
+    stop: tuple[str, ...] = Field((), max_length=4)  # the reply ends before any of these (OpenAI takes 4)
     seed: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings_have_text(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not text for text in value):
+            raise ValueError("a stop sequence cannot be empty")
+        return value
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,11 @@ class StepContext:
 
     sections: tuple[SectionRecord, ...]
     recalled: tuple[RecalledMemory, ...]
+    template: str = ""  # the writer template's file when it was the writer's own; "" if shipped
+    budget_tokens: int = 0  # the context budget the prompt was fitted to (0: not recorded)
+    prompt_tokens: int = 0  # the whole prompt, as the backend counted it
+    # (request, section, characters) trimmed from the step's other requests (memory, planner).
+    trimmed_elsewhere: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,10 @@ class SentContext:
     recalled: tuple[RecalledMemory, ...]
     # Sections whose source was edited after the paragraph was written: shown as they read now.
     edited_since: frozenset[str] = frozenset()
+    template: str = ""
+    budget_tokens: int = 0
+    prompt_tokens: int = 0
+    trimmed_elsewhere: tuple[tuple[str, str, int], ...] = ()
 
 
 # ---- events streamed by a step -------------------------------------------------------
@@ -185,6 +205,9 @@ class StepStarted:
     instruction: str
     context: tuple[ContextSection, ...]
     recalled: tuple[RecalledMemory, ...]
+    template: str = ""  # the writer template's file when it is the writer's own
+    budget_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

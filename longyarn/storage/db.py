@@ -22,7 +22,13 @@ from sqlalchemy.exc import OperationalError
 from longyarn.recurrent_core.errors import LongyarnError
 
 from .readers import SqlReaders
-from .sessions import create_store_engine, database_url, describe_location, for_writing
+from .sessions import (
+    create_store_engine,
+    database_url,
+    describe_location,
+    for_writing,
+    read_only_sqlite_url,
+)
 from .stories import SqlStories
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -37,12 +43,16 @@ class SqlStore(SqlStories, SqlReaders):
     """
 
 
-def open_store(url_or_path: str | os.PathLike[str]) -> SqlStore:
+def open_store(url_or_path: str | os.PathLike[str], *, read_only: bool = False) -> SqlStore:
     """Open (creating or upgrading to the newest schema) the database at a URL or a file path.
 
     A plain path means SQLite at that path; its parent folders are created. Any SQLAlchemy URL
     works, e.g. ``postgresql://user@host/longyarn`` (psycopg: the ``postgres`` extra).
+    With `read_only`, nothing is created, upgraded or written: what commands that only read
+    use, so that they work on a database they may not change (see `open_read_only`).
     """
+    if read_only:
+        return open_read_only(url_or_path)
     engine = create_store_engine(database_url(url_or_path))
     try:
         _check_reachable(engine)
@@ -51,6 +61,61 @@ def open_store(url_or_path: str | os.PathLike[str]) -> SqlStore:
         engine.dispose()
         raise
     return SqlStore(engine)
+
+
+def open_read_only(url_or_path: str | os.PathLike[str]) -> SqlStore:
+    """The database as it is, for reading only: a SQLite file that may not be written (its file,
+    its folder or its mount read-only), or a server account that may only read. It must be at
+    the newest schema already, since upgrading it would write."""
+    url = database_url(url_or_path, create_folder=False)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.is_file():
+            raise LongyarnError(
+                f"There is no database at {path}, so nothing was read; check the path given with --db."
+            )
+        engine = _first_readable(
+            [create_store_engine(read_only_sqlite_url(path, immutable=i), read_only=True) for i in (False, True)],
+            path,
+        )
+    else:
+        engine = create_store_engine(url, read_only=True)
+        try:
+            _check_reachable(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+    current, newest = set(current_revisions(engine)), set(schema_heads())
+    if current != newest:
+        engine.dispose()
+        raise LongyarnError(
+            f"The database at {describe_location(url)} has schema revision "
+            f"{', '.join(sorted(current)) or 'none'}, not this longyarn's {', '.join(sorted(newest))}, and it "
+            "cannot be upgraded while it is read-only, so nothing was read; open it once with write "
+            "access (any longyarn command that writes), or use the longyarn that wrote it."
+        )
+    return SqlStore(engine)
+
+
+def _first_readable(engines: list[Engine], path: Path) -> Engine:
+    """The first engine that can read `path`; the others are disposed of."""
+    problem: Exception | None = None
+    for index, engine in enumerate(engines):
+        try:
+            with engine.connect() as connection:  # a WAL file fails only at its first read
+                connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
+        except OperationalError as error:
+            problem = error
+            engine.dispose()
+            continue
+        for unused in engines[index + 1 :]:
+            unused.dispose()
+        return engine
+    reason = str(getattr(problem, "orig", None) or problem).splitlines()[0][:200]
+    raise LongyarnError(
+        f"The database at {path} could not be opened for reading ({reason}), so nothing was read; "
+        "check that you may read the file and its folder."
+    )
 
 
 def _check_reachable(engine: Engine) -> None:

@@ -201,8 +201,10 @@ class StepContextRow(Base):
 
     step_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
-    # [{"name", "tokens", "chars", "trimmed_chars", "fingerprint"}], in prompt order
-    sections: Mapped[list] = mapped_column(JSON)
+    # [{"name", "tokens", "chars", "trimmed_chars", "fingerprint"}], in prompt order; or, for
+    # steps that recorded the prompt's details, {"sections": [...], "template", "budget_tokens",
+    # "prompt_tokens", "trimmed_elsewhere"} (see records.step_context_record)
+    sections: Mapped[list | dict] = mapped_column(JSON)
     # [{"memory_id", "score", "pinned"}], in the order they were recalled
     recalled: Mapped[list] = mapped_column(JSON)
 
@@ -281,4 +283,26 @@ class ReaderGenerationRow(Base):
     __table_args__ = (
         _cascading_key("reader_generations", "reader_id", "readers"),
         Index("ix_reader_generations_reader_id_started_at", "reader_id", "started_at"),
+    )
+
+
+class ReaderMoveRow(Base):
+    """A paragraph being written for a reader: at most one per reader and story, in any process.
+
+    The process writing it renews `lease_until` while it works; a row whose lease has run out
+    belongs to a process that stopped (killed mid-paragraph, say), and the next move replaces it.
+    """
+
+    __tablename__ = "reader_moves"
+
+    reader_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    parent_step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # NULL: the first paragraph
+    instruction: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _cascading_key("reader_moves", "reader_id", "readers"),
+        _cascading_key("reader_moves", "story_id", "stories"),
     )

@@ -21,6 +21,7 @@ from longyarn.recurrent_core.readers import (
     SLOT,
     PlaceKind,
     Reader,
+    ReaderMove,
     ReaderPlace,
     ReaderPosition,
 )
@@ -28,6 +29,7 @@ from longyarn.recurrent_core.types import Step, Story
 
 from .models import (
     ReaderGenerationRow,
+    ReaderMoveRow,
     ReaderPlaceRow,
     ReaderProgressRow,
     ReaderRow,
@@ -163,6 +165,61 @@ class SqlReaders(StoryTree):
                 )
             )
 
+    def begin_reader_move(
+        self, reader_id: str, story_id: str, parent_step_id: str | None, instruction: str,
+        *, lease_s: float, now: datetime | None = None,
+    ) -> ReaderMove | None:
+        """Claim the reader's one move in the story until `lease_s` from now.
+
+        Returns the move, or None while another live move holds the claim (in this process or
+        any other). A move whose lease ran out was left by a process that stopped: it is
+        replaced. Raises `StoryNotFound` unless `parent_step_id` is a paragraph the reader may see.
+        """
+        now = now or utcnow()
+        with self._write() as session:
+            self._lock_reader(session, reader_id)  # two processes claiming at once: one wins
+            self._reader_visible_step(session, reader_id, story_id, parent_step_id)
+            row = session.get(ReaderMoveRow, (reader_id, story_id))
+            if row is not None and row.lease_until > now:
+                return None
+            if row is None:
+                row = ReaderMoveRow(reader_id=reader_id, story_id=story_id)
+                session.add(row)
+            row.parent_step_id = parent_step_id
+            row.instruction = instruction
+            row.started_at = now
+            row.lease_until = now + timedelta(seconds=lease_s)
+            session.flush()
+            return _move_record(row)
+
+    def renew_reader_move(
+        self, reader_id: str, story_id: str, *, lease_s: float, now: datetime | None = None
+    ) -> None:
+        """Keep the reader's move live until `lease_s` from now (nothing if it has ended)."""
+        now = now or utcnow()
+        with self._write() as session:
+            row = session.get(ReaderMoveRow, (reader_id, story_id))
+            if row is not None:
+                row.lease_until = now + timedelta(seconds=lease_s)
+
+    def end_reader_move(self, reader_id: str, story_id: str) -> None:
+        """Forget the reader's move in the story: written, failed or stopped, it is over."""
+        with self._write() as session:
+            session.execute(
+                delete(ReaderMoveRow).where(
+                    ReaderMoveRow.reader_id == reader_id, ReaderMoveRow.story_id == story_id
+                )
+            )
+
+    def reader_move(
+        self, reader_id: str, story_id: str, *, now: datetime | None = None
+    ) -> ReaderMove | None:
+        """The reader's live move in the story (None if none, or if its lease ran out)."""
+        now = now or utcnow()
+        with self._read() as session:
+            row = session.get(ReaderMoveRow, (reader_id, story_id))
+            return _move_record(row) if row is not None and row.lease_until > now else None
+
     def reserve_reader_generation(
         self, reader_id: str, *, limit: int, window_s: float = 60.0, now: datetime | None = None
     ) -> float | None:
@@ -253,6 +310,14 @@ def _places_of(reader_id: str, story_id: str, kind: PlaceKind) -> tuple[ColumnEl
 def _reader_record(row: ReaderRow) -> Reader:
     """The `Reader` of a reader row (never its token hash)."""
     return Reader(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def _move_record(row: ReaderMoveRow) -> ReaderMove:
+    """The `ReaderMove` of a reader move's row."""
+    return ReaderMove(
+        reader_id=row.reader_id, story_id=row.story_id, parent_step_id=row.parent_step_id,
+        instruction=row.instruction, started_at=row.started_at, lease_until=row.lease_until,
+    )
 
 
 def _place_record(row: ReaderPlaceRow) -> ReaderPlace:

@@ -104,6 +104,9 @@ def step_context_record(row: StepContextRow, memories: dict[str, MemoryRow]) -> 
                 pinned=bool(item["pinned"]),
             )
         )
+    # `sections` is the list of sections, or (since the prompt's details were recorded) an
+    # object holding that list and the details: the column's type did not have to change.
+    stored = row.sections if isinstance(row.sections, dict) else {"sections": row.sections}
     return StepContext(
         sections=tuple(
             SectionRecord(
@@ -113,9 +116,15 @@ def step_context_record(row: StepContextRow, memories: dict[str, MemoryRow]) -> 
                 trimmed_chars=int(item["trimmed_chars"]),
                 fingerprint=str(item["fingerprint"]),
             )
-            for item in row.sections
+            for item in stored["sections"]
         ),
         recalled=tuple(recalled),
+        template=str(stored.get("template") or ""),
+        budget_tokens=int(stored.get("budget_tokens") or 0),
+        prompt_tokens=int(stored.get("prompt_tokens") or 0),
+        trimmed_elsewhere=tuple(
+            (str(role), str(name), int(chars)) for role, name, chars in stored.get("trimmed_elsewhere") or ()
+        ),
     )
 
 
@@ -124,19 +133,27 @@ def step_context_record(row: StepContextRow, memories: dict[str, MemoryRow]) -> 
 
 def step_context_row(context: StepContext, story_id: str, step_id: str) -> StepContextRow:
     """The row that keeps a step's context: sizes and fingerprints, recalled ids and scores."""
+    sections = [
+        {
+            "name": section.name,
+            "tokens": int(section.tokens),
+            "chars": int(section.chars),
+            "trimmed_chars": int(section.trimmed_chars),
+            "fingerprint": section.fingerprint,
+        }
+        for section in context.sections
+    ]
+    details = {
+        "template": context.template,
+        "budget_tokens": int(context.budget_tokens),
+        "prompt_tokens": int(context.prompt_tokens),
+        "trimmed_elsewhere": [[role, name, int(chars)] for role, name, chars in context.trimmed_elsewhere],
+    }
+    details = {key: value for key, value in details.items() if value}  # a few hundred bytes a step
     return StepContextRow(
         step_id=step_id,
         story_id=story_id,
-        sections=[
-            {
-                "name": section.name,
-                "tokens": int(section.tokens),
-                "chars": int(section.chars),
-                "trimmed_chars": int(section.trimmed_chars),
-                "fingerprint": section.fingerprint,
-            }
-            for section in context.sections
-        ],
+        sections={"sections": sections, **details} if details else sections,
         # Ids and scores only: the texts are the memories' own, stored once.
         recalled=[
             {"memory_id": memory.memory_id, "score": round(float(memory.score), 4), "pinned": memory.pinned}

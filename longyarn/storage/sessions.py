@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote
@@ -34,11 +35,12 @@ BEGIN_IMMEDIATE = "IMMEDIATE"  # writers: take the write lock up front, waiting 
 OpenedStore = TypeVar("OpenedStore", bound="SqlSessions")
 
 
-def database_url(url_or_path: str | os.PathLike[str]) -> URL:
+def database_url(url_or_path: str | os.PathLike[str], *, create_folder: bool = True) -> URL:
     """The SQLAlchemy URL for a URL string or a filesystem path (which means SQLite).
 
     A PostgreSQL URL that names no driver gets psycopg (3), the one the ``postgres`` extra
     installs, rather than SQLAlchemy's default psycopg2 (or, for postgres://, nothing).
+    A SQLite file's folder is created unless `create_folder` is false.
     """
     if isinstance(url_or_path, str) and "://" in url_or_path:
         url = make_url(url_or_path)
@@ -49,8 +51,17 @@ def database_url(url_or_path: str | os.PathLike[str]) -> URL:
     if raw_path == ":memory:":
         return URL.create("sqlite+pysqlite")
     path = Path(raw_path).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return URL.create("sqlite+pysqlite", database=str(path))
+
+
+def read_only_sqlite_url(path: Path, *, immutable: bool = False) -> URL:
+    """A URL that opens a SQLite file for reading only. `immutable` also reads a WAL-mode file
+    whose folder admits no -shm file (a read-only folder or mount), trusting that nobody writes
+    to it meanwhile: nobody can, where its -shm cannot be made."""
+    flags = {"immutable": "1"} if immutable else {"mode": "ro"}
+    return URL.create("sqlite+pysqlite", database=f"file:{path}", query={**flags, "uri": "true"})
 
 
 def describe_location(url: URL) -> str:
@@ -61,15 +72,18 @@ def describe_location(url: URL) -> str:
     return unquote(url.render_as_string(hide_password=True))
 
 
-def create_store_engine(url: URL) -> Engine:
-    """An Engine configured for longyarn; on SQLite, every connection gets WAL and friends.
+def create_store_engine(url: URL, *, read_only: bool = False) -> Engine:
+    """An Engine configured for longyarn; on SQLite, every connection gets WAL and friends
+    (a `read_only` one only what reading needs: it may not change the file's journal mode).
 
     An in-memory SQLite database lives in one connection shared by all threads, so use it from
     one thread at a time (tests, scratch work); use a file for anything concurrent.
     """
     if url.get_backend_name() != "sqlite":
+        # A read-only PostgreSQL session refuses any write, as a read-only SQLite file does.
+        read_only_args = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
         try:
-            return create_engine(url, pool_pre_ping=True)
+            return create_engine(url, pool_pre_ping=True, **(read_only_args if read_only else {}))
         except ImportError as error:  # SQLAlchemy imports the driver when the engine is made
             extra = " (pip install 'longyarn[postgres]')" if url.get_driver_name() == "psycopg" else ""
             raise LongyarnError(
@@ -89,7 +103,7 @@ def create_store_engine(url: URL) -> Engine:
         engine = create_engine(
             url, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
-    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "connect", _configure_read_only_connection if read_only else _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
 
@@ -117,6 +131,13 @@ def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:  
     finally:
         cursor.close()
     # SQLite's own lower() folds only ASCII; search must find "Élodie" when asked for "élodie".
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+
+
+def _configure_read_only_connection(dbapi_connection, connection_record) -> None:  # noqa: ANN001
+    """What reading a SQLite file needs (see _configure_sqlite_connection), and nothing that writes."""
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
 
@@ -164,6 +185,10 @@ class SqlSessions:
         self._location = describe_location(engine.url)
         self._reading = sessionmaker(engine, expire_on_commit=False)
         self._writing = sessionmaker(for_writing(engine), expire_on_commit=False)
+        # SQLite has one writer at a time: this process's writers queue here, in order, rather
+        # than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between
+        # tries. Other processes still queue in the busy handler.
+        self._sqlite_writers = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @property
     def engine(self) -> Engine:
@@ -205,5 +230,5 @@ class SqlSessions:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         """A transaction that writes: all of it commits, or none of it."""
-        with self._writing.begin() as session:
+        with self._sqlite_writers or nullcontext(), self._writing.begin() as session:
             yield session

@@ -36,6 +36,7 @@ EDITABLE_STORY_FIELDS = frozenset(
     {"title", "premise", "genre", "outline", "settings", "readable", "reader_may_extend"}
 )
 STORY_ID_BYTES = 6  # 12 hex characters: short enough to type, 2**48 ids
+_HEAD_STAYS = object()  # for _set_deleted: the story's head is left where it is
 
 
 def new_story_id() -> str:
@@ -307,16 +308,26 @@ class SqlStories(StoryTree):
         With `move_head`, writing continues from `new_head` (None: the story's start), in the
         same transaction: a failure leaves both the paragraph and the head as they were.
         """
+        self._set_deleted(step_id, True, new_head if move_head else _HEAD_STAYS)
+
+    def restore_paragraph(self, step_id: str, *, move_head: bool = False) -> Step:
+        """Bring a deleted paragraph back, and its memory back into recall (the undo of
+        `delete_paragraph`); with `move_head`, writing continues from it, in the same transaction."""
+        return self._set_deleted(step_id, False, step_id if move_head else _HEAD_STAYS)
+
+    def _set_deleted(self, step_id: str, deleted: bool, head: str | None | object) -> Step:
         with self._write() as session:
             step_row = self._step_row(session, step_id)
             self._bump_memory_version(session, step_row.story_id)  # first: see _bump_memory_version
-            step_row.deleted = True
-            if move_head:
+            step_row.deleted = deleted
+            if head is not _HEAD_STAYS:
                 story_row = self._story_row(session, step_row.story_id)
-                if new_head is not None:
-                    self._step_row(session, new_head, story_id=step_row.story_id)
-                story_row.head_step_id = new_head
+                if head is not None:
+                    self._step_row(session, head, story_id=step_row.story_id)  # type: ignore[arg-type]
+                story_row.head_step_id = head  # type: ignore[assignment]
                 story_row.updated_at = utcnow()
+            session.flush()
+            return step_record(step_row)
 
     def update_short_term_memory(self, step_id: str, short_term_memory: str) -> Step:
         """A person's edit of the short-term memory; the next step reads it."""

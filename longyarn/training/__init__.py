@@ -5,7 +5,10 @@
 
 - `tokenizer_training`: the byte-level BPE and token arrays of the training books.
 - `training_model`: RWKV-7 as a trainable `nn.Module` with BlinkDL's parameter names.
-- `train`: the training run, its evaluation, and the saved longyarn model directory.
+- `recall_episodes`: facts planted in passages and questions about them, for training, and the
+  split that keeps `benchmarks/recall.py`'s items out of training.
+- `batches`: what a step reads: windows of the books and rows of recall episodes.
+- `train`: the training run and the saved longyarn model directory; `evaluation`: its figures.
 - `synthetic`: random weights in BlinkDL's layout, for tests and benchmarks.
 
 Training uses the engine's model code (`longyarn.recurrent_core.local_lm`) and the kernels;

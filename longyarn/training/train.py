@@ -9,6 +9,13 @@ then train, on a GPU for a fixed wall-clock budget, or a smaller model on the CP
     python -m longyarn.training.train --preset gpu --data .device/data --out demo_model --time-budget-s 390
     python -m longyarn.training.train --preset cpu --data .device/data --out demo_model
 
+Every step reads random windows of the books; with `--recall-rows` (both presets) it also reads
+rows of recall episodes cut from the same books (`recall_episodes.py`: facts planted in a
+passage, and questions about them, in the context-first and the JRT order), so the model learns
+to answer from its context; `benchmarks/recall.py` measures that on items training never sees.
+
+`--init-from DIR` starts from a saved model of the same shape instead of random weights.
+
 Training stops at `--max-steps` or at `--time-budget-s`, whichever comes first. With a time
 budget the learning-rate schedule is planned in steps once, after timing the first steps, so
 the run ends annealed whatever the hardware; the plan is written to config.json, and passing
@@ -38,6 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.training.batches import BatchSampler, RecallBatches
+from longyarn.training.evaluation import bits_per_byte, document_stream, mean_loss, sample_text
 from longyarn.training.tokenizer_training import (
     DEFAULT_EVAL_BYTES_PER_BOOK,
     END_OF_TEXT,
@@ -69,11 +78,16 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    # recall episodes (recall_episodes.py), read beside the book windows at every step
+    recall_rows: int = 0  # rows of packed episodes a step; 0: books alone
+    recall_ctx_len: int = 2048
+    recall_answer_weight: float = 1.0  # loss weight of answer tokens (other tokens weigh 1)
     # when to stop
     time_budget_s: float = 390.0
     max_steps: int = 0  # 0: plan the steps from the time budget
     calibration_steps: int = 30  # steps timed before planning (warm-up ones excluded)
     # run
+    init_from: str = ""  # a longyarn model directory to start from (same shape); "": random weights
     seed: int = 1234
     device: str = "cuda"
     bf16: bool = True  # bf16 autocast on CUDA; the state recurrence stays in float32
@@ -94,15 +108,17 @@ class TrainConfig:
 VALIDATION_MARGIN = 0.005
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 14.5M parameters (29 MB in bf16): the demo model, for an H100 and ~6.5 minutes.
+    # About 14.5M parameters (29 MB in bf16), for an H100 and ~6.5 minutes: books in 1,024-token
+    # windows and a third of the tokens in recall episodes.
     "gpu": dict(n_layer=6, n_embd=384, head_size=64, ctx_len=1024, batch_size=16, lr=1e-3,
                 warmup_steps=100, time_budget_s=390.0, device="cuda", log_interval=50,
-                val_interval=250),
-    # About 2.3M parameters: learns readable English on two CPU cores within an hour.
-    "cpu": dict(n_layer=4, n_embd=128, head_size=32, ctx_len=256, batch_size=8, lr=2e-3,
+                val_interval=250, recall_rows=4, recall_ctx_len=2048, recall_answer_weight=8.0),
+    # The bundled demo model: about 2M parameters, within an hour on two CPU cores. Books in
+    # 1,024-token windows, and a third of the tokens in 2,048-token rows of recall episodes.
+    "cpu": dict(n_layer=4, n_embd=128, head_size=32, ctx_len=1024, batch_size=4, lr=2e-3,
                 warmup_steps=50, time_budget_s=3300.0, device="cpu", bf16=False, log_interval=20,
                 val_interval=200, val_windows=16, eval_bytes_per_book=65_536, eval_streams=8,
-                sample_tokens=120),
+                sample_tokens=120, recall_rows=1, recall_ctx_len=2048, recall_answer_weight=8.0),
 }
 
 
@@ -170,36 +186,6 @@ def load_prepared_data(data_dir: Path, eval_bytes_per_book: int) -> PreparedData
     )
 
 
-def document_stream(tokenizer, texts: Sequence[str]) -> torch.Tensor:
-    """All texts as one token stream, each preceded by END_OF_TEXT (as in training)."""
-    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-    ids: list[int] = []
-    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        ids.append(end_of_text)
-        ids.extend(encoding.ids)
-    return torch.tensor(ids, dtype=torch.long)
-
-
-class BatchSampler:
-    """Random (ctx_len + 1)-token windows of the training stream, in an order fixed by the seed."""
-
-    def __init__(self, tokens: np.ndarray, batch_size: int, ctx_len: int, seed: int, device: str):
-        if tokens.size <= ctx_len + 1:
-            raise InvalidInput(
-                f"The training data has {tokens.size} tokens, too few for windows of {ctx_len + 1}; "
-                "nothing was trained, so lower --ctx-len or prepare more text."
-            )
-        self.tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(device)
-        self.batch_size, self.ctx_len = batch_size, ctx_len
-        self.rng = np.random.default_rng(seed)
-        self.offsets = torch.arange(ctx_len + 1, device=device)
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = self.rng.integers(0, self.tokens.numel() - self.ctx_len - 1, size=self.batch_size)
-        windows = self.tokens[torch.from_numpy(starts).to(self.offsets.device)[:, None] + self.offsets]
-        return windows[:, :-1], windows[:, 1:]
-
-
 # ----------------------------------------------------------------------------------------------
 # Schedule
 
@@ -222,83 +208,6 @@ def learning_rate(step: int, total_steps: int | None, config: TrainConfig) -> fl
 def plan_total_steps(steps_done: int, seconds_per_step: float, seconds_left: float) -> int:
     """How many steps fit in the budget, keeping 5% in hand for validation and slower steps."""
     return steps_done + max(1, int(0.95 * seconds_left / seconds_per_step))
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def mean_loss(model: RWKV7, windows: torch.Tensor, batch_size: int, autocast) -> float:
-    """Mean next-token loss (nats) over (n, T + 1) windows, each from a zero state."""
-    total, count = 0.0, 0
-    for start in range(0, windows.shape[0], batch_size):
-        batch = windows[start : start + batch_size]
-        with autocast():
-            logits, _ = model(batch[:, :-1])
-        total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
-        count += batch[:, 1:].numel()
-    return total / max(1, count)
-
-
-@torch.no_grad()
-def bits_per_byte(model: RWKV7, tokenizer, texts: Sequence[str], ctx_len: int, streams: int,
-                  device: str, autocast, carry_state: bool = True) -> dict[str, float]:
-    """Held-out bits per UTF-8 byte: the summed NLL of every text token, in bits, over the bytes.
-
-    The texts form one stream (each preceded by END_OF_TEXT), cut into `streams` contiguous
-    pieces read in parallel; each piece is read in ctx_len windows, with the recurrent state
-    carried across them (the way the model reads a long prompt) or, with carry_state=False,
-    from a zero state each time (as in training). Every text token is predicted exactly once;
-    END_OF_TEXT targets (and padding) are not counted, as they stand for no bytes.
-    """
-    stream = document_stream(tokenizer, texts)
-    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-    n_targets = stream.numel() - 1
-    streams = max(1, min(streams, n_targets))
-    piece = math.ceil(n_targets / streams)
-    padded = F.pad(stream, (0, streams * piece + 1 - stream.numel()), value=end_of_text)
-    inputs = padded[:-1].view(streams, piece).to(device)
-    targets = padded[1:].view(streams, piece).to(device)
-
-    total_nll, counted, state = 0.0, 0, None
-    for start in range(0, piece, ctx_len):
-        window_targets = targets[:, start : start + ctx_len]
-        with autocast():
-            logits, state = model(inputs[:, start : start + ctx_len], state if carry_state else None)
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), window_targets.flatten(), reduction="none")
-        keep = window_targets.flatten() != end_of_text
-        total_nll += nll[keep].sum().item()
-        counted += int(keep.sum())
-    n_bytes = sum(len(text.encode("utf-8")) for text in texts)
-    return {
-        "bits_per_byte": total_nll / math.log(2) / n_bytes,
-        "nll_per_token": total_nll / max(1, counted),
-        "tokens": counted,
-        "bytes": n_bytes,
-    }
-
-
-@torch.no_grad()
-def sample_text(model: RWKV7, tokenizer, prompt: str, n_tokens: int, device: str, seed: int,
-                temperature: float = 0.8, top_p: float = 0.9) -> str:
-    """Continue `prompt` for n_tokens with nucleus sampling (seeded), reading one token at a time."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-    ids = [end_of_text, *tokenizer.encode(prompt, add_special_tokens=False).ids]
-    logits, state = model(torch.tensor([ids], device=device))
-    generated: list[int] = []
-    for _ in range(n_tokens):
-        probs = torch.softmax(logits[0, -1].float().cpu() / temperature, dim=-1)
-        sorted_probs, order = probs.sort(descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p
-        sorted_probs[outside] = 0.0
-        token = int(order[torch.multinomial(sorted_probs, 1, generator=generator)])
-        if token == end_of_text:
-            break
-        generated.append(token)
-        logits, state = model(torch.tensor([[token]], device=device), state)
-    return prompt + tokenizer.decode(generated)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,6 +255,21 @@ class Validation:
             return step  # annealed final weights are preferred unless training overfit
         model.load_state_dict(self.best_weights)
         return self.best_step
+
+
+def with_recall_rows(forward, autocast, recall: RecallBatches, book_loss: torch.Tensor, book_tokens: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The step's loss over the book windows and a batch of recall rows together (each token
+    by its weight), and how many answers the model began right (their first token), of how many."""
+    inputs, targets, weights, answers = recall.next()
+    with autocast():
+        logits, _ = forward(inputs)
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    total = book_loss * book_tokens + (nll * weights.flatten()).sum()
+    first = answers.clone()
+    first[:, 1:] &= ~answers[:, :-1]  # an answer's later tokens follow from its first
+    right = ((logits.argmax(-1) == targets) & first).sum()
+    return total / (book_tokens + weights.sum()), right, first.sum()
 
 
 def seed_everything(seed: int) -> None:
@@ -397,13 +321,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out_dir = Path(config.out)
     seed_everything(config.seed)
     model_config = blinkdl_config(data.meta["vocab_size"], config.n_embd, config.n_layer, config.head_size)
-    model = RWKV7(model_config).initialise(seed=config.seed).to(config.device)
+    model = RWKV7(model_config).initialise(seed=config.seed)
+    if config.init_from:
+        model.load_state_dict(_weights_of(Path(config.init_from), model_config))
+    model = model.to(config.device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {config.n_layer} layers x {config.n_embd} wide, heads of {config.head_size}, "
         f"vocab {model_config.vocab_size}: {n_params:,} parameters ({2 * n_params / 1e6:.1f} MB in bf16)")
     log(f"data: {data.train_tokens.size:,} training tokens; held out: {', '.join(data.meta['heldout_books'])}")
 
     sampler = BatchSampler(data.train_tokens, config.batch_size, config.ctx_len, config.seed, config.device)
+    recall = None
+    if config.recall_rows:
+        recall = RecallBatches(data.train_tokens, data.tokenizer, data.tokenizer.token_to_id(END_OF_TEXT),
+                               config.recall_rows, config.recall_ctx_len, config.seed,
+                               config.recall_answer_weight, config.device)
+        log(f"recall episodes: {config.recall_rows} x {config.recall_ctx_len} tokens a step, "
+            f"answers weigh {config.recall_answer_weight}")
     optimizer = make_optimizer(model, config, fused=on_cuda)
     forward = torch.compile(model) if config.compile else model
 
@@ -411,12 +345,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     total_steps = config.max_steps or None
     warm_up_steps = min(5, config.calibration_steps // 2)
     timing_start = None
+    tokens_per_step = config.batch_size * config.ctx_len + (config.recall_rows * config.recall_ctx_len if recall else 0)
     train_start = time.perf_counter()
     log(f"training: {config.batch_size} x {config.ctx_len} tokens a step, lr {config.lr}, "
         f"budget {config.time_budget_s:.0f} s" + (f", {config.max_steps} steps" if config.max_steps else "")
         + f", seed {config.seed}, device {config.device}{' bf16' if use_bf16 else ''}")
     step, loss_sum, loss_count, last_log = 0, 0.0, 0, time.perf_counter()
-    last_loss, loss_curve = math.nan, []
+    last_loss, loss_curve, recall_curve = math.nan, [], []
+    answers_right, answers_seen = 0, 0
     model.train()
     while True:
         elapsed = time.perf_counter() - train_start
@@ -443,9 +379,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         inputs, targets = sampler.next()
         with autocast():
             logits, _ = forward(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss = objective = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        if recall is not None:
+            objective, right, seen = with_recall_rows(forward, autocast, recall, loss, targets.numel())
+            answers_right, answers_seen = answers_right + right, answers_seen + seen
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         step += 1
@@ -456,10 +395,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             last_loss = float(loss_sum) / loss_count
             loss_curve.append([step, round(last_loss, 4)])
             now = time.perf_counter()
-            tokens_per_s = loss_count * config.batch_size * config.ctx_len / (now - last_log)
-            log(f"step {step:6d}{'/' + str(total_steps) if total_steps else ''}  loss {last_loss:.4f}  "
+            tokens_per_s = loss_count * tokens_per_step / (now - last_log)
+            recalled = ""
+            if answers_seen:
+                recall_curve.append([step, round(float(answers_right) / float(answers_seen), 4)])
+                recalled = f"  answers {100 * recall_curve[-1][1]:.0f}% begun right"
+            log(f"step {step:6d}{'/' + str(total_steps) if total_steps else ''}  loss {last_loss:.4f}{recalled}  "
                 f"lr {lr:.2e}  {tokens_per_s:,.0f} tok/s  {now - train_start:.0f} s")
-            loss_sum, loss_count, last_log = 0.0, 0, now
+            loss_sum, loss_count, last_log, answers_right, answers_seen = 0.0, 0, now, 0, 0
         if config.val_interval and step % config.val_interval == 0 and validation.windows is not None:
             val = validation.check(forward, model, step)
             log(f"step {step:6d}  validation loss {val:.4f} (best {validation.best_loss:.4f} "
@@ -479,7 +422,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(parameter.to(torch.bfloat16).float())
-    tokens_seen = step * config.batch_size * config.ctx_len
+    tokens_seen = step * tokens_per_step
     results: dict[str, Any] = {
         "heldout_books": data.meta["heldout_books"],
         "eval_bytes_per_book": config.eval_bytes_per_book,
@@ -489,10 +432,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "kept_step": kept_step,
         "planned_steps": total_steps,
         "tokens_seen": tokens_seen,
-        "epochs": round(tokens_seen / data.train_tokens.size, 2),
+        "epochs": round(step * config.batch_size * config.ctx_len / data.train_tokens.size, 2),  # of the books
         "train_seconds": round(train_seconds, 1),
         "parameters": n_params,
-        "loss_curve": loss_curve,  # [step, mean training loss since the previous entry]
+        "loss_curve": loss_curve,  # [step, mean training loss on the books since the previous entry]
+        "recall_answer_curve": recall_curve,  # [step, share of recall answers begun right since then]
     }
     save_model(model, config, data, results, out_dir)
 
@@ -523,6 +467,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     save_model(model, config, data, results, out_dir)
     log(f"saved {out_dir} ({_directory_bytes(out_dir) / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")
     return results
+
+
+def _weights_of(model_dir: Path, model_config) -> dict[str, torch.Tensor]:
+    """The float32 weights of a longyarn model directory of `model_config`'s shape."""
+    from longyarn.recurrent_core.local_lm.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(model_dir)
+    if loaded.config != model_config:
+        raise InvalidInput(
+            f"--init-from {model_dir} holds a model of another shape ({loaded.config}), so nothing was "
+            "trained; pass a model of the shape asked for, or leave --init-from out."
+        )
+    return {name: tensor.float() for name, tensor in loaded.state_dict.items()}
 
 
 def _sha256(text: str) -> str:

@@ -84,3 +84,13 @@ def test_unrelated_api_key_and_base_url_variables_are_ignored(monkeypatch):
     assert settings.api_key is None and settings.base_url is None
     assert settings.resolved_backend() == "local"
     assert load_settings(base_url="http://127.0.0.1:1/v1", api_key="sk-x").base_url == "http://127.0.0.1:1/v1"
+
+
+def test_the_degeneration_policy_reaches_the_engine_and_a_wrong_one_is_one_sentence(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert load_settings().engine_config().degeneration == "keep"
+    monkeypatch.setenv("LONGYARN_DEGENERATION", "stop")
+    assert load_settings().engine_config().degeneration == "stop"
+    monkeypatch.setenv("LONGYARN_DEGENERATION", "retry forever")
+    with pytest.raises(InvalidInput, match="'degeneration' is invalid"):
+        load_settings()

@@ -590,19 +590,27 @@ async def test_undo_redo_retry_and_versions_never_lose_a_paragraph(store, server
         assert shown_paragraphs(screen)[-1] == retried.paragraph
         assert str(screen.query_one("#status").render()) == "Version 2 of 2."
 
-        # Undo then redo goes to the newest version; the old one is still a sibling.
+        # Undo takes back each change in the order made: the switches, then the retry itself.
         await history_move(pilot, screen, "ctrl+z")
-        assert [s.id for s in screen.position.children] == [third.id, retried.id]
-        await history_move(pilot, screen, "ctrl+y")
+        assert store.get_story(story.id).head_step_id == third.id
+        assert str(screen.query_one("#status").render()) == "Undone: the switch to version 2 of 2; ^y redoes it."
+        await history_move(pilot, screen, "ctrl+z")
         assert store.get_story(story.id).head_step_id == retried.id
+        await history_move(pilot, screen, "ctrl+z")
+        assert store.get_story(story.id).head_step_id == third.id, "the retry undone: the first version again"
         assert {s.id for s in store.children(story.id, third.parent_id)} == {third.id, retried.id}
+        # Redo brings each back in turn, and says what it redid.
+        for head in (retried.id, third.id, retried.id):
+            await history_move(pilot, screen, "ctrl+y")
+            assert store.get_story(story.id).head_step_id == head
+        assert str(screen.query_one("#status").render()) == "Redone: the switch to version 2 of 2; ^z undoes it again."
+        assert not screen.check_action("redo", ())
 
-        # Redo brings back the version that was undone, not merely the newest one, however far back.
-        await history_move(pilot, screen, "alt+left")
+        # With no change of this session left, undo steps back a paragraph at a time, as before.
+        for _ in range(3):
+            await history_move(pilot, screen, "ctrl+z")
         await history_move(pilot, screen, "ctrl+z")
-        await history_move(pilot, screen, "ctrl+z")
-        assert shown_paragraphs(screen) == PARAGRAPHS[:1]
-        await history_move(pilot, screen, "ctrl+y")
+        assert shown_paragraphs(screen) == PARAGRAPHS[:2]
         await history_move(pilot, screen, "ctrl+y")
         assert shown_paragraphs(screen) == PARAGRAPHS
         assert store.get_story(story.id).head_step_id == third.id
@@ -624,11 +632,14 @@ async def test_undo_waits_for_a_busy_database_while_the_writer_keeps_typing(stor
             assert store.get_story(story.id).head_step_id == third.id
         await wait_until(pilot, lambda: not screen.moving, what="the undo to be stored")
         await pilot.pause()
-        # The memory edit was stored on the paragraph it was made on, before the head left it.
-        assert store.get_step(third.id).short_term_memory == edited
-        assert store.get_story(story.id).head_step_id == third.parent_id
-        assert shown_paragraphs(screen) == PARAGRAPHS[:2]
+        # The memory edit was the newest change: it was stored, then undone, in that order.
+        assert store.get_step(third.id).short_term_memory == third.short_term_memory
+        assert screen.memory_editor.text == third.short_term_memory
+        assert store.get_story(story.id).head_step_id == third.id
+        assert shown_paragraphs(screen) == PARAGRAPHS
         assert screen.instruction_input.value == "the mill at night"
+        await history_move(pilot, screen, "ctrl+y")
+        assert store.get_step(third.id).short_term_memory == edited
 
 
 async def test_readers_paragraphs_are_never_offered_as_the_authors_versions(store, server, embedder):
@@ -729,7 +740,7 @@ async def test_escape_in_the_paragraph_editor_asks_before_an_edit_is_lost(store,
         rows = [(str(row.query_one(".help-key").render()), str(row.query_one(".help-what").render()))
                 for row in help_screen.query(".help-row")]
         in_editor = [(keys, what) for keys, what in rows if what.endswith("(in the paragraph editor)")]
-        assert in_editor == [
+        assert in_editor[-2:] == [
             ("esc", "Close; if you changed the paragraph, ask first: keep editing, save or discard "
                     "(in the paragraph editor)"),
             ("^s", "Save (in the paragraph editor)"),

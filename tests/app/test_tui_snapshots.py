@@ -116,3 +116,101 @@ def test_keep_writing_dialog(snap_compare, store, server, embedder, stories):
         await wait_for_screen(pilot, KeepWritingDialog)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=ask)
+
+
+# ---- the craft tools' screens (issue 13) ----
+
+
+def test_versions_at_once(snap_compare, store, server, embedder, stories):
+    """Three versions of the next paragraph side by side, the first highlighted."""
+    from dataclasses import replace
+
+    from longyarn.app.tui.screens.alternatives import AlternativesScreen
+    from tests.app.test_craft_tools import numbered_writer
+
+    server.responder = numbered_writer()
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def versions(pilot):
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press(*"Mara rows out to the door.")
+        await pilot.press("ctrl+n")
+        screen = await wait_for_screen(pilot, AlternativesScreen)
+        await wait_until(pilot, lambda: screen.drafts is not None, what="the versions")
+        # Which reply a request got depends on arrival order: show them in a fixed order.
+        screen._show_drafts(replace(screen.drafts, paragraphs=tuple(sorted(screen.drafts.paragraphs))))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=versions)
+
+
+def test_sampling_screen(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def sampling(pilot):
+        from longyarn.app.tui.screens.sampling import SamplingScreen
+
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f9")
+        screen = await wait_for_screen(pilot, SamplingScreen)
+        screen.query_one("#preset").value = "creative"
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(110, 40), run_before=sampling)
+
+
+def test_a_proposed_change_as_a_diff(snap_compare, store, server, embedder, stories):
+    from tests.scripted_server import Reply
+
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def proposal(pilot):
+        from longyarn.app.tui.screens.craft_dialogs import ProposedChangeDialog
+
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.story_view.focus()
+        await pilot.press("e")
+        await pilot.pause()
+        area = pilot.app.screen.query_one("#paragraph")
+        start = PARAGRAPHS[2].index("a brass key")
+        area.selection = type(area.selection)(
+            area.document.get_location_from_index(start),
+            area.document.get_location_from_index(start + len("a brass key")),
+        )
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        server.enqueue(Reply("an old iron key, cold as river water"))
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, ProposedChangeDialog)
+        pilot.app.clear_notifications()  # "at work on the passage…": gone in 4 s
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=proposal)
+
+
+@pytest.mark.parametrize("key", ["f7", "f8"], ids=["authors_note", "goals"])
+def test_craft_dialogs(snap_compare, store, server, embedder, stories, key):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def opened(pilot):
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press(key)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=opened)
+
+
+def test_a_long_outline_warning(snap_compare, store, server, embedder, stories):
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def warned(pilot):
+        from longyarn.app.tui.screens.long_note import LongNoteDialog
+
+        await wait_for_screen(pilot, WritingScreen)
+        await pilot.press("f4")
+        await pilot.pause()
+        pilot.app.screen.query_one("#outline").load_text("Mara comes home to the salt marsh. " * 150)
+        await pilot.press("ctrl+s")
+        await wait_for_screen(pilot, LongNoteDialog)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=warned)

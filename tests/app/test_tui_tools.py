@@ -266,7 +266,7 @@ def assert_viewer_shows(viewer: ContextScreen, started) -> None:
 
 async def test_the_context_viewer_shows_each_section_its_tokens_and_what_was_trimmed(store, server, embedder):
     story = seed_story(store, embedder, PARAGRAPHS)
-    engine = make_engine(store, server, embedder, context_budget_tokens=120)
+    engine = make_engine(store, server, embedder, context_budget_tokens=620)
     app = build_app(store, engine, story_id=story.id)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
@@ -301,7 +301,7 @@ async def test_the_context_viewer_shows_each_section_its_tokens_and_what_was_tri
 
 async def test_the_context_of_any_paragraph_shows_after_a_restart_without_a_model(store, server, embedder, db_path):
     story = seed_story(store, embedder, PARAGRAPHS)
-    engine = make_engine(store, server, embedder, context_budget_tokens=400)
+    engine = make_engine(store, server, embedder, context_budget_tokens=900)
     started_by_step = {}
     async with build_app(store, engine, story_id=story.id).run_test(size=(100, 40)) as pilot:
         screen = await wait_for_screen(pilot, WritingScreen)
@@ -353,7 +353,8 @@ async def test_settings_are_saved_to_the_config_file_and_the_key_only_when_asked
 
         saved = tomllib.loads(config_path().read_text())
         assert saved["model"] == "my-model" and saved["base_url"] == "http://127.0.0.1:9/v1"
-        assert saved["recall_k"] == 5 and saved["jrt_repeats"] == 1
+        assert saved["recall_k"] == 5
+        assert "jrt_repeats" not in saved and "jrt_server" not in saved, "JRT stays off for servers: the default"
         assert saved["sampling"]["writer"]["temperature"] == 0.4
         assert "api_key" not in saved, "the key stays in this session unless asked"
         assert "sk-test-1234567890abcd" not in config_path().read_text()

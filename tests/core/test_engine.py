@@ -262,13 +262,16 @@ async def test_bad_instructions_are_refused_without_touching_the_story(store, se
 
 
 async def test_the_context_is_trimmed_to_the_budget_and_says_what_was_cut(store, server, embedder):
-    engine = make_engine(store, server, embedder, context_budget_tokens=300)
+    from tests.scripted_server import prompt_tokens
+
+    engine = make_engine(store, server, embedder, context_budget_tokens=900)
     long_outline = "The outline goes on. " * 400
     story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline=long_outline)
     started = (await collect(engine, story.id))[0]
-    bible = next(s for s in started.context if s.name == "Story bible")
-    assert bible.trimmed_chars > 0
-    assert sum(s.tokens for s in started.context) <= 300
+    outline = next(s for s in started.context if s.name == "Outline")
+    assert outline.trimmed_chars > 0
+    assert started.prompt_tokens <= 900 and started.budget_tokens == 900
+    assert all(prompt_tokens(request) <= 900 for request in server.requests)
 
 
 async def test_batch_choices_by_the_model_pick_the_instruction_it_names(store, server, embedder):

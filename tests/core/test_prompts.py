@@ -19,7 +19,7 @@ from longyarn.recurrent_core.prompts import (
 from longyarn.recurrent_core.replies.roles import JSON_SCHEMAS, describe_problem
 from longyarn.recurrent_core.types import ContextSection
 
-ROLES = ("bible", "writer", "memory", "planner", "repair", "chooser")
+from longyarn.recurrent_core.prompts import ROLES
 STORY_BIBLE = ContextSection("Story bible", "Title: The Dark Lamp\n\nOutline: Mara relights the lamp.", 10)
 MEMORY = ContextSection("Short-term memory", "Mara holds the brass key.", 6)
 EMPTY = ContextSection("Recalled passages", "   ", 0)

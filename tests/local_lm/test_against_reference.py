@@ -23,7 +23,7 @@ def models(request, reference_rwkv):
     """(our model, the reference model, the float64 truth, the checkpoint) for each checkpoint."""
     checkpoint = request.getfixturevalue(request.param)
     reference = reference_rwkv(str(checkpoint.path)[: -len(".pth")], "cpu fp32")
-    return LocalLM.load(checkpoint.path), reference, Float64Truth.of(checkpoint.state_dict), checkpoint
+    return LocalLM.load(checkpoint.path, weights="fp32"), reference, Float64Truth.of(checkpoint.state_dict), checkpoint
 
 
 def _tokens(checkpoint, count: int, seed: int) -> list[int]:
@@ -133,7 +133,7 @@ def test_sequence_equals_token_by_token(models):
 
 
 def test_long_input_run_in_segments_matches_reference(tiny_checkpoint, reference_rwkv):
-    lm = LocalLM.load(tiny_checkpoint.path)
+    lm = LocalLM.load(tiny_checkpoint.path, weights="fp32")
     lm.prefill_segment_tokens = 5  # 23 tokens: segments of 5, 5, 5, 5 and 3
     reference = reference_rwkv(str(tiny_checkpoint.path)[: -len(".pth")], "cpu fp32")
     truth = Float64Truth.of(tiny_checkpoint.state_dict)
@@ -158,7 +158,7 @@ def test_both_layouts_of_layer_0s_unused_value_tensors_load_and_match_reference(
     assert ("blocks.0.att.v0" in weights) == layout.startswith("as")
     path = tmp_path / "model.pth"
     torch.save(weights, path)
-    lm = LocalLM.load(path)
+    lm = LocalLM.load(path, weights="fp32")
     reference = reference_rwkv(str(path)[: -len(".pth")], "cpu fp32")
     tokens = [5, 17, 250, 3]
     logits, _ = lm.forward(tokens)

@@ -164,12 +164,34 @@ def test_sampling_leaves_the_global_random_state_alone():
 # --- settings --------------------------------------------------------------------------------
 
 
+def test_min_p_keeps_only_tokens_near_the_likeliest():
+    logits = _logits_from_probabilities([0.5, 0.3, 0.12, 0.08])
+    kept = Sampler(SamplerConfig(min_p=0.2)).distribution(logits)
+    assert kept[:4].tolist() == pytest.approx([0.5 / 0.92, 0.3 / 0.92, 0.12 / 0.92, 0.0], abs=1e-4)
+    assert float(kept[4:].sum()) == 0.0
+
+
+def test_the_repetition_penalty_divides_a_repeated_tokens_logit_as_llama_cpp_does():
+    logits = torch.zeros(VOCAB)
+    logits[3], logits[4] = 2.0, -1.0
+    sampler = Sampler(SamplerConfig(repetition_penalty=1.25))
+    sampler.record(3)
+    sampler.record(4)
+    penalised = sampler.penalised(logits)
+    assert float(penalised[3]) == pytest.approx(2.0 / 1.25) and float(penalised[4]) == pytest.approx(-1.25)
+    assert float(penalised[5]) == 0.0, "tokens not generated are untouched"
+
+
 def test_from_sampling_carries_every_backend_setting_and_the_stop_strings():
     sampling = Sampling(
         temperature=0.7, top_p=0.9, top_k=40, max_tokens=77,
         presence_penalty=0.1, frequency_penalty=0.2, penalty_decay=0.99, seed=9,
     )
     config = SamplerConfig.from_sampling(sampling, stop=["\n\n"])
+    with_more = SamplerConfig.from_sampling(
+        sampling.model_copy(update={"min_p": 0.05, "repetition_penalty": 1.1, "stop": ("THE END",)}), stop=["\n\n"]
+    )
+    assert (with_more.min_p, with_more.repetition_penalty, with_more.stop) == (0.05, 1.1, ("THE END", "\n\n"))
     assert (config.temperature, config.top_p, config.top_k, config.max_tokens) == (0.7, 0.9, 40, 77)
     assert (config.presence_penalty, config.frequency_penalty, config.penalty_decay) == (0.1, 0.2, 0.99)
     assert (config.seed, config.stop) == (9, ("\n\n",))
@@ -185,6 +207,8 @@ def test_from_sampling_carries_every_backend_setting_and_the_stop_strings():
         {"penalty_decay": 1.5},
         {"stop": ("",)},
         {"presence_penalty": math.inf},
+        {"min_p": 1.0},
+        {"repetition_penalty": 0.5},
     ],
 )
 def test_invalid_settings_are_refused_in_one_sentence(bad):

@@ -141,3 +141,30 @@ def test_weights_are_split_into_files_under_the_size_limit(data_dir, tmp_path):
 def test_missing_data_is_reported_with_the_command_that_prepares_it(tmp_path):
     with pytest.raises(InvalidInput, match="tokenizer_training"):
         run_training(tmp_path / "nowhere", tmp_path / "model", "--max-steps", "1")
+
+
+def test_recall_episodes_train_beside_the_books_and_a_seed_replays_them(data_dir, tmp_path):
+    flags = ("--max-steps", "6", "--seed", "5", "--recall-rows", "1", "--recall-ctx-len", "512",
+             "--recall-answer-weight", "4", "--log-interval", "3")
+    first = run_training(data_dir, tmp_path / "a", *flags)
+    second = run_training(data_dir, tmp_path / "b", *flags)
+
+    assert first["tokens_seen"] == 6 * (4 * 32 + 512), "each step reads the books and a row of episodes"
+    curve = first["recall_answer_curve"]
+    assert [step for step, _ in curve] == [3, 6] and all(0 <= share <= 1 for _, share in curve)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["training"]["config"]["recall_rows"] == 1
+    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert first["heldout_bits_per_byte"] == second["heldout_bits_per_byte"]
+
+
+def test_training_can_start_from_a_saved_model_of_the_same_shape(data_dir, tmp_path):
+    start = run_training(data_dir, tmp_path / "start", "--max-steps", "8", "--seed", "7")
+    # A learning rate too small to move the weights: the run starts where the saved model stands.
+    again = run_training(data_dir, tmp_path / "again", "--max-steps", "1", "--lr", "1e-12",
+                         "--init-from", str(tmp_path / "start"))
+    assert again["heldout_bits_per_byte"] == pytest.approx(start["heldout_bits_per_byte"], abs=1e-3)
+
+    with pytest.raises(InvalidInput, match="another shape"):
+        run_training(data_dir, tmp_path / "wide", "--max-steps", "1", "--n-embd", "64",
+                     "--init-from", str(tmp_path / "start"))

@@ -134,3 +134,20 @@ def test_the_only_memory_may_change_length_when_edited(store: SqlStore, story):
     )
 
     assert store.memory_vectors(story.id, EMBEDDING_MODEL)[2].shape == (1, 4)
+
+
+def test_a_restored_paragraph_is_in_the_story_and_recalled_again(store: SqlStore, story):
+    first, second, third = write_chain(store, story.id, ["A lantern.", "A ferry.", "A key."])
+    store.delete_paragraph(third.id, move_head=True, new_head=second.id)
+    version = store.memory_version(story.id)
+
+    store.restore_paragraph(third.id, move_head=True)
+
+    assert [s.paragraph for s in store.branch(story.id)] == ["A lantern.", "A ferry.", "A key."]
+    assert store.get_story(story.id).head_step_id == third.id
+    assert store.memory_version(story.id) > version, "recall's cache knows the memories changed"
+    _, entries, _ = store.memory_vectors(story.id, EMBEDDING_MODEL)
+    assert [m.text for m in entries] == ["A lantern.", "A ferry.", "A key."]
+    store.delete_paragraph(first.id)
+    store.restore_paragraph(first.id)
+    assert store.get_story(story.id).head_step_id == third.id, "the head stays where it was"

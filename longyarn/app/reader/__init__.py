@@ -1,6 +1,7 @@
 """Reader mode, `longyarn read`: stories as interactive fiction, in a terminal or a browser.
 
-`run_read` runs it in the terminal; `longyarn.app.reader.web.serve_reader` serves it to browsers.
+`run_read` runs it in the terminal; `longyarn.app.reader.web.serve_reader` serves this terminal app to
+browsers (`longyarn read --serve --terminal`); the web reader is `longyarn.app.web`.
 """
 
 from __future__ import annotations

@@ -151,12 +151,26 @@ class ReaderApp(App[None]):
         if self.in_browser:
             self.notify("Your copy of the story is downloading.", title="Exported")
         else:
-            # The file's name only: reader mode never shows a path.
-            self.notify(f"Saved “{event.path.name}” in your downloads folder.", title="Exported")
+            # In a terminal the reader is on their own machine: say where the file is.
+            self.notify(f"Saved your copy of the story as {event.path}.", title="Exported", timeout=12)
 
     def on_delivery_failed(self, event: events.DeliveryFailed) -> None:
         log.warning("export failed: %s", event.exception)
-        self.notify("The story could not be exported just now; please try again.", severity="error")
+        error = event.exception
+        if self.in_browser:
+            reason = "the download could not be prepared"
+        elif isinstance(error, OSError):
+            where = f" {error.filename}" if error.filename else ""
+            reason = f"could not write{where}: {error.strerror or error}"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        self.notify(
+            f"Your copy of the story was not saved ({reason}); your place in the story is kept"
+            + ("." if self.in_browser else "; start `longyarn read` in a folder you can write to."),
+            title="Not exported",
+            severity="error",
+            timeout=15,
+        )
 
 
 def make_reader_app(**options: Any) -> ReaderApp:

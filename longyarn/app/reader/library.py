@@ -19,7 +19,11 @@ from .screens import ReadingScreen
 class LibraryScreen(Screen):
     """Stories open to readers, with their genre, premise and length."""
 
-    BINDINGS = [Binding("enter", "open_story", "Read", id="read-story")]
+    # priority: the table would take Enter for itself, and hide it from the footer.
+    BINDINGS = [
+        Binding("enter", "open_story", "Read", id="read-story", priority=True),
+        Binding("ctrl+q", "app.quit", "Quit", id="library-quit"),
+    ]
 
     def __init__(self, room: ReadingRoom) -> None:
         super().__init__(id="reader-library")

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
-from longyarn.app.export import render_story
+from longyarn.app.export import downloads_folder, render_story
 from longyarn.app.session.reader_errors import ReaderProblem, message_for_reader
 from longyarn.app.session.reading import Choice, ReadingSession
 from longyarn.app.ui.formatting import one_line
@@ -75,6 +75,16 @@ class ChoiceList(OptionList):
             self.action_select()
 
 
+class ActionInput(Input):
+    """The reader's own action: typing takes every letter key, so its footer names the two keys
+    that still work here."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Act", id="act-submit"),
+        Binding("escape", "screen.escape", "Choices", id="act-leave"),
+    ]
+
+
 class ReadingScreen(Screen):
     """A story in a clean reading layout, then what happens next."""
 
@@ -116,7 +126,7 @@ class ReadingScreen(Screen):
         with Vertical(id="next"):
             yield Label("What happens next?", id="choices-title", classes="panel-title")
             yield ChoiceList(id="choices")
-            yield Input(
+            yield ActionInput(
                 placeholder="What do you do? (Enter to act)",
                 id="action",
                 max_length=self.room.action_chars,
@@ -395,6 +405,7 @@ class ReadingScreen(Screen):
         name = "".join(c if c.isalnum() else "-" for c in session.story.title.lower()).strip("-")
         self.app.deliver_text(
             io.StringIO(text),
+            save_directory=None if self.room.in_browser else downloads_folder(),
             save_filename=f"{name or 'story'}.md",
             mime_type="text/markdown",
             encoding="utf-8",

@@ -1,7 +1,10 @@
-"""`longyarn read --serve`: reader mode for browsers, one app process per browser session.
+"""`longyarn read --serve --terminal`: the terminal reader in browsers, one app process per session.
 
-textual-serve runs the reader app as a subprocess for each websocket and relays the terminal
-to xterm.js in the page. This module adds what reader mode needs on top:
+The web reader (`longyarn.app.web`) is what `longyarn read --serve` serves; this is the
+terminal app relayed through textual-serve, kept for readers who want the TUI in a browser and
+as the baseline of `benchmarks/reader_load.py`. textual-serve runs the reader app as a
+subprocess for each websocket and relays the terminal to xterm.js in the page. This module adds
+what reader mode needs on top:
 
 - Identity: a reader's token lives in the page address (`/?reader=<token>`), which the reader
   bookmarks. A visit without one is redirected to a fresh token; the session's websocket
@@ -15,14 +18,13 @@ to xterm.js in the page. This module adds what reader mode needs on top:
 
 All sessions share one database; SQLite in WAL mode lets them read while one writes. With the
 local model they share one copy of it too: the server loads it once and serves it to them on
-127.0.0.1 as `longyarn serve` does (`shared_local_model`), rather than each session process
-loading its own (a 1.5B model per reader would not fit).
+127.0.0.1 as `longyarn serve` does (`longyarn.app.serve.shared_local_model`), rather than each
+session process loading its own (a 1.5B model per reader would not fit).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,7 +32,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -48,9 +50,6 @@ STORY_ENV = "LONGYARN_READER_STORY"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PAGE_TITLE = "longyarn · reading room"
 FONT_SIZES = range(8, 41)
-# Paragraphs the shared local model queues for readers before it answers "busy" (each reader
-# is also limited to a few a minute).
-SHARED_MODEL_MAX_WAITING = 64
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +225,11 @@ def settings_for_sessions(settings: Any) -> str:
 def serve_reader(
     settings: Any, *, host: str = "127.0.0.1", port: int = 8000, story_id: str | None = None
 ) -> None:
-    """Serve reader mode to browsers until interrupted (what `longyarn read --serve` calls).
+    """Serve the terminal reader to browsers until interrupted (`longyarn read --serve --terminal`).
 
     Binds 127.0.0.1 unless `host` names another interface.
     """
+    from longyarn.app.serve import shared_local_model
     from longyarn.storage.db import open_store
 
     open_store(settings.db).close()  # migrate once here, not racing in every session
@@ -239,23 +239,3 @@ def serve_reader(
             story_id=story_id,
         ).serve()
 
-
-@contextlib.contextmanager
-def shared_local_model(settings: Any) -> Iterator[Any]:
-    """The settings for the sessions: unchanged, except that with the local model it is loaded
-    here once and served on 127.0.0.1 while the room is open, and the sessions read it there
-    (`--checkpoint URL`)."""
-    from longyarn.recurrent_core.backends.served_local import is_served_model
-
-    if settings.resolved_backend() != "local" or is_served_model(settings.checkpoint):
-        yield settings
-        return
-    from longyarn.app.serve import create_app, running_server
-    from longyarn.recurrent_core.backends.local import LocalBackend
-
-    backend = LocalBackend.from_settings(settings)
-    try:
-        with running_server(create_app(backend, max_waiting=SHARED_MODEL_MAX_WAITING)) as url:
-            yield settings.model_copy(update={"backend": "local", "checkpoint": url})
-    finally:
-        backend.close()

@@ -36,6 +36,10 @@ It runs in a thread (a local model imports torch and reads its weights), never o
 NO_MODEL = "No model is configured; open the settings (F5) to choose one."
 
 
+class NoModel(LongyarnError):
+    """Work that needs a model found none ready (still loading, or none usable)."""
+
+
 def make_engine(store: StoryStore, settings: Settings) -> Engine:
     """The engine for `settings` over `store`: what the CLI, the writers' UI and the reader use."""
     from longyarn.app.models import make_backend
@@ -112,6 +116,15 @@ class EngineHost:
                 await asyncio.shield(close_backend(engine))
             elif engine is self.engine and self._pending_config is not None:
                 engine.config, self._pending_config = self._pending_config, None
+
+    @contextlib.asynccontextmanager
+    async def model(self, why_none: str | None = None) -> AsyncIterator[Engine]:
+        """`in_use`, for work that cannot go on without a model: `NoModel` (`why_none`, else why
+        there is none) when there is none."""
+        async with self.in_use() as engine:
+            if engine is None:
+                raise NoModel(why_none or self.why_no_model()[1])
+            yield engine
 
     def engine_now(self) -> Engine:
         """The engine, built in the calling thread if there is none yet: a reader needs a model

@@ -30,6 +30,14 @@ class PlaceGone(ReaderProblem):
     """A saved place or bookmark points at a paragraph the reader can no longer see."""
 
 
+class MoveInFlight(ReaderProblem):
+    """A paragraph is already being written for this reader in this story."""
+
+
+class ChoiceOutdated(ReaderProblem):
+    """The reader chose from a page that no longer shows where they are (another tab moved on)."""
+
+
 class NothingToSave(ReaderProblem):
     """There is no paragraph yet to save or bookmark."""
 

@@ -21,8 +21,10 @@ to that step; what they can do next is computed from it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncContextManager, AsyncIterator, Callable
 
 from longyarn.recurrent_core.engine import Engine
 from longyarn.recurrent_core.errors import StoryNotFound
@@ -32,6 +34,8 @@ from longyarn.recurrent_core.types import Step, StepCompleted, StepEvent, Story
 
 from .reader_errors import (
     CannotExtend,
+    ChoiceOutdated,
+    MoveInFlight,
     NothingToSave,
     PlaceGone,
     ReaderProblem,
@@ -48,8 +52,16 @@ from .reader_text import (
 
 DEFAULT_STEPS_PER_MINUTE = 6
 RATE_WINDOW_S = 60.0
+# A move's claim lives this long unless the process writing it renews it (a third of it at a
+# time); a process killed mid-paragraph frees the reader to move again after at most this.
+DEFAULT_MOVE_LEASE_S = 30.0
+
+log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Engine]
+# Waits for a turn to write (the web reader's bound on steps at once); entered after the move
+# is claimed and held until the paragraph is stored.
+Turn = Callable[[], AsyncContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,10 @@ class Choice:
 
 
 BEGIN_LABEL = "Begin the story"
+_PLACE_CHANGED = (
+    "Your place in this story changed since that page was shown (in another tab or window, "
+    "perhaps); nothing was written; here is where you are now: choose again."
+)
 
 
 class ReadingSession:
@@ -84,8 +100,10 @@ class ReadingSession:
         engine_factory: EngineFactory | None = None,
         steps_per_minute: int = DEFAULT_STEPS_PER_MINUTE,
         action_chars: int = DEFAULT_ACTION_CHARS,
+        move_lease_s: float = DEFAULT_MOVE_LEASE_S,
     ) -> None:
         self.store = store
+        self.move_lease_s = move_lease_s
         self.reader = reader
         self.story_id = story_id
         self.engine_factory = engine_factory
@@ -101,12 +119,18 @@ class ReadingSession:
     def open(self) -> None:
         """Resume where the reader left off, or start at the story's first paragraph."""
         saved = self.store.reader_position(self.reader.id, self.story_id)
-        if saved is not None and saved.step_id is not None:
-            try:
-                self.go_to(saved.step_id)
+        if saved is not None and saved.step_id is None:
+            self._show(None)
+            return
+        if saved is not None:
+            # Read only: a page view must not write (a web reader opens the story on every page).
+            path = self.store.branch(self.story_id, saved.step_id)
+            if path and path[-1].id == saved.step_id and all(
+                step.branch_owner in (None, self.reader.id) for step in path
+            ):
+                self.position, self.path = path[-1], path
                 return
-            except PlaceGone:
-                pass  # the author deleted that paragraph: start again from the top
+            # else the author deleted that paragraph: start again from the top
         self._show(self._first_paragraph())
         self._save_position()
 
@@ -184,6 +208,24 @@ class ReadingSession:
 
     # ---- moving on ----
 
+    def choice_at(self, index: int, after_step_id: str | None) -> Choice:
+        """The choice numbered `index` (from 0) as the reader saw it after `after_step_id`.
+
+        Raises `ChoiceOutdated` if the reader has moved since (another tab or window), or if
+        there is no such choice now.
+        """
+        self.check_place(after_step_id)
+        choices = self.choices()
+        if not 0 <= index < len(choices):
+            raise ChoiceOutdated(_PLACE_CHANGED)
+        return choices[index]
+
+    def check_place(self, after_step_id: str | None) -> None:
+        """Raise `ChoiceOutdated` unless the reader is still after `after_step_id`, the
+        paragraph the page they act from was showing."""
+        if after_step_id != (self.position.id if self.position else None):
+            raise ChoiceOutdated(_PLACE_CHANGED)
+
     async def choose(self, choice: Choice) -> AsyncIterator[StepEvent]:
         """Take a choice: read the existing paragraph it leads to, or have one written.
 
@@ -193,41 +235,98 @@ class ReadingSession:
         if choice.step_id is not None:
             await asyncio.to_thread(self.go_to, choice.step_id)
             return
-        async for event in self._write(choice.instruction):
+        await asyncio.to_thread(self.claim_move, choice.instruction)
+        async for event in self.write_claimed(choice.instruction):
             yield event
 
     async def act(self, text: str) -> AsyncIterator[StepEvent]:
         """The reader's own action ("What do you do?"): a new paragraph on their branch."""
         action = clean_action(text, self.action_chars)
-        async for event in self._write(action):
+        await asyncio.to_thread(self.claim_move, action)
+        async for event in self.write_claimed(action):
             yield event
 
-    async def _write(self, instruction: str | None) -> AsyncIterator[StepEvent]:
+    # ---- writing a new paragraph, in two halves ----
+    # `claim_move` checks everything that can refuse the move and claims it in the database;
+    # `write_claimed` writes it. A web request claims and answers at once, and a task of the
+    # process writes the paragraph, which outlives the request (and a reloaded page).
+
+    def claim_move(self, instruction: str | None) -> None:
+        """Claim a new paragraph after the current one, following `instruction`.
+
+        Raises `CannotExtend` if the author does not allow it, `MoveInFlight` while one is
+        being written for this reader in this story (by any server process), and
+        `ReaderRateLimited` past the per-reader limit. Nothing is written here.
+        """
         if not self.may_extend:
             raise CannotExtend(
                 "The author keeps this story to the paragraphs they wrote; nothing new was "
                 "written; pick one of the choices shown."
             )
-        wait_s = await asyncio.to_thread(
-            self.store.reserve_reader_generation,
-            self.reader.id,
-            limit=self.steps_per_minute,
-            window_s=RATE_WINDOW_S,
+        parent_id = self.position.id if self.position else None
+        try:
+            claimed = self.store.begin_reader_move(
+                self.reader.id, self.story_id, parent_id, instruction or "",
+                lease_s=self.move_lease_s,
+            )
+        except StoryNotFound:
+            raise PlaceGone(
+                "The paragraph you were reading is no longer in the story; nothing was written; "
+                "open the story again from the library."
+            ) from None
+        if claimed is None:
+            raise MoveInFlight(
+                "A paragraph is already being written for you in this story; nothing else was "
+                "started; it appears here as soon as it is written."
+            )
+        wait_s = self.store.reserve_reader_generation(
+            self.reader.id, limit=self.steps_per_minute, window_s=RATE_WINDOW_S
         )
         if wait_s is not None:
+            self.store.end_reader_move(self.reader.id, self.story_id)
             raise ReaderRateLimited(self.steps_per_minute, wait_s)
-        engine = await asyncio.to_thread(self._engine_now)  # a local model loads for seconds
-        parent_id = self.position.id if self.position else None
-        async for event in engine.step(
-            self.story_id,
-            instruction,
-            parent_step_id=parent_id,
-            branch_owner=self.reader.id,
-            move_head=False,
-        ):
-            if isinstance(event, StepCompleted):
-                await asyncio.to_thread(self.go_to, event.step.id)
-            yield event
+
+    async def write_claimed(
+        self, instruction: str | None, *, turn: Turn | None = None
+    ) -> AsyncIterator[StepEvent]:
+        """Write the paragraph `claim_move` claimed, on the reader's own branch.
+
+        Waits for `turn` first, if given. The claim is renewed while this runs and ended
+        when it ends, however it ends; the reader's place moves to the paragraph once stored.
+        """
+        renewing = asyncio.create_task(self._keep_move_claimed())
+        try:
+            async with (turn() if turn is not None else contextlib.nullcontext()):
+                engine = await asyncio.to_thread(self._engine_now)  # a local model loads for seconds
+                parent_id = self.position.id if self.position else None
+                async for event in engine.step(
+                    self.story_id,
+                    instruction,
+                    parent_step_id=parent_id,
+                    branch_owner=self.reader.id,
+                    move_head=False,
+                ):
+                    if isinstance(event, StepCompleted):
+                        await asyncio.to_thread(self.go_to, event.step.id)
+                    yield event
+        finally:
+            renewing.cancel()
+            ending = asyncio.ensure_future(
+                asyncio.to_thread(self.store.end_reader_move, self.reader.id, self.story_id)
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ending)  # a cancelled move still frees the reader
+
+    async def _keep_move_claimed(self) -> None:
+        while True:
+            await asyncio.sleep(self.move_lease_s / 3)
+            try:
+                await asyncio.to_thread(
+                    self.store.renew_reader_move, self.reader.id, self.story_id,
+                    lease_s=self.move_lease_s,
+                )
+            except Exception:  # the database is busy or gone: the step itself will say so
+                log.warning("renewing a reader's move failed", exc_info=True)
 
     def _engine_now(self) -> Engine:
         if self._engine is None:

@@ -14,15 +14,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Callable, Literal
 
+from longyarn.recurrent_core.alternatives import AlternativeDelta, Drafts, keep_alternatives, stream_alternatives
+from longyarn.recurrent_core.cowriting import PassageChange, PassageTask, propose_change
 from longyarn.recurrent_core.engine import Engine
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import PhaseChanged, Step, StepCompleted, StepEvent, Story
 
 from .choosing import DEFAULT_CHOICE, Choose, next_instruction
-from .engine_host import EngineHost
+from .counts import WordCounts, count_words, story_goal
+from .edits import MemoryEditNotStored, StoryEdits
+from .engine_host import EngineHost, NoModel
+from .history import Change, History
 
 Parent = str | None | Literal["head"]
 
@@ -44,14 +50,6 @@ class Position:
         return (ids.index(self.head.id) + 1 if self.head.id in ids else 1, max(1, len(ids)))
 
 
-class NoModel(LongyarnError):
-    """Work that needs a model found none ready (still loading, or none usable)."""
-
-
-class MemoryEditNotStored(LongyarnError):
-    """A step did not start because the writer's memory edit could not be stored first."""
-
-
 @dataclass(frozen=True)
 class RunProgress:
     """Keep writing is at paragraph `number` of `count` (sent before its step), or waits for a
@@ -70,7 +68,7 @@ class RunInstruction:
     fallback: str | None
 
 
-class WritingSession:
+class WritingSession(StoryEdits):
     """A writer's way through one story: the head, its neighbours, and what they can do next."""
 
     def __init__(
@@ -80,9 +78,12 @@ class WritingSession:
         story_id: str,
         *,
         on_memory_edit_failed: Callable[[Exception], None] | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         """`on_memory_edit_failed` hears why a short-term memory edit could not be stored (the
-        session then holds what the store holds, so the next save writes the edit again)."""
+        session then holds what the store holds, so the next save writes the edit again).
+        `now` is the clock (for the words written today)."""
+        self.now = now or (lambda: datetime.now(timezone.utc))
         self.store = store
         self.host = host
         self.story_id = story_id
@@ -92,7 +93,9 @@ class WritingSession:
         self.position = Position(None, (), ())
         self.landed_on_cancel = False  # whether the step cancelled last had been stored already
         self.replaced_step_id: str | None = None  # the version a retry just put aside, if any
-        self._undone: list[str] = []  # steps undone, newest last: what redo brings back
+        self.history = History()  # every change made here, for undo and redo (see StoryEdits)
+        self.written_here: set[str] = set()  # steps written since the story was opened
+        self.session_goal = 0  # words the writer means to write in this session (0: none)
         # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
         self._memory_write: asyncio.Task[bool] | None = None
 
@@ -143,6 +146,7 @@ class WritingSession:
         self.position = replace(self.position, head=edited)
         self.branch = [edited if step.id == edited.id else step for step in self.branch]
         self._memory_write = asyncio.create_task(self._write_memory_edit(self._memory_write, head, text))
+        self.history.record(self._memory_change(head, head.short_term_memory, text))
         return edited
 
     async def _write_memory_edit(self, earlier: asyncio.Task[bool] | None, stored: Step, text: str) -> bool:
@@ -182,9 +186,7 @@ class WritingSession:
         head_before = self.position.head.id if self.position.head else None
         committing = False
         # Held to the end: settings saved meanwhile apply from the next step.
-        async with self.host.in_use() as engine:
-            if engine is None:
-                raise NoModel(self.host.why_no_model()[1])
+        async with self.host.model() as engine:
             if not await self.memory_edit_stored():
                 raise MemoryEditNotStored(
                     "The step did not run: your memory edit is not saved yet; the story is as it was."
@@ -199,13 +201,17 @@ class WritingSession:
                 self.landed_on_cancel = await self._settle_cancel(head_before, engine if committing else None)
                 raise
 
-    async def _landed(self, step: Step) -> None:
+    async def _landed(self, step: Step, described: str = "the new paragraph") -> None:
         head = self.position.head
         self.replaced_step_id = None
         if head is not None and step.parent_id == head.parent_id:  # a retry: the old one is kept aside
             self.replaced_step_id = head.id
             self.branch = [s for s in self.branch if s.id != head.id]
+            described = "the new version"
         self.branch.append(step)
+        self.written_here.add(step.id)
+        before = head.id if head is not None else None
+        self.history.record(Change(described, undo=lambda: self._set_head(before), redo=lambda: self._set_head(step.id)))
         await self.refresh_story()
         await self.refresh_position(step)
 
@@ -225,6 +231,45 @@ class WritingSession:
             pass
         return False
 
+    def word_counts(self) -> WordCounts:
+        """The story's words, today's and this session's, with their goals."""
+        return count_words(
+            self.branch, self.written_here, self.now(), story_goal=story_goal(self.story), session_goal=self.session_goal
+        )
+
+    # ---- alternatives and co-writing ----
+
+    async def draft_alternatives(self, instruction: str | None, count: int) -> AsyncIterator[AlternativeDelta | Drafts]:
+        """`count` versions of the next paragraph at once: their pieces as they come, then the
+        drafts to choose from (`keep_alternative`); nothing is stored meanwhile."""
+        async with self.host.model() as engine:
+            if not await self.memory_edit_stored():
+                raise MemoryEditNotStored(
+                    "The versions were not written: your memory edit is not saved yet; the story is as it was."
+                )
+            async for item in stream_alternatives(engine, self.story_id, instruction, count):
+                yield item
+
+    async def keep_alternative(self, drafts: Drafts, chosen: int) -> tuple[Step, tuple[str, ...]]:
+        """Store every version, the head on `chosen` (one undoable change); the chosen step and
+        its fallbacks."""
+        async with self.host.model() as engine:
+            step, steps, fallbacks = await keep_alternatives(engine, drafts, chosen)
+        await self._landed(step, f"version {chosen + 1} of {len(steps)} written at once")
+        return step, fallbacks
+
+    async def propose_change(
+        self, step_id: str, text: str, start: int, end: int, task: PassageTask, wish: str = ""
+    ) -> PassageChange:
+        """The model's rewrite (expansion, description, shortening) of `text[start:end]`, or its
+        continuation at `end`; `text` is the paragraph as the writer is editing it. Nothing is
+        stored: an accepted change is stored as a paragraph edit."""
+        async with self.host.model() as engine:
+            step = next((s for s in self.branch if s.id == step_id), None)
+            if step is None:
+                step = await asyncio.to_thread(self.store.get_step, step_id)
+            return await propose_change(engine, step, text, start, end, task, wish)
+
     def retry_parent(self) -> tuple[str, str | None] | None:
         """(instruction, parent) to write the head again as a new version beside it."""
         head = self.position.head
@@ -235,9 +280,7 @@ class WritingSession:
         model that is loading (new settings) is waited for."""
         while self.host.loading:
             await asyncio.sleep(0.1)
-        async with self.host.in_use() as engine:
-            if engine is None:
-                raise NoModel(self.host.why_no_model()[1])
+        async with self.host.model() as engine:
             instruction, fallback = await next_instruction(
                 engine, self.story_id, self.position.head, len(self.branch), how, seed
             )
@@ -273,34 +316,14 @@ class WritingSession:
 
     # ---- moving the head: every move is a move; nothing is ever deleted ----
 
-    async def move_head(self, step_id: str | None) -> None:
-        """Continue writing from `step_id`, once the writer's memory edit is stored (it
-        belongs to the step it was made on)."""
+    async def move_head(self, step_id: str | None, description: str = "the move") -> None:
+        """Continue writing from `step_id` (an undoable change), once the writer's memory edit
+        is stored (it belongs to the step it was made on)."""
         if not await self.memory_edit_stored():
             raise MemoryEditNotStored("Your memory edit is not saved yet; the story is as it was.")
-        await asyncio.to_thread(self.store.set_head, self.story_id, step_id)
-        await self.reload()
-
-    def undo_target(self) -> str | None:
-        """Where undo moves the head: the paragraph before it on the branch. Remembers the head
-        for redo."""
-        head = self.position.head
-        assert head is not None
-        steps = self.branch
-        target = steps[-2].id if len(steps) >= 2 and steps[-1].id == head.id else head.parent_id
-        self._undone.append(head.id)
-        return target
-
-    def redo_target(self) -> str | None:
-        """The paragraph last undone here (not merely the newest version); None if none follows."""
-        children = {child.id for child in self.position.children}
-        if not children:
-            return None
-        target = next((step for step in reversed(self._undone) if step in children), None)
-        if target is None:
-            return self.position.children[-1].id
-        self._undone.remove(target)
-        return target
+        before = self.position.head.id if self.position.head else None
+        await self._set_head(step_id)
+        self.history.record(Change(description, undo=lambda: self._set_head(before), redo=lambda: self._set_head(step_id)))
 
     def version_target(self, offset: int) -> tuple[str, int, int] | None:
         """(step id, its number, how many) of the version `offset` away from the head's."""
@@ -309,37 +332,3 @@ class WritingSession:
         if 0 <= index < total:
             return self.position.siblings[index].id, index + 1, total
         return None
-
-    # ---- paragraphs ----
-
-    async def edit_paragraph(self, step_id: str, text: str) -> Step:
-        """Store the writer's edit of a paragraph, re-embedding its memory."""
-        async with self.host.in_use() as engine:
-            if engine is None:
-                raise NoModel(
-                    "No model is ready to re-embed it; save it again once the model has loaded (F5: settings)."
-                )
-            updated = await engine.edit_paragraph(step_id, text)
-        self.branch = [updated if step.id == updated.id else step for step in self.branch]
-        if self.position.head is not None and updated.id == self.position.head.id:
-            self.position = replace(self.position, head=updated)
-        return updated
-
-    async def delete_paragraph(self, step: Step) -> bool:
-        """Delete a paragraph (and its memory) in one transaction; when it was the newest,
-        writing continues from the one before it, as after an undo. True if the head moved."""
-        at_head = self.position.head is not None and step.id == self.position.head.id
-        earlier = self.branch[-2].id if len(self.branch) >= 2 else None
-        if at_head:
-            await asyncio.to_thread(self.store.delete_paragraph, step.id, move_head=True, new_head=earlier)
-            await self.reload()
-        else:
-            await asyncio.to_thread(self.store.delete_paragraph, step.id)
-            self.branch = [s for s in self.branch if s.id != step.id]
-        return at_head
-
-    async def save_outline(self, title: str, outline: str) -> Story:
-        self.story = await asyncio.to_thread(
-            self.store.update_story, self.story_id, title=title, outline=outline
-        )
-        return self.story

@@ -32,6 +32,7 @@ from .commands import LongyarnCommands
 from .desk import Desk, LoadModel
 from .screens.help import HelpScreen, help_rows
 from .screens.library import LibraryScreen
+from .screens.sampling import SamplingScreen
 from .screens.settings import SettingsScreen
 from .screens.welcome import WelcomeScreen
 from .screens.writing import WritingScreen
@@ -51,6 +52,8 @@ class LongyarnApp(App[None]):
 
     BINDINGS = [
         Binding("f5", "settings", "Settings", id="settings"),
+        Binding("f9", "sampling", "Sampling", id="sampling", show=False,
+                tooltip="Sampling: presets and values per role (min-p, penalties, stop sequences)"),
         Binding("f1", "help", "Help", id="help", tooltip="Every key of this screen"),
     ]
 
@@ -170,6 +173,10 @@ class LongyarnApp(App[None]):
     def action_settings(self) -> None:
         if not isinstance(self.screen, SettingsScreen):
             self.push_screen(SettingsScreen(self.desk))
+
+    def action_sampling(self) -> None:
+        if not isinstance(self.screen, SamplingScreen):
+            self.push_screen(SamplingScreen(self.desk))
 
 
 def load_keymap(path: Path | None = None) -> dict[str, str]:

@@ -26,7 +26,7 @@ class Desk:
     now: Callable[[], datetime]
 
     def session(self, story_id: str) -> WritingSession:
-        return WritingSession(self.store, self.host, story_id)
+        return WritingSession(self.store, self.host, story_id, now=self.now)
 
 
 class LoadModel(Message):

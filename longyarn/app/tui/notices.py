@@ -8,7 +8,8 @@ from pathlib import Path
 
 from textual.screen import Screen
 
-from longyarn.app.export import render_story, slug, write_atomically
+from longyarn.app.export import export_story as export_text
+from longyarn.app.export import slug, write_atomically
 from longyarn.app.session.engine_host import EngineHost
 from longyarn.app.ui.formatting import store_failure
 from longyarn.recurrent_core.store import StoryStore
@@ -48,8 +49,7 @@ async def _write_export(screen: Screen, store: StoryStore, story_id: str, reques
     """Read the branch, render it and write the file in a thread; say how it went."""
 
     def write() -> None:
-        story = store.get_story(story_id)
-        write_atomically(request.path, render_story(story, store.branch(story_id), request.fmt))  # type: ignore[arg-type]
+        write_atomically(request.path, export_text(store, story_id, request.fmt))  # type: ignore[arg-type]
 
     try:
         await asyncio.to_thread(write)

@@ -3,48 +3,13 @@ of status in the words of whoever watches (a writer, a writer keeping on writing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 from longyarn.recurrent_core.types import ParagraphDelta, PhaseChanged, StepCompleted, StepEvent, StepStarted
 
+from longyarn.app.session.step_words import ESCAPE, Audience, phase_words
+
 from .widgets import StoryView
-
-Audience = Literal["writer", "run", "reader"]
-
-
-@dataclass(frozen=True)
-class PhaseWords:
-    writer: str  # on the writing screen
-    run: str  # after "Keep writing: paragraph 2 of 5 · " (the status line is one line)
-    reader: str  # readers see the story go on, not the machinery
-
-
-# The one table of what each phase of a step is called.
-PHASES: dict[str, PhaseWords] = {
-    "started": PhaseWords(
-        "Writing the paragraph… (Escape cancels; nothing is saved until the step ends)",
-        "writing…",
-        "The story goes on…",
-    ),
-    "writing": PhaseWords("Writing the paragraph…", "writing…", "The story goes on…"),
-    "remembering": PhaseWords(
-        "Updating the short-term memory and planning what comes next…",
-        "remembering and planning…",
-        "The story goes on… (almost there)",
-    ),
-    "planning": PhaseWords("Planning what comes next…", "planning…", "The story goes on… (almost there)"),
-    "committing": PhaseWords("Saving…", "saving…", "The story goes on… (almost there)"),
-}
-# What Escape does, said after the phase.
-ESCAPE = {"writer": "Escape cancels", "run": "Escape stops", "reader": "Escape stops it"}
-
-
-def phase_words(phase: str, audience: Audience) -> str:
-    words = PHASES.get(phase)
-    if words is None:
-        return "…" if audience == "reader" else phase
-    return getattr(words, audience)
 
 
 class StepRenderer:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import asyncio
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 
+from ..prompts import layout_messages
 from ..types import Prompt, Sampling, Usage
+
+# A chat template's tokens around each message (role markers, separators), and the reply's
+# opening: generous for the common templates (ChatML 4-5, Llama-3 5, Mistral 3-4).
+MESSAGE_OVERHEAD_TOKENS = 8
+REPLY_PRIMING_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,35 @@ class ModelBackend(abc.ABC):
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield chunks of the reply. Cancelling the consuming task stops generation."""
 
+    async def stream_many(self, request: GenerationRequest, copies: int) -> AsyncIterator[tuple[int, Chunk]]:
+        """`copies` replies to one request at once, as (which reply, chunk); each reply ends with
+        its own chunk that carries its finish_reason. By default the requests run concurrently
+        (a server's concurrency limit applies); each gets its own seed when one is set."""
+        queue: asyncio.Queue[tuple[int, Chunk] | BaseException | None] = asyncio.Queue()
+
+        async def one(index: int) -> None:
+            sampling = request.sampling
+            if sampling.seed is not None:
+                sampling = sampling.model_copy(update={"seed": sampling.seed + index})
+            try:
+                async for chunk in self.stream(replace(request, sampling=sampling)):
+                    await queue.put((index, chunk))
+                await queue.put(None)
+            except BaseException as error:  # handed to the consumer, which raises it
+                await queue.put(error)
+
+        tasks = [asyncio.ensure_future(one(index)) for index in range(copies)]
+        try:
+            for _finished in range(copies):
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def take_notices(self) -> tuple[str, ...]:
         """Sentences for the user about settings the backend had to leave out since the last
         call (each said once); the engine adds them to the step's fallbacks."""
@@ -59,6 +95,12 @@ class ModelBackend(abc.ABC):
     def count_tokens(self, text: str) -> int:
         """A token count for the context viewer; backends with a tokenizer override this."""
         return max(1, len(text) // 4) if text else 0
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """The whole request's size in tokens as this backend sends it (JRT's repeated context
+        included): what the engine fits to its context budget. Chat messages by default."""
+        messages = layout_messages(prompt, self.info.jrt_repeats)
+        return sum(self.count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages) + REPLY_PRIMING_TOKENS
 
     async def aclose(self) -> None:
         return None

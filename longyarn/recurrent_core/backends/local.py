@@ -136,6 +136,29 @@ class LocalBackend(ModelBackend):
         # "length" tells the engine the reply was cut off by max_tokens.
         yield Chunk(usage=generation.usage, finish_reason=generation.finish_reason)
 
+    async def stream_many(self, request: GenerationRequest, copies: int) -> AsyncIterator[tuple[int, Chunk]]:
+        """`copies` replies read from one prefill and sampled as one batch (see
+        `LocalRuntime.generate_many`); each reply's last chunk carries its finish_reason."""
+        prompt = request.prompt
+        text = self.layout(prompt)
+        generations = self.runtime.generate_many(
+            text,
+            SamplerConfig.from_sampling(request.sampling, stop=request.stop),
+            copies,
+            reply_end_markers=reply_ends(prompt.role, self.chat),
+            stable_head=self._stable_head(prompt, text),
+            reply_min_chars=reply_min_chars(prompt.role, self.chat),
+        )
+        try:
+            async for index, piece in generations:
+                yield index, Chunk(text=piece)
+        finally:
+            await generations.aclose()
+        for index, reason in enumerate(generations.finish_reasons):
+            yield index, Chunk(finish_reason=reason)
+        if generations.usage is not None:
+            yield 0, Chunk(usage=generations.usage)
+
     def layout(self, prompt: Prompt) -> str:
         """The prompt text this model reads for `prompt` (chat turn or completion, JRT or not)."""
         return prompts.layout_completion(prompt, self.info.jrt_repeats, chat=self.chat)
@@ -147,6 +170,10 @@ class LocalBackend(ModelBackend):
     def count_tokens(self, text: str) -> int:
         """The exact number of tokens the model would read for `text`."""
         return self.runtime.count_tokens(text)
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """The exact number of tokens the model reads for `prompt`, as laid out for it."""
+        return self.runtime.count_tokens(self.layout(prompt))
 
     @property
     def lm(self) -> LocalLM:

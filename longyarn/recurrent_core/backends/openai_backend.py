@@ -39,11 +39,15 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Parameters a request works without; a server that refuses one by name is asked again
 # without it. (response_format and max_tokens have their own fallbacks.)
 OPTIONAL_PARAMETERS = (
-    "stream_options", "seed", "top_p", "top_k", "presence_penalty", "frequency_penalty", "stop",
+    "stream_options", "seed", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "stop",
     "temperature",  # OpenAI's reasoning models accept only their default
 )
 # Of those, the ones a person sets (Settings → sampling): dropping one is said, not only logged.
-USER_SETTINGS = frozenset({"seed", "top_p", "top_k", "presence_penalty", "frequency_penalty", "temperature"})
+USER_SETTINGS = frozenset({
+    "seed", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "temperature", "stop",
+})
 _UNSUPPORTED_WORDS = (
     "unsupported", "not supported", "unrecognized", "unknown", "extra inputs", "extra_forbidden",
     "not permitted", "not allowed", "unexpected",
@@ -264,9 +268,16 @@ class OpenAIBackend(ModelBackend):
             arguments["seed"] = sampling.seed
         if request.stop:
             arguments["stop"] = list(request.stop)
-        if sampling.top_k > 0:
-            # vLLM and llama.cpp accept top_k; OpenAI rejects it, so it goes only when asked for.
-            arguments["extra_body"] = {"top_k": sampling.top_k}
+        # vLLM, llama.cpp, Ollama and LM Studio accept these; OpenAI rejects them (and the
+        # refusal drops them for this server, said once), so each goes only when asked for.
+        extensions = {
+            "top_k": sampling.top_k if sampling.top_k > 0 else None,
+            "min_p": sampling.min_p if sampling.min_p > 0 else None,
+            "repetition_penalty": sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None,
+        }
+        extensions = {name: value for name, value in extensions.items() if value is not None}
+        if extensions:
+            arguments["extra_body"] = extensions
         if response_format == "json_schema":
             schema = request.json_schema or {}
             arguments["response_format"] = {

@@ -24,10 +24,11 @@ import openai
 from .. import prompts
 from ..errors import LongyarnError, ModelError, StreamInterrupted
 from ..local_lm.chat_format import ReplyBoundary, reply_ends, reply_min_chars
-from ..types import Usage
+from ..types import Prompt, Usage
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
 
-# No key is needed, but the openai client insists on one.
+# Sent when no key is given: a server started without --api-key needs none, but the openai
+# client insists on one.
 NO_KEY = "longyarn-serve"
 
 
@@ -39,10 +40,19 @@ def is_served_model(checkpoint: str | None) -> bool:
 class ServedLocalBackend(ModelBackend):
     """Reads the local model `longyarn serve` runs at `base_url`."""
 
-    def __init__(self, base_url: str, *, model: str | None = None, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        timeout_s: float = 600.0,
+        api_key: str | None = None,
+    ) -> None:
         """Asks the server what it runs; `LongyarnError` (one sentence) if it is not there or
-        is not `longyarn serve`, or runs another model than `model`."""
+        is not `longyarn serve`, or runs another model than `model`. `api_key` is sent as a
+        Bearer token (what `longyarn serve --api-key` checks)."""
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key or NO_KEY
         card = self._model_card(model, timeout_s)
         layout = card["longyarn"]
         self.chat = bool(layout.get("chat"))
@@ -55,15 +65,21 @@ class ServedLocalBackend(ModelBackend):
             extra={"chat": self.chat, "served_at": self.base_url},
         )
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=NO_KEY, timeout=timeout_s, max_retries=0
+            base_url=self.base_url, api_key=self._api_key, timeout=timeout_s, max_retries=0
         )
 
     def _model_card(self, model: str | None, timeout_s: float) -> dict[str, Any]:
         try:
             with openai.OpenAI(
-                base_url=self.base_url, api_key=NO_KEY, timeout=min(timeout_s, 30), max_retries=2
+                base_url=self.base_url, api_key=self._api_key, timeout=min(timeout_s, 30),
+                max_retries=2,
             ) as client:
                 cards = [card.model_dump() for card in client.models.list()]
+        except openai.AuthenticationError as error:
+            raise LongyarnError(
+                f"{self.base_url} refused the API key, so nothing was loaded; set LONGYARN_API_KEY "
+                "to the key that server was started with (--api-key)."
+            ) from error
         except openai.APIError as error:
             raise LongyarnError(
                 f"Could not read the model list of {self.base_url} ({_reason(error)}); nothing was "
@@ -100,7 +116,12 @@ class ServedLocalBackend(ModelBackend):
             "top_p": sampling.top_p,
             "presence_penalty": sampling.presence_penalty,
             "frequency_penalty": sampling.frequency_penalty,
-            "extra_body": {"top_k": sampling.top_k, "penalty_decay": sampling.penalty_decay},
+            "extra_body": {
+                "top_k": sampling.top_k,
+                "min_p": sampling.min_p,
+                "repetition_penalty": sampling.repetition_penalty,
+                "penalty_decay": sampling.penalty_decay,
+            },
         }
         if sampling.seed is not None:
             arguments["seed"] = sampling.seed
@@ -147,6 +168,10 @@ class ServedLocalBackend(ModelBackend):
             if rest:
                 yield Chunk(text=rest)
         yield Chunk(usage=usage, finish_reason=finish_reason)
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """An estimate of the tokens the served model reads for `prompt`, as laid out for it."""
+        return self.count_tokens(prompts.layout_completion(prompt, self.info.jrt_repeats, chat=self.chat))
 
     def _model_error(self, error: openai.APIError) -> ModelError:
         if isinstance(error, openai.APIConnectionError):

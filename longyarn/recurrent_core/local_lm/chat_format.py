@@ -38,6 +38,7 @@ _BASE_MODEL_REPLY_ENDS: dict[str, tuple[str, ...]] = {
     "planner": ("\n\n",),
     "chooser": ("\n",),
     "bible": ("\n\n## ", "\n\n\n"),
+    "passage": ("\n\n",),  # co-writing inside a paragraph: one paragraph's worth at most
 }
 _DEFAULT_BASE_REPLY_ENDS = ("\n\n## ", "\n\n\n")
 

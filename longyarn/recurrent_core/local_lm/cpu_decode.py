@@ -54,6 +54,8 @@ def wkv7_one_token(
     """
     N = head_size
     heads = r.numel() // N  # batch x heads
+    if torch.compiler.is_compiling():
+        return _wkv7_one_token_fused(r, log_w, k, v, kk, iclr, state, state_out, N)
     state = state.view(heads, N, N)
     state_kk = torch.bmm(state, kk.view(heads, N, 1))
     new_state = torch.baddbmm(
@@ -63,6 +65,32 @@ def wkv7_one_token(
         out=state_out.view(heads, N, N),
     )
     return torch.bmm(new_state, r.view(heads, N, 1))
+
+
+def _wkv7_one_token_fused(
+    r: torch.Tensor,
+    log_w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kk: torch.Tensor,
+    iclr: torch.Tensor,
+    state: torch.Tensor,
+    state_out: torch.Tensor,
+    head_size: int,
+) -> torch.Tensor:
+    """`wkv7_one_token` as products and sums that inductor fuses into two passes over S."""
+    N = head_size
+    heads = r.numel() // N
+    state = state.reshape(heads, N, N)
+    kk, k, r = kk.reshape(heads, 1, N), k.reshape(heads, 1, N), r.reshape(heads, 1, N)
+    state_kk = (state * kk).sum(-1, keepdim=True)  # (heads, N, 1)
+    new_state = (
+        state * torch.exp(log_w).reshape(heads, 1, N)
+        - state_kk * (kk * iclr.reshape(heads, 1, N))
+        + v.reshape(heads, N, 1) * k
+    )
+    state_out.copy_(new_state.view_as(state_out))
+    return (new_state * r).sum(-1, keepdim=True)
 
 
 def decode_threads(config: RWKV7Config, device: torch.device) -> int | None:

@@ -1,16 +1,16 @@
 """The local RWKV-7 ("x070") language model: load a checkpoint, run tokens, get logits.
 
-The arithmetic is the reference `rwkv.model.RWKV_x070` in fp32, reorganised for speed: the
-big weight matrices are `Projection`s (see weights.py), the six token-shift lerps are one
-fused op, each LoRA is one `addmm`, and the first layer norm (ln0) is folded into the
-embedding table as the reference does. Longer inputs run as whole sequences through
-`longyarn.kernels.wkv7` (chunked on a CPU, Triton on a GPU), split into segments to bound
-memory. A single token takes the decode path: on a CPU with the one-token wkv step written
-out (`cpu_decode`); on a GPU through fused kernels, replayed as a CUDA graph (`cuda_decode`).
+The arithmetic is the reference `rwkv.model.RWKV_x070` in fp32 (see block.py), with the first
+layer norm (ln0) folded into the embedding table as the reference does. On a CPU the weight
+matrices are stored at the precision the user chooses (`weights=`, see precision.py: half
+precision by default) while the arithmetic stays fp32. Longer inputs run as whole sequences
+through `longyarn.kernels.wkv7` (chunked on a CPU, Triton on a GPU), split into segments to
+bound memory. A single token takes the decode path: on a CPU as compiled blocks
+(`compiled_decode`, eager ops where compiling is off or fails); on a GPU through fused
+kernels, replayed as a CUDA graph (`cuda_decode`).
 
 This file reads top to bottom: loading, the public `forward`, its input checks, the choice
-of decode path for a single token, and the network itself (sequence, token, time mix,
-channel mix).
+of decode path for a single token, and the network itself (sequence, token).
 """
 
 from __future__ import annotations
@@ -22,21 +22,24 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from longyarn.kernels.rwkv7_fused import DECAY_SCALE, GROUP_NORM_EPS
-from longyarn.kernels.wkv7 import wkv7
-
 from ..errors import InvalidInput
+from .block import channel_mix, time_mix, token_block
 from .checkpoint import load_checkpoint
+from .compiled_decode import CompiledDecode, compiled_decode_wanted, head_logits
 from .config import RWKV7Config, without_unused_tensors
-from .cpu_decode import decode_threads, intra_op_threads, wkv7_one_token
+from .cpu_decode import decode_threads, intra_op_threads
 from .cuda_decode import DecodeGraphError, DecodeGraphs, forward_token_fused
+from .precision import HALF, choose_half_precision, resolve_weights
 from .projection import Projection
 from .state import RecurrentState, StateSignature
-from .weights import LayerWeights, prepare_layers
+from .weights import prepare_layers
 
 # Longer inputs run in segments of this many tokens: exact (the state carries over) and it
 # keeps the sequence intermediates to a few hundred MB at the 0.1B size.
 PREFILL_SEGMENT_TOKENS = 1024
+# The matrices whose storage precision `weights=` sets (the LoRAs follow, see weights.py).
+_PROJECTED = ("att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight",
+              "ffn.key.weight", "ffn.value.weight")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -109,8 +112,13 @@ class LocalLM:
         extra_config: Mapping[str, Any] | None = None,
         fused_decode: bool | None = None,
         cuda_graphs: bool | None = None,
+        weights: str | None = None,
     ) -> None:
         """Use `load` or `from_state_dict`; this expects an already validated state dict.
+
+        weights: how a CPU model computing in float32 stores its weight matrices: "fp32",
+        "fp16", "bf16", "int8", or None/"half" for fp16 or bf16, whichever holds them (see
+        precision.py). Other models keep them in `dtype`.
 
         fused_decode: run single tokens through `cuda_decode.forward_token_fused` (default: on
         CUDA). On a CPU it runs the kernels' PyTorch references, which is how tests check it.
@@ -138,6 +146,11 @@ class LocalLM:
         self._fused_kernels_use_triton: bool | None = None
         # Threads for one-token steps on a CPU (None: torch's current setting); see cpu_decode.
         self.decode_threads: int | None = decode_threads(config, device)
+        cpu_storage = device.type == "cpu" and dtype == torch.float32
+        # The storage precision of the weight matrices: fp32/fp16/bf16/int8, or the dtype's name.
+        self.weights = _storage_precision(state_dict, config, resolve_weights(weights)) if cpu_storage else str(dtype)
+        # One token on a CPU runs compiled (see compiled_decode); set False to decode eagerly.
+        self._compiled_decode = CompiledDecode(cpu_storage and not self._fused_decode and compiled_decode_wanted())
         with torch.no_grad():
             # The reference folds ln0 into the table: emb rows are only ever used normalised.
             self._embedding = F.layer_norm(
@@ -146,10 +159,13 @@ class LocalLM:
                 state_dict["blocks.0.ln0.weight"].float(),
                 state_dict["blocks.0.ln0.bias"].float(),
             ).to(device=device, dtype=dtype)
-            self._layers = prepare_layers(state_dict, config, device, dtype, stack_for_decode=self._fused_decode)
+            storage = self.weights if cpu_storage else "fp32"
+            self._layers = prepare_layers(
+                state_dict, config, device, dtype, stack_for_decode=self._fused_decode, precision=storage
+            )
             self._ln_out_weight = state_dict["ln_out.weight"].to(device=device, dtype=dtype)
             self._ln_out_bias = state_dict["ln_out.bias"].to(device=device, dtype=dtype)
-            self._head = Projection(state_dict["head.weight"], device, dtype)
+            self._head = Projection(state_dict["head.weight"], device, dtype, storage)
 
     @classmethod
     def load(
@@ -157,14 +173,18 @@ class LocalLM:
         path: str | os.PathLike[str],
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
+        weights: str | None = None,
     ) -> LocalLM:
         """Load a BlinkDL RWKV-7 .pth file or a longyarn model directory.
 
-        dtype defaults to float32 on the CPU and bfloat16 on CUDA. Raises `CheckpointError`
-        for a missing or foreign file and `InvalidInput` for a device that is not there.
+        dtype defaults to float32 on the CPU and bfloat16 on CUDA. weights (CPU): "fp32",
+        "fp16", "bf16", "int8", or None for half precision (fp16 or bf16, whichever holds the
+        checkpoint; see precision.py). Raises `CheckpointError` for a missing or foreign file
+        and `InvalidInput` for a device or precision that is not there.
         """
         resolved_device = _resolve_device(device)
         resolved_dtype = _resolve_dtype(dtype, resolved_device)
+        resolve_weights(weights)  # refuse a bad name before reading the file
         loaded = load_checkpoint(path)
         return cls(
             loaded.state_dict,
@@ -173,6 +193,7 @@ class LocalLM:
             resolved_dtype,
             tokenizer=loaded.tokenizer,
             extra_config=loaded.extra_config,
+            weights=weights,
         )
 
     @classmethod
@@ -182,19 +203,46 @@ class LocalLM:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         tokenizer: Any | None = None,
+        weights: str | None = None,
     ) -> LocalLM:
         """A model from in-memory weights with BlinkDL key names (e.g. during training)."""
         from .checkpoint import _infer_rwkv7_config
 
         resolved_device = _resolve_device(device)
         resolved_dtype = _resolve_dtype(dtype, resolved_device)
+        resolve_weights(weights)
         cpu_weights = without_unused_tensors({k: v.detach().to("cpu") for k, v in state_dict.items()})
         config = _infer_rwkv7_config(cpu_weights, "The given state dict")
-        return cls(cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer)
+        return cls(cpu_weights, config, resolved_device, resolved_dtype, tokenizer=tokenizer, weights=weights)
 
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
+
+    @property
+    def compile_decode(self) -> bool:
+        """Whether single tokens on a CPU run as compiled code (see compiled_decode)."""
+        return self._compiled_decode.active
+
+    @compile_decode.setter
+    def compile_decode(self, enabled: bool) -> None:
+        self._compiled_decode.enabled = bool(enabled)
+
+    @property
+    def compile_decode_error(self) -> str | None:
+        """Why compiling the CPU decoding step failed, if it did (decoding then runs eagerly)."""
+        return self._compiled_decode.error
+
+    def weight_bytes(self) -> int:
+        """Bytes of weight matrices one decoded token reads (all blocks and the head)."""
+        matrices = [self._head]
+        for layer in self._layers:
+            matrices += [layer.receptance, layer.key, layer.value, layer.output, layer.ffn_key, layer.ffn_value]
+        total = sum(matrix.nbytes for matrix in matrices)
+        for layer in self._layers:
+            for lora in (layer.w1, layer.w2, layer.a1, layer.a2, layer.v1, layer.v2, layer.g1, layer.g2):
+                total += 0 if lora is None else lora.numel() * lora.element_size()
+        return total
 
     def zero_state(self, batch_size: int = 1) -> RecurrentState:
         """The state before any token, on this model's device."""
@@ -244,7 +292,7 @@ class LocalLM:
                     segment = tokens[:, start : start + step]
                     last = self._forward_sequence(segment, source, new_state)
                     source = new_state
-                logits = self._logits(last)
+                logits = self._last_logits(last)
         return (logits if batched else logits[0]), new_state
 
     __call__ = forward
@@ -336,11 +384,41 @@ class LocalLM:
     ) -> torch.Tensor:
         """Float32 logits (B, vocab) after one token per sequence; writes `new_state`."""
         with intra_op_threads(self.decode_threads):
-            return self._logits(self._forward_token(tokens, state, new_state))
+            if self._fused_decode or self.device.type != "cpu":
+                return self._logits(self._forward_token(tokens, state, new_state))
+            return self._compiled_decode.run(
+                lambda block, head: head(
+                    self._blocks_one_token(block, tokens, state, new_state),
+                    self._ln_out_weight, self._ln_out_bias, self._head,
+                )
+            )
+
+    def _last_logits(self, last: torch.Tensor) -> torch.Tensor:
+        """Logits of a sequence's last position: the compiled head where decoding is compiled
+        (an eager product of a few rows would pack a second copy of the head, see projection.py)."""
+        if self._compiled_decode.ready:
+            with intra_op_threads(self.decode_threads):  # as decoding runs it: the same graph
+                return self._compiled_decode.run(
+                    lambda block, head: head(last, self._ln_out_weight, self._ln_out_bias, self._head)
+                )
+        return self._logits(last)
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
-        last = F.layer_norm(last, (self.config.n_embd,), self._ln_out_weight, self._ln_out_bias)
-        return self._head(last).float()
+        return head_logits(last, self._ln_out_weight, self._ln_out_bias, self._head)
+
+    def _blocks_one_token(
+        self, block, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+    ) -> torch.Tensor:
+        """One token per sequence through every block (`block`: compiled or eager
+        `token_block`); writes `new_state`, returns the last hidden state (B, C)."""
+        x = self._embedding[tokens]
+        v_first = None
+        for i, layer in enumerate(self._layers):
+            x, v_first = block(
+                layer, x, v_first, state.time_mix_shift[i], state.channel_mix_shift[i], state.wkv[i],
+                new_state.time_mix_shift[i], new_state.channel_mix_shift[i], new_state.wkv[i],
+            )
+        return x
 
     def _forward_token(
         self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
@@ -368,21 +446,7 @@ class LocalLM:
             else:
                 self._fused_decode_ran = True
                 return last
-        C = self.config.n_embd
-        x = self._embedding[tokens]
-        v_first = None
-        for i, layer in enumerate(self._layers):
-            normed = torch.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
-            mixed = torch.addcmul(normed, state.time_mix_shift[i] - normed, layer.token_shift_mix)
-            out, v_first = self._time_mix(layer, mixed, v_first, state.wkv[i], new_state.wkv[i])
-            new_state.time_mix_shift[i].copy_(normed)
-            x = x + out
-
-            normed = torch.layer_norm(x, (C,), layer.ln2_weight, layer.ln2_bias)
-            shifted = torch.addcmul(normed, state.channel_mix_shift[i] - normed, layer.channel_mix_x_k)
-            new_state.channel_mix_shift[i].copy_(normed)
-            x = x + self._channel_mix(layer, shifted)
-        return x
+        return self._blocks_one_token(token_block, tokens, state, new_state)
 
     def _forward_sequence(
         self, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
@@ -399,7 +463,9 @@ class LocalLM:
             normed = F.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)
             previous = torch.cat([state.time_mix_shift[i].unsqueeze(1), normed[:, :-1]], dim=1)
             mixed = torch.addcmul(normed, previous - normed, layer.token_shift_mix.unsqueeze(1))
-            out, v_first = self._time_mix(layer, mixed, v_first, state.wkv[i], new_state.wkv[i])
+            out, v_first = time_mix(
+                layer, mixed, v_first, state.wkv[i], new_state.wkv[i], self.config.n_head, self.config.head_size
+            )
             new_state.time_mix_shift[i].copy_(normed[:, -1])
             x = x + out
 
@@ -407,62 +473,13 @@ class LocalLM:
             previous = torch.cat([state.channel_mix_shift[i].unsqueeze(1), normed[:, :-1]], dim=1)
             shifted = torch.addcmul(normed, previous - normed, layer.channel_mix_x_k)
             new_state.channel_mix_shift[i].copy_(normed[:, -1])
-            x = x + self._channel_mix(layer, shifted)
+            x = x + channel_mix(layer, shifted)
         return x[:, -1]
 
-    def _time_mix(
-        self,
-        layer: LayerWeights,
-        mixed: torch.Tensor,
-        v_first: torch.Tensor | None,
-        wkv_state: torch.Tensor,
-        wkv_out: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """RWKV-7 time-mix on token-shift-mixed inputs `mixed` (6, *batch_dims, C).
 
-        batch_dims is (B,) for one token per sequence or (B, T) for sequences. Writes the
-        layer's new wkv state into `wkv_out`; returns (output, v_first).
-        """
-        H, N = self.config.n_head, self.config.head_size
-        batch_dims = mixed.shape[1:-1]
-        x_r, x_k, x_v, x_w, x_a, x_g = mixed.unbind(0)
-        r, k, v = layer.receptance(x_r), layer.key(x_k), layer.value(x_v)
-
-        # LoRAs: x0 + (x @ down) @ up as one addmm each (B*T rows).
-        rows = (-1, x_w.shape[-1])
-        decay_logit = torch.addmm(layer.w0, torch.tanh(x_w.reshape(rows) @ layer.w1), layer.w2)
-        iclr = torch.sigmoid(torch.addmm(layer.a0, x_a.reshape(rows) @ layer.a1, layer.a2)).view_as(r)
-        gate = torch.sigmoid(x_g @ layer.g1) @ layer.g2
-
-        heads = (*batch_dims, H, N)
-        kk = (k * layer.k_k).view(heads)
-        kk = (kk / torch.linalg.vector_norm(kk, dim=-1, keepdim=True).clamp_min(1e-12)).view_as(k)
-        k = k * torch.addcmul(layer.one_minus_k_a, iclr, layer.k_a)
-        if v_first is None:
-            v_first = v
-        else:  # the value residual: mix in layer 0's values, gated per channel
-            v_gate = torch.addmm(layer.v0, x_v.reshape(rows) @ layer.v1, layer.v2).view_as(v)
-            v = torch.lerp(v, v_first, torch.sigmoid_(v_gate))
-        log_w = torch.sigmoid_(decay_logit.float()).mul_(-DECAY_SCALE).view_as(r)
-
-        if len(batch_dims) == 1 and not mixed.is_cuda:
-            out = wkv7_one_token(r, log_w, k, v, kk, iclr, wkv_state, wkv_out, N)
-        else:
-            # The kernel takes (B, T, H, N) and a = -kk, b = kk * iclr (its delta-rule form).
-            seq_shape = (batch_dims[0], batch_dims[1] if len(batch_dims) == 2 else 1, H, N)
-            out, final_state = wkv7(
-                *(t.reshape(seq_shape) for t in (r, log_w, k, v, -kk, kk * iclr)), wkv_state
-            )
-            wkv_out.copy_(final_state)
-        out = torch.group_norm(
-            out.to(mixed.dtype).reshape(-1, H * N), H, layer.ln_x_weight, layer.ln_x_bias,
-            GROUP_NORM_EPS, False,
-        ).view_as(r)
-        bonus = (r * k * layer.r_k).view(heads).sum(dim=-1, keepdim=True) * v.view(heads)
-        out = out + bonus.view_as(r)
-        return layer.output(out * gate), v_first
-
-    @staticmethod
-    def _channel_mix(layer: LayerWeights, shifted: torch.Tensor) -> torch.Tensor:
-        return layer.ffn_value(torch.relu(layer.ffn_key(shifted)).square_())
-
+def _storage_precision(state_dict: Mapping[str, torch.Tensor], config: RWKV7Config, weights: str) -> str:
+    """The precision the weight matrices are stored at: `weights`, with "half" resolved."""
+    if weights != HALF:
+        return weights
+    keys = ["head.weight"] + [f"blocks.{i}.{name}" for i in range(config.n_layer) for name in _PROJECTED]
+    return choose_half_precision(state_dict[key] for key in keys)

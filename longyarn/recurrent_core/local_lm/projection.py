@@ -1,44 +1,31 @@
-"""Weight-matrix products in the fastest form that gives the fp32 result on this machine.
+"""Weight-matrix products, y = x @ W^T, with W kept at the precision the user chose.
 
 Decoding one token reads every weight once, so on a CPU it runs at the speed of memory, not
-arithmetic. BlinkDL publishes RWKV weights in bf16, and every bf16 number is also an fp16
-number once scaled by a power of two into fp16's range (fp16 has more mantissa bits and,
-after scaling, enough exponent range). FBGEMM's fp16-weight product (the engine behind
-PyTorch's dynamic fp16 linear) reads those fp16 weights, widens them to fp32 in registers and
-multiplies fp32 activations with fp32 accumulation. That is the same arithmetic as an fp32
-product of the original weights, reading half the bytes, and on the 2-core AMD machine FBGEMM
-is also faster than MKL per byte (about 2.5x on a 768x3072 matrix-vector product).
+arithmetic: fewer bytes per weight is faster. On a CPU the activations and the sums stay
+fp32 whatever the weights are stored at (see precision.py), and a product takes one of:
 
-A matrix is packed this way only where the round trip is verified exact; otherwise (weights
-trained and saved in fp32, GPUs, non-x86 builds) the product is a plain `x @ W`.
+- inside the compiled decode step (`compiled_decode`): `(x * W.float()).sum(-1)`, which
+  inductor turns into one streaming pass over the stored weights, widened in registers;
+- a few rows in eager mode: FBGEMM's fp16-weight product (fp16 weights widened to fp32 in
+  registers, fp32 sums) or PyTorch's weight-only int8 product (`_weight_int8pack_mm`);
+- many rows (prefill): the stored matrix widened to fp32 once per call, then an fp32 GEMM.
+
+On a GPU, or for a CPU model computing in another dtype, a Projection is a plain `x @ W`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 
-_FP16_TOP_EXPONENT = 14  # scale the largest magnitude into [2^14, 2^15), below fp16's max
+from .precision import StoredMatrix, store_matrix
 
-
-def _scaled_exactly_into_fp16(weight: torch.Tensor) -> tuple[torch.Tensor, float] | None:
-    """(weight * 2^s, 2^-s) for the s that puts weight in fp16's range, if that is exact.
-
-    None when some value would lose bits: more mantissa than fp16 holds (weights trained and
-    saved in fp32), or a range so wide that the smallest values fall below fp16's.
-    """
-    lowest, highest = torch.aminmax(weight)
-    largest = max(-float(lowest), float(highest))
-    if largest == 0.0 or not math.isfinite(largest):
-        return None
-    scale = 2.0 ** (_FP16_TOP_EXPONENT - math.floor(math.log2(largest)))
-    scaled = weight * scale  # exact: a power of two
-    if not torch.equal(scaled.to(torch.float16).to(scaled.dtype), scaled):
-        return None
-    return scaled, 1.0 / scale
+# Up to this many rows a product runs a matrix-vector kernel on the stored weights; beyond,
+# widening the matrix once is cheap next to the GEMM.
+FEW_ROWS = 16
 
 
 @functools.cache
@@ -55,51 +42,92 @@ def fbgemm_fp16_available() -> bool:
     return torch.equal(result, torch.full((1, 2), 3.0))
 
 
+@functools.cache
+def int8_weight_product_available() -> bool:
+    """Whether `torch._weight_int8pack_mm` runs here (CPU builds of PyTorch 2.3 and later)."""
+    try:
+        result = torch._weight_int8pack_mm(
+            torch.ones(1, 32), torch.ones(2, 32, dtype=torch.int8), torch.full((2,), 0.5)
+        )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return torch.equal(result, torch.full((1, 2), 16.0))
+
+
 class Projection:
     """y = x @ W^T for one weight matrix W of shape (out, in), as `nn.Linear` without bias."""
 
-    __slots__ = ("_packed", "_unscale", "_weight_in_out")
+    __slots__ = ("stored", "_weight_in_out", "_fbgemm_packed")
 
-    def __init__(self, weight_out_in: torch.Tensor, device: torch.device, dtype: torch.dtype):
-        self._packed = None
-        self._unscale = 1.0
-        self._weight_in_out: torch.Tensor | None = None
-        if device.type == "cpu" and dtype == torch.float32 and fbgemm_fp16_available():
-            self._packed, self._unscale = _pack_fp16_exactly(weight_out_in.float())
-        if self._packed is None:
+    def __init__(
+        self,
+        weight_out_in: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+        precision: str = "fp32",
+    ):
+        """`precision` (see precision.py) applies on a CPU computing in fp32; elsewhere the
+        weights are kept in `dtype`."""
+        self._fbgemm_packed = None
+        if device.type == "cpu" and dtype == torch.float32:
+            self.stored: StoredMatrix | None = store_matrix(weight_out_in.to(device), precision)
+            self._weight_in_out: torch.Tensor | None = None
+        else:
+            self.stored = None
             self._weight_in_out = weight_out_in.to(device=device, dtype=dtype).t().contiguous()
 
     @classmethod
     def of_weight_in_out(cls, weight_in_out: torch.Tensor) -> Projection:
-        """y = x @ weight_in_out, sharing the tensor's memory unless it is packed for FBGEMM.
-
-        For weights that also live in a larger stacked tensor (the batched decode products), so
-        that a GPU holds them once.
-        """
-        if weight_in_out.device.type == "cpu" and weight_in_out.dtype == torch.float32 and fbgemm_fp16_available():
-            return cls(weight_in_out.t(), weight_in_out.device, weight_in_out.dtype)
+        """y = x @ weight_in_out, sharing the tensor's memory (a view of a stacked tensor, so
+        that a GPU holds the weights once)."""
         projection = cls.__new__(cls)
-        projection._packed, projection._unscale, projection._weight_in_out = None, 1.0, weight_in_out
+        projection.stored, projection._weight_in_out, projection._fbgemm_packed = None, weight_in_out, None
         return projection
 
     @property
-    def packed_fp16(self) -> bool:
-        """Whether products read exact fp16 copies of the weights (FBGEMM) rather than fp32."""
-        return self._packed is not None
+    def precision(self) -> str:
+        """The storage precision of the weights ("fp32", "fp16", "bf16", "int8"), or the
+        dtype's name for a plain product."""
+        return self.stored.precision if self.stored is not None else str(self._weight_in_out.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a product reads from this matrix (values and scales)."""
+        if self.stored is None:
+            return self._weight_in_out.numel() * self._weight_in_out.element_size()
+        scale = self.stored.scale
+        values = self.stored.values
+        return values.numel() * values.element_size() + (0 if scale is None else scale.numel() * 4)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
+        if self._weight_in_out is not None:
             return x @ self._weight_in_out
-        y = torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
-        return y if self._unscale == 1.0 else y.mul_(self._unscale)
+        stored = self.stored
+        if torch.compiler.is_compiling():
+            # Fused by inductor into one pass over the stored weights: no widened copy.
+            y = (x.unsqueeze(-2) * stored.values.float()).sum(-1)
+            return y if stored.scale is None else y * stored.scale
+        if stored.scale is None:
+            return F.linear(x, stored.values)
+        rows = x.numel() // x.shape[-1]
+        if rows <= FEW_ROWS:
+            few = self._few_rows(x)
+            if few is not None:
+                return few
+        return F.linear(x, stored.values.float()) * stored.scale
 
-
-def _pack_fp16_exactly(weight: torch.Tensor) -> tuple[object | None, float]:
-    """FBGEMM-packed exact fp16 copy of `weight` * 2^s, and 2^-s; (None, 1) if not exact."""
-    scaling = _scaled_exactly_into_fp16(weight)
-    if scaling is None:
-        return None, 1.0
-    scaled, unscale = scaling
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao quantization notices; the op is core
-        return torch.ops.quantized.linear_prepack_fp16(scaled, None), unscale
+    def _few_rows(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A matrix-vector kernel on the stored weights, where this build has one."""
+        stored = self.stored
+        if stored.values.dtype == torch.float16 and fbgemm_fp16_available():
+            if self._fbgemm_packed is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.ao quantization notices; the op is core
+                    self._fbgemm_packed = torch.ops.quantized.linear_prepack_fp16(stored.values.float(), None)
+            # All rows of an fp16 matrix share one power-of-two scale.
+            return torch.ops.quantized.linear_dynamic_fp16(x, self._fbgemm_packed).mul_(stored.scale[0])
+        if stored.values.dtype == torch.int8 and int8_weight_product_available():
+            flat = x.reshape(-1, x.shape[-1]).float().contiguous()
+            y = torch._weight_int8pack_mm(flat, stored.values, stored.scale)
+            return y.view(*x.shape[:-1], y.shape[-1])
+        return None

@@ -46,7 +46,7 @@ from ..types import Usage
 from .chat_format import ReplyBoundary, is_chat_checkpoint
 from .model import LocalLM
 from .prefix_cache import PrefixStateCache, common_prefix_length
-from .sampling import FinishReason, SamplerConfig, generate
+from .sampling import FinishReason, SamplerConfig, SequenceSampling, generate
 from .state import RecurrentState
 from .tokenizer import Tokenizer, check_matches, load_tokenizer_for
 
@@ -62,6 +62,8 @@ MAX_SPACED_CHECKPOINTS = 16
 
 # Text reaches the event loop at most this often after the first piece (see _work).
 STREAM_INTERVAL_S = 1 / 60
+# Versions of one paragraph written at once (generate_many): a batch this wide stays cheap.
+MAX_COPIES = 8
 
 
 @dataclass
@@ -163,25 +165,32 @@ class LocalGeneration:
             if self.finish_reason is None and not failed:
                 self.finish_reason = "cancelled"
 
-    def _work(self, cancelled: threading.Event, deliver: Callable[[object], None]) -> None:
-        """Runs on the compute thread: prefill, then sample token by token until done."""
+    def _read_prompt(self, cancelled: threading.Event) -> tuple[list[int], torch.Tensor, RecurrentState] | None:
+        """On the compute thread: the prompt's ids, read (from the longest cached prefix on):
+        (ids, last logits, state); None, counted as cancelled, if cancelled before or meanwhile."""
         runtime = self._runtime
-        runtime._count(requests=1)
-        try:
-            if cancelled.is_set():
-                self.finish_reason = "cancelled"
-                runtime._count(cancelled=1)
-                return
+        prefilled = None
+        if not cancelled.is_set():
             prompt_ids = (
                 runtime.encode_prompt(self._prompt) if isinstance(self._prompt, str)
                 else runtime.check_prompt_ids(self._prompt)
             )
             prefilled = runtime._prefill(prompt_ids, self._stable_head, cancelled.is_set)
-            if prefilled is None:
-                self.finish_reason = "cancelled"
-                runtime._count(cancelled=1)
+        if prefilled is None:
+            self.finish_reason = "cancelled"
+            runtime._count(cancelled=1)
+            return None
+        return prompt_ids, *prefilled
+
+    def _work(self, cancelled: threading.Event, deliver: Callable[[object], None]) -> None:
+        """Runs on the compute thread: prefill, then sample token by token until done."""
+        runtime = self._runtime
+        runtime._count(requests=1)
+        try:
+            read = self._read_prompt(cancelled)
+            if read is None:
                 return
-            logits, current = prefilled
+            prompt_ids, logits, current = read
 
             def step(token_id: int) -> torch.Tensor:
                 nonlocal current
@@ -224,12 +233,95 @@ class LocalGeneration:
         except LongyarnError as error:
             deliver(error)
         except Exception as error:  # a bug or a broken model: one sentence, with the cause chained
-            failure = ModelError(
-                f"The local model failed while writing ({type(error).__name__}: "
-                f"{str(error)[:160]}); nothing was kept, so retry, or try another checkpoint."
-            )
-            failure.__cause__ = error
-            deliver(failure)
+            deliver(_model_failure(error))
+
+
+def _model_failure(error: Exception) -> ModelError:
+    failure = ModelError(
+        f"The local model failed while writing ({type(error).__name__}: "
+        f"{str(error)[:160]}); nothing was kept, so retry, or try another checkpoint."
+    )
+    failure.__cause__ = error
+    return failure
+
+
+class LocalGenerations(LocalGeneration):
+    """Several continuations of one prompt at once: `async for index, text in generations`.
+
+    The prompt is read once; its state is cloned into a batch of `copies`, and each step feeds
+    every sequence still going its own token in one batched model call, each sampled on its
+    own (seeds `seed`, `seed + 1`, ... when a seed is given). A sequence that ends leaves the
+    batch. Afterwards `finish_reasons[i]` says how each ended; `usage` counts the prompt once
+    and every sequence's tokens.
+    """
+
+    def __init__(self, runtime: LocalRuntime, prompt: str | Sequence[int], config: SamplerConfig,
+                 copies: int, reply_end_markers: Sequence[str], stable_head: str | None,
+                 reply_min_chars: int = 0) -> None:
+        if not 1 <= copies <= MAX_COPIES:
+            raise InvalidInput(f"Ask for 1 to {MAX_COPIES} versions at once, not {copies}; nothing was generated.")
+        self.copies = copies
+        self.finish_reasons: list[FinishReason | None] = [None] * copies
+        super().__init__(runtime, prompt, config, reply_end_markers, stable_head, reply_min_chars)
+
+    def __aiter__(self) -> LocalGenerations:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> tuple[int, str]:  # type: ignore[override]
+        return await self._pieces.__anext__()  # type: ignore[return-value]
+
+    def _work(self, cancelled: threading.Event, deliver: Callable[[object], None]) -> None:
+        """Runs on the compute thread: one prefill, then every sequence a token per batched step."""
+        runtime = self._runtime
+        runtime._count(requests=1)
+        try:
+            read = self._read_prompt(cancelled)
+            if read is None:
+                return
+            prompt_ids, logits, state = read
+            seed = self.config.seed
+            sequences = [
+                SequenceSampling(replace(self.config, seed=None if seed is None else seed + i), runtime.tokenizer)
+                for i in range(self.copies)
+            ]
+            boundaries = [ReplyBoundary(self._reply_end_markers, self._reply_min_chars) for _ in sequences]
+            active = list(range(self.copies))
+            batch_logits = logits.unsqueeze(0).expand(self.copies, -1)
+            state = state.repeated(self.copies)
+            while active and not cancelled.is_set():
+                feed: list[tuple[int, int]] = []  # (row in the batch, token) of sequences going on
+                for row, index in enumerate(active):
+                    token, text = sequences[index].take(batch_logits[row])
+                    text, ended = boundaries[index].feed(text)
+                    if token is None and not ended:
+                        text += boundaries[index].flush()
+                    if text:
+                        deliver((index, text))
+                    if ended:
+                        sequences[index].finish_reason = "stop"
+                    elif token is not None:
+                        feed.append((row, token))
+                if not feed:
+                    break
+                if len(feed) < len(active):  # some ended: they leave the batch
+                    state = state.rows([row for row, _ in feed])
+                active = [active[row] for row, _ in feed]
+                run_urgent_work()
+                tokens = torch.tensor([[token] for _, token in feed], device=runtime.lm.device)
+                batch_logits, state = runtime._forward(tokens, state)
+            for sequence in sequences:
+                if cancelled.is_set():
+                    sequence.cancel()
+            self.finish_reasons = [sequence.finish_reason for sequence in sequences]
+            self.finish_reason = "cancelled" if cancelled.is_set() else "stop"
+            completion_tokens = sum(len(sequence.token_ids) for sequence in sequences)
+            runtime._count(completion_tokens=completion_tokens, cancelled=int(cancelled.is_set()))
+            self.usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
+            deliver(_FINISHED)
+        except LongyarnError as error:
+            deliver(error)
+        except Exception as error:  # a bug or a broken model: one sentence, with the cause chained
+            deliver(_model_failure(error))
 
 
 class LocalRuntime:
@@ -287,17 +379,20 @@ class LocalRuntime:
     # ---- building one -----------------------------------------------------------------
 
     @classmethod
-    def load(cls, checkpoint: str | Path, *, device: str = "cpu", **options: Any) -> LocalRuntime:
-        """Load a BlinkDL .pth or a longyarn model directory, with its tokenizer; `options`
-        are the constructor's (`chat`, `jrt_repeats`, `prefix_cache_mb`, `max_prompt_tokens`)."""
+    def load(
+        cls, checkpoint: str | Path, *, device: str = "cpu", weights: str | None = None, **options: Any
+    ) -> LocalRuntime:
+        """Load a BlinkDL .pth or a longyarn model directory, with its tokenizer, its weights
+        kept at `weights` on a CPU (see `LocalLM.load`); `options` are the constructor's
+        (`chat`, `jrt_repeats`, `prefix_cache_mb`, `max_prompt_tokens`)."""
         path = Path(checkpoint).expanduser()
-        lm = run_on_compute_thread(lambda: LocalLM.load(path, device=device))
+        lm = run_on_compute_thread(lambda: LocalLM.load(path, device=device, weights=weights))
         name = path.stem if path.is_file() else path.name
         return cls(lm, load_tokenizer_for(path), model_name=name, **options)
 
     @classmethod
     def from_settings(cls, settings: Any, checkpoint: str | Path | None = None) -> LocalRuntime:
-        """The model that settings ask for (reads `checkpoint`, `device`, `jrt_repeats`).
+        """The model that settings ask for (reads `checkpoint`, `device`, `weights`, `jrt_repeats_for`).
 
         `checkpoint` overrides `settings.checkpoint`; with neither, the bundled demo model.
         """
@@ -310,10 +405,12 @@ class LocalRuntime:
                     "OPENAI_API_KEY (or --base-url URL) to use a model server."
                 )
             chosen = DEMO_MODEL_DIR
+        jrt_repeats_for = getattr(settings, "jrt_repeats_for", None)
         return cls.load(
             chosen,
             device=getattr(settings, "device", None) or "cpu",
-            jrt_repeats=getattr(settings, "jrt_repeats", None) or DEFAULT_JRT_REPEATS,
+            weights=getattr(settings, "weights", None),
+            jrt_repeats=jrt_repeats_for("local") if jrt_repeats_for else DEFAULT_JRT_REPEATS,
         )
 
     # ---- generating ---------------------------------------------------------------------
@@ -335,6 +432,20 @@ class LocalRuntime:
         the reply.
         """
         return LocalGeneration(self, prompt, config, reply_end_markers, stable_head, reply_min_chars)
+
+    def generate_many(
+        self,
+        prompt: str | Sequence[int],
+        config: SamplerConfig,
+        copies: int,
+        *,
+        reply_end_markers: Sequence[str] = (),
+        stable_head: str | None = None,
+        reply_min_chars: int = 0,
+    ) -> LocalGenerations:
+        """`copies` continuations of `prompt`, read once and sampled as one batch; iterate the
+        result for (index, text) pieces (see `LocalGenerations`)."""
+        return LocalGenerations(self, prompt, config, copies, reply_end_markers, stable_head, reply_min_chars)
 
     def count_tokens(self, text: str) -> int:
         """The exact number of tokens the model would read for `text`."""
@@ -474,6 +585,7 @@ class LocalRuntime:
 __all__ = [
     "DEMO_MODEL_DIR",
     "LocalGeneration",
+    "LocalGenerations",
     "LocalRuntime",
     "LocalRuntimeStats",
 ]

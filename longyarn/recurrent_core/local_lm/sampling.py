@@ -12,9 +12,12 @@ community's settings mean here what they mean there:
   far: `logit -= presence + frequency * occurrence`; after every token all occurrences are
   multiplied by `penalty_decay`, so the frequency part fades while the presence part stays;
   tokens made only of spaces, tabs and digits add nothing to their occurrence;
-- top-p and top-k choose the candidates from the penalised distribution at temperature 1,
-  and the temperature then reshapes the choice among those candidates (probabilities to the
-  power 1/temperature), so a high temperature never lets an unlikely token in;
+- a repetition penalty above 1 (llama.cpp's and Hugging Face's) divides the positive logits
+  of tokens generated so far by it, and multiplies the negative ones;
+- top-p, top-k and min-p choose the candidates from the penalised distribution at temperature
+  1 (min-p keeps the tokens at least min_p times as likely as the likeliest), and the
+  temperature then reshapes the choice among those candidates (probabilities to the power
+  1/temperature), so a high temperature never lets an unlikely token in;
 - temperature 0 or top_k 1 is greedy.
 
 Randomness comes from a `torch.Generator` per sampler, seeded from the config (or from the
@@ -68,7 +71,9 @@ class SamplerConfig:
     top_p: keep the fewest most likely tokens whose probabilities sum to at least top_p
         (tokens tied with the last one kept stay too); 1 keeps all.
     top_k: keep at most this many most likely tokens; 0 is off, 1 is greedy.
+    min_p: keep tokens at least min_p times as likely as the likeliest; 0 is off.
     presence_penalty, frequency_penalty, penalty_decay: RWKV-style penalties (module doc).
+    repetition_penalty: divides repeated tokens' positive logits (multiplies negative); 1 is off.
     max_tokens: the most tokens one generation produces.
     stop: strings that end generation; they and anything after them are not emitted.
     seed: makes a generation reproducible; None draws a fresh seed (kept in `Sampler.seed`).
@@ -78,8 +83,10 @@ class SamplerConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
     penalty_decay: float = 0.996
     max_tokens: int = 600
     stop: tuple[str, ...] = ()
@@ -98,6 +105,10 @@ class SamplerConfig:
             problems.append(f"top_k must be 0 (off) or more, not {self.top_k}")
         if not (math.isfinite(self.presence_penalty) and math.isfinite(self.frequency_penalty)):
             problems.append("the penalties must be finite numbers")
+        if not 0 <= self.min_p < 1:
+            problems.append(f"min_p must be at least 0 and below 1, not {self.min_p}")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty >= 1):
+            problems.append(f"repetition_penalty must be 1 (off) or more, not {self.repetition_penalty}")
         if not 0 <= self.penalty_decay <= 1:
             problems.append(f"penalty_decay must be between 0 and 1, not {self.penalty_decay}")
         if self.max_tokens < 1:
@@ -117,11 +128,13 @@ class SamplerConfig:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
+            min_p=sampling.min_p,
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
+            repetition_penalty=sampling.repetition_penalty,
             penalty_decay=sampling.penalty_decay,
             max_tokens=sampling.max_tokens,
-            stop=tuple(stop),
+            stop=tuple(dict.fromkeys((*sampling.stop, *stop))),
             seed=sampling.seed,
         )
 
@@ -200,6 +213,9 @@ class Sampler:
             scores[list(self.config.banned_token_ids)] = -math.inf
         config = self.config
         scores -= config.presence_penalty * self._seen + config.frequency_penalty * self._occurrence
+        if config.repetition_penalty != 1.0:
+            factor = torch.where(scores > 0, 1.0 / config.repetition_penalty, config.repetition_penalty)
+            scores = torch.where(self._seen, scores * factor, scores)
         return scores
 
     def record(self, token_id: int) -> None:
@@ -226,6 +242,10 @@ class Sampler:
             return best_token.reshape(1), torch.ones(1, device=scores.device)
         probabilities = torch.softmax(scores, dim=0)
         kept, kept_probabilities = _most_likely(probabilities, config.top_k, config.top_p)
+        if config.min_p > 0:
+            floor = config.min_p * kept_probabilities.max()
+            chosen = kept_probabilities >= floor  # the likeliest token always stays
+            kept, kept_probabilities = kept[chosen], kept_probabilities[chosen]
         if config.temperature == 1.0:
             return kept, kept_probabilities
         return kept, torch.softmax(scores[kept] / config.temperature, dim=0)
@@ -316,6 +336,60 @@ class _StopStringFilter:
         return held
 
 
+class SequenceSampling:
+    """One sequence's sampling: its sampler, its text so far, and how it ended.
+
+    `take(logits)` picks the next token from the logits after the text so far, and returns the
+    token to feed the model next (None once the sequence has ended: the last token is never
+    fed) and the text that token completed. `Generation` runs one of these; the local runtime
+    runs several in lockstep on one batch (`LocalRuntime.generate_many`).
+    """
+
+    def __init__(self, config: SamplerConfig, tokenizer: Tokenizer):
+        self.config = config
+        self.sampler = Sampler(config, frequency_exempt_ids(tokenizer))
+        self.token_ids: list[int] = []
+        self.finish_reason: FinishReason | None = None
+        self._eos_id = tokenizer.eos_id
+        self._detokenizer = StreamingDetokenizer(tokenizer)
+        self._stop_filter = _StopStringFilter(config.stop)
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
+
+    def take(self, logits: torch.Tensor) -> tuple[int | None, str]:
+        """(token to feed next, or None once ended; the text it completed)."""
+        if self.finish_reason is not None:
+            return None, ""
+        if len(self.token_ids) >= self.config.max_tokens:
+            return None, self._end("length")
+        token = self.sampler.sample(logits)
+        if self._eos_id is not None and token == self._eos_id:
+            return None, self._end("eos")
+        self.token_ids.append(token)
+        text, stopped = self._stop_filter.feed(self._detokenizer.push(token))
+        if stopped:
+            self.finish_reason = "stop"
+            return None, text
+        if len(self.token_ids) >= self.config.max_tokens:
+            return None, text + self._end("length")
+        return token, text
+
+    def cancel(self) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+
+    def _end(self, reason: FinishReason) -> str:
+        """What was held back, now that no more text will come."""
+        text, stopped = self._stop_filter.feed(self._detokenizer.flush())
+        if stopped:
+            self.finish_reason = "stop"
+            return text
+        self.finish_reason = reason
+        return text + self._stop_filter.flush()
+
+
 class Generation:
     """A running generation: iterate it for text pieces; afterwards it tells how it ended.
 
@@ -332,10 +406,14 @@ class Generation:
         should_stop: Callable[[], bool],
     ):
         self.config = config
-        self.sampler = Sampler(config, frequency_exempt_ids(tokenizer))
-        self.token_ids: list[int] = []
-        self.finish_reason: FinishReason | None = None
-        self._pieces = self._run(step_fn, first_logits, tokenizer, should_stop)
+        self.sequence = SequenceSampling(config, tokenizer)
+        self.sampler = self.sequence.sampler
+        self.token_ids = self.sequence.token_ids
+        self._pieces = self._run(step_fn, first_logits, should_stop)
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self.sequence.finish_reason
 
     @property
     def seed(self) -> int:
@@ -351,50 +429,26 @@ class Generation:
     def close(self) -> None:
         """Stop early; no more model steps are taken."""
         self._pieces.close()
-        if self.finish_reason is None:
-            self.finish_reason = "cancelled"
+        self.sequence.cancel()
 
     def _run(
-        self,
-        step_fn: Callable[[int], torch.Tensor],
-        logits: torch.Tensor,
-        tokenizer: Tokenizer,
-        should_stop: Callable[[], bool],
+        self, step_fn: Callable[[int], torch.Tensor], logits: torch.Tensor, should_stop: Callable[[], bool]
     ) -> Iterator[str]:
-        detokenizer = StreamingDetokenizer(tokenizer)
-        stop_filter = _StopStringFilter(self.config.stop)
-        eos_id = tokenizer.eos_id
-        previous: int | None = None
         while True:
             if should_stop():
-                self.finish_reason = "cancelled"
+                self.sequence.cancel()
                 return
-            if len(self.token_ids) >= self.config.max_tokens:
-                self.finish_reason = "length"
-                break
-            # The model reads the previous token only when another one is wanted, so the
-            # last token of a generation is never fed (as in the rwkv package's PIPELINE).
-            if previous is not None:
-                logits = step_fn(previous)
-            token = self.sampler.sample(logits)
-            if eos_id is not None and token == eos_id:
-                self.finish_reason = "eos"
-                break
-            self.token_ids.append(token)
-            previous = token
-            text, stopped = stop_filter.feed(detokenizer.push(token))
+            token, text = self.sequence.take(logits)
             if text:
                 yield text
-            if stopped:
-                self.finish_reason = "stop"
+            if token is None:
                 return
-        text, stopped = stop_filter.feed(detokenizer.flush())
-        if stopped:
-            self.finish_reason = "stop"
-        else:
-            text += stop_filter.flush()
-        if text:
-            yield text
+            if should_stop():  # checked again: the consumer may have asked while the text was shown
+                self.sequence.cancel()
+                return
+            # The model reads a token only when another one is wanted, so the last token of a
+            # generation is never fed (as in the rwkv package's PIPELINE).
+            logits = step_fn(token)
 
 
 def generate(

@@ -86,6 +86,24 @@ class RecurrentState:
             self.time_mix_shift.clone(), self.wkv.clone(), self.channel_mix_shift.clone()
         )
 
+    def repeated(self, copies: int) -> RecurrentState:
+        """A batch of `copies` sequences, each starting from this one-sequence state (for several
+        continuations of one prompt, read once)."""
+        return RecurrentState(
+            self.time_mix_shift.repeat(1, copies, 1),
+            self.wkv.repeat(1, copies, 1, 1, 1),
+            self.channel_mix_shift.repeat(1, copies, 1),
+        )
+
+    def rows(self, indices: list[int]) -> RecurrentState:
+        """The sequences at `indices` of the batch, in that order (a copy)."""
+        index = torch.tensor(indices, device=self.device)
+        return RecurrentState(
+            self.time_mix_shift.index_select(1, index),
+            self.wkv.index_select(1, index),
+            self.channel_mix_shift.index_select(1, index),
+        )
+
     def empty_like(self) -> RecurrentState:
         """A state of the same shapes, dtypes and device, its values unset (for a step to write)."""
         return RecurrentState(

@@ -1,7 +1,8 @@
 """An RWKV-7 checkpoint's tensors as `LocalLM` keeps them: one `LayerWeights` per block.
 
-The big matrices become `Projection`s (exact fp16 copies read by FBGEMM where the weights
-allow, see projection.py); the small ones are laid out for `x @ W`. Where the fused decode
+The big matrices become `Projection`s, stored at the precision the user chose on a CPU (see
+precision.py and projection.py); the small ones are laid out for `x @ W` (on a CPU at a half
+precision, bf16, where that holds them exactly: see `lora_dtype`). Where the fused decode
 path runs (`cuda_decode`), each block's r/k/v and LoRA matrices are also stacked
 (`DecodeWeights`) for batched products, and the per-matrix weights that the sequence path
 reads are views of those stacks, so that every matrix is held once.
@@ -103,27 +104,61 @@ def _stack_decode_weights(
     return DecodeWeights(rkv.contiguous(), lora_down, lora_up, widths, vectors)
 
 
+LORA_NAMES = ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")
+
+
+def lora_dtype(raw: Mapping[str, torch.Tensor], precision: str) -> torch.dtype:
+    """The dtype of the LoRA matrices on a CPU: bf16 for any precision below fp32 where every
+    LoRA matrix is exact in bf16 (BlinkDL's releases), else fp32 (they are a tenth of the bytes)."""
+    if precision == "fp32":
+        return torch.float32
+    for key, tensor in raw.items():
+        if key.rsplit(".", 1)[-1] in LORA_NAMES:
+            wide = tensor.float()
+            if not torch.equal(wide.to(torch.bfloat16).float(), wide):
+                return torch.float32
+    return torch.bfloat16
+
+
+def lora_product(
+    x: torch.Tensor, weight_in_out: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x @ W (+ bias) for a small LoRA matrix W (in, out), widened to x's dtype if narrower."""
+    if torch.compiler.is_compiling():
+        # One fused pass over the stored weights (see projection.py), for any dtype.
+        y = (x.unsqueeze(-1) * weight_in_out.to(x.dtype)).sum(-2)
+        return y if bias is None else y + bias
+    weight = weight_in_out.to(x.dtype)
+    flat = x.reshape(-1, x.shape[-1])
+    y = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+    return y.view(*x.shape[:-1], weight.shape[-1])
+
+
 def prepare_layers(
     raw: Mapping[str, torch.Tensor],
     config: RWKV7Config,
     device: torch.device,
     dtype: torch.dtype,
     stack_for_decode: bool = False,
+    precision: str = "fp32",
 ) -> list[LayerWeights]:
     """Each block's weights; with `stack_for_decode` also stacked for the fused decode path.
 
     The stacked tensors hold the r/k/v and LoRA matrices once: on a GPU the per-matrix weights
-    used by the sequence path are views of them.
+    used by the sequence path are views of them. `precision` is the storage of the big
+    matrices on a CPU computing in fp32 (see precision.py).
     """
+    cpu_storage = device.type == "cpu" and dtype == torch.float32
+    small_dtype = lora_dtype(raw, precision) if cpu_storage else dtype
 
     def vector(key: str) -> torch.Tensor:
         return raw[key].reshape(-1).to(device=device, dtype=dtype)
 
     def matrix(key: str) -> torch.Tensor:
-        return raw[key].to(device=device, dtype=dtype).contiguous()
+        return raw[key].to(device=device, dtype=small_dtype).contiguous()
 
     def projection(key: str) -> Projection:
-        return Projection(raw[key], device, dtype)
+        return Projection(raw[key], device, dtype, precision)
 
     layers = []
     for i in range(config.n_layer):

@@ -66,9 +66,28 @@ def parse_bible(text: str | None, *, cut_off: bool = False) -> BibleParse:
     return BibleParse(title or None, outline or None, truncated)
 
 
+MAX_TITLE_WORDS = 12
+MAX_TITLE_CHARS = 90
+
+
+def _short_title(title: str) -> str:
+    """A title a model let run on, cut to its first clause or its first words."""
+    if len(title) <= MAX_TITLE_CHARS and len(title.split()) <= MAX_TITLE_WORDS:
+        return title
+    clause = re.split(r"[,.;:!?()—–]|\s-\s", title, maxsplit=1)[0].strip()
+    if 2 <= len(clause.split()) <= MAX_TITLE_WORDS and len(clause) <= MAX_TITLE_CHARS:
+        return clause
+    words = title.split()[:MAX_TITLE_WORDS]
+    while len(" ".join(words)) > MAX_TITLE_CHARS and len(words) > 1:
+        words.pop()
+    while len(words) > 2 and words[-1].lower().rstrip(".,;:!?") in _TITLE_TRAILING_WORDS:
+        words.pop()
+    return " ".join(words).rstrip(".,;:!?—–- ")[:MAX_TITLE_CHARS]
+
+
 def _clean_title(text: str) -> str | None:
     first_line = next((line for line in text.split("\n") if has_words(line)), "")
-    title = clean_value(first_line.lstrip("# "))
+    title = _short_title(clean_value(first_line.lstrip("# ")))
     return title if has_words(title) else None
 
 

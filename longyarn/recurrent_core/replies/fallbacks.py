@@ -3,7 +3,7 @@ it, and why a reply could not be used at all."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 # ---- the story bible ----------------------------------------------------------------------
 
@@ -11,6 +11,10 @@ TITLE_FROM_PREMISE = "The model's title could not be read, so the title was take
 OUTLINE_FROM_PREMISE = "The model's outline could not be read, so the premise serves as the outline."
 OUTLINE_CUT = (
     "The model's outline was cut off by its length limit, so the part that arrived is the outline."
+)
+PREMISE_TRIMMED = (
+    "The premise is longer than the context budget allows, so the outline was planned from its "
+    "beginning; summarise the premise (the story's outline dialog offers it) to plan from all of it."
 )
 
 # ---- the paragraph --------------------------------------------------------------------------
@@ -26,10 +30,43 @@ ONLY_REASONING = (
     "was stored, so turn its thinking off (e.g. /no_think for Qwen3) or raise the writer's "
     "max_tokens."
 )
-EMPTY_PARAGRAPH_TWICE = (
-    "The model returned an empty paragraph twice; nothing was stored; try again, or choose "
-    "another model."
-)
+
+# ---- a paragraph that degenerated (replies/degeneration.py says how; recurrent_core/guard.py) --
+
+def _in_turn(problems: Sequence[str]) -> str:
+    """The attempts' problems in order: "copied its context, then repeated itself"."""
+    return ", then ".join(problems)
+
+
+def paragraph_written_again(problems: Sequence[str]) -> str:
+    """The fallback when rejected attempts were followed by a sound paragraph."""
+    return f"The model's paragraph {_in_turn(problems)}, so it was written again with gentler sampling."
+
+
+def degenerate_paragraph_kept(problems: Sequence[str], kept: int) -> str:
+    """The fallback when every attempt degenerated and the best (`kept`, from 1) was kept."""
+    which = ("first", "second", "third", "fourth", "fifth")[kept - 1] if kept <= 5 else f"number {kept}"
+    return (
+        f"The model's paragraph {_in_turn(problems)}, even with gentler sampling, so the best of "
+        f"the {len(problems)} attempts, the {which}, was kept; edit it or write it again."
+    )
+
+
+def degenerate_paragraph_stopped(problems: Sequence[str]) -> str:
+    """The error when every attempt degenerated and the settings say to stop."""
+    return (
+        f"The model's paragraph {_in_turn(problems)}, even with gentler sampling; nothing was "
+        "stored; write it again, choose another model, or set degeneration = \"keep\" to keep "
+        "the best attempt."
+    )
+
+
+def empty_paragraph(attempts: int) -> str:
+    """The error when every attempt came back empty."""
+    return (
+        f"The model's paragraph came back empty {attempts} times, the later ones with gentler "
+        "sampling; nothing was stored; try again, or choose another model."
+    )
 
 # ---- the short-term memory ----------------------------------------------------------------
 
@@ -93,3 +130,28 @@ def fallbacks_to_tell(sentences: Iterable[str], told: set[str]) -> list[str]:
             told.add(sentence)
         fresh.append(sentence)
     return fresh
+
+
+# ---- what each sentence is about (`longyarn report` counts them by part) --------------------
+
+
+def parts_of(sentence: str) -> tuple[str, ...]:
+    """Which parts of a story a fallback sentence is about: "title", "outline", "paragraph" (cut
+    by its length limit), "degeneration" (written again, or kept flagged), "memory",
+    "instructions", or "notice" (a setting the server refused, and anything else)."""
+    if sentence.startswith("The model's paragraph "):
+        return ("degeneration",)
+    known = {
+        TITLE_FROM_PREMISE: ("title",), PROSE_ONLY_BIBLE: ("title", "outline"),
+        OUTLINE_FROM_PREMISE: ("outline",), OUTLINE_CUT: ("outline",), PREMISE_TRIMMED: ("outline",),
+        PARAGRAPH_CUT: ("paragraph",), PARAGRAPH_CUT_KEPT: ("paragraph",),
+        MEMORY_KEPT: ("memory",), MEMORY_STARTED: ("memory",), MEMORY_CUT: ("memory",),
+        REASON_MISSING: ("memory",), PROSE_ONLY_OUTPUTS: ("memory", "instructions"),
+        INSTRUCTIONS_DERIVED: ("instructions",), CHOICE_UNREADABLE: ("instructions",),
+        PROSE_ONLY_CHOICE: ("instructions",),
+    }
+    if sentence in known:
+        return known[sentence]
+    if sentence.startswith("The model proposed only"):
+        return ("instructions",)
+    return ("notice",)

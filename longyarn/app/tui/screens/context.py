@@ -88,12 +88,13 @@ class ContextScreen(Screen):
         await container.mount_all(widgets)
 
     def _sections(self, sent: SentContext) -> list[Static]:
-        total = sum(section.tokens for section in sent.sections)
-        trimmed = sum(section.trimmed_chars for section in sent.sections)
-        summary = f"{total:,} tokens of context"
-        summary += f"; {trimmed:,} characters were trimmed to fit the budget." if trimmed else "; nothing was trimmed."
         widgets: list[Static] = [
-            Static(summary, id="context-summary", markup=False),
+            Static(context_summary(sent), id="context-summary", markup=False),
+            Static(template_line(sent.template), id="context-template", classes="hint", markup=False),
+        ]
+        if sent.trimmed_elsewhere:
+            widgets.append(Static(trimmed_elsewhere_line(sent), id="context-trimmed-elsewhere", markup=False))
+        widgets += [
             Label("Instruction", classes="section-title"),
             Static(sent.instruction, classes="section-text", markup=False),
         ]
@@ -119,3 +120,33 @@ class ContextScreen(Screen):
             widgets.append(Label(title, classes=classes, markup=False))
             widgets.append(Static(section.text or "(empty)", classes="section-text", markup=False))
         return widgets
+
+
+ROLE_NAMES = {"memory": "memory keeper", "planner": "planner", "writer": "writer"}
+
+
+def context_summary(sent: SentContext) -> str:
+    """The context's size, the budget it was fitted to, and how much was trimmed to fit."""
+    total = sum(section.tokens for section in sent.sections)
+    trimmed = sum(section.trimmed_chars for section in sent.sections)
+    summary = f"{total:,} tokens of context"
+    if sent.budget_tokens:
+        summary += f"; the whole prompt took {sent.prompt_tokens:,} of the {sent.budget_tokens:,}-token budget"
+    if trimmed:
+        return summary + f"; {trimmed:,} characters were trimmed to fit."
+    return summary + "; nothing was trimmed."
+
+
+def template_line(template: str) -> str:
+    if template:
+        return f"Written with your own writer template: {template}"
+    return "Written with longyarn's writer template (longyarn prompts diff shows yours, if any)."
+
+
+def trimmed_elsewhere_line(sent: SentContext) -> str:
+    """What the step's other requests lost to the budget, e.g. the planner's outline."""
+    parts = [
+        f"the {ROLE_NAMES.get(role, role)}'s {name.lower()} by {chars:,} characters"
+        for role, name, chars in sent.trimmed_elsewhere
+    ]
+    return "To fit the budget, the step also trimmed " + "; ".join(parts) + "."

@@ -15,6 +15,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, Switch, TextArea
 
+from longyarn.app.session.long_notes import LongNotes
+
+from .long_note import ChecksLongNotes
+
 
 class Dialog(ModalScreen):
     """A centred box; Escape closes it with no result."""
@@ -246,11 +250,17 @@ class NewStoryRequest:
     genre: str
 
 
-class NewStoryDialog(EditingDialog):
+class NewStoryDialog(ChecksLongNotes, EditingDialog):
     """A genre and a premise; the title and outline come from them (written by the model, or
-    taken from the premise for a prose-only model), for the writer to edit before writing."""
+    taken from the premise for a prose-only model), for the writer to edit before writing.
+    A premise too long for the prompts is met with the offer of a summary (`notes`)."""
 
     BINDINGS = [Binding("ctrl+s", "create", "Create", id="new-story-create")]
+
+    def __init__(self, notes: LongNotes | None = None) -> None:
+        super().__init__()
+        self.notes = notes
+        self._kept_long: set[str] = set()
 
     unsaved_question = "You started a new story. Create it, or discard what you wrote?"
     unsaved_save_label = "Create"
@@ -282,6 +292,8 @@ class NewStoryDialog(EditingDialog):
             self.notify("Write a premise first: a sentence or two about the story.", severity="warning")
             self.query_one("#premise").focus()
             return
+        if self.offers_summary("premise", "#premise", then=self.action_create):
+            return
         self.dismiss(NewStoryRequest(premise, self.query_one("#genre", Input).value.strip()))
 
     @on(Input.Submitted, "#genre")
@@ -295,18 +307,21 @@ class OutlineEdit:
     outline: str
 
 
-class OutlineDialog(EditingDialog):
-    """The story's title and outline, which every step reads; dismisses with the edit, or None."""
+class OutlineDialog(ChecksLongNotes, EditingDialog):
+    """The story's title and outline, which every step reads; dismisses with the edit, or None.
+    An outline too long for the prompts is met with the offer of a summary (`notes`)."""
 
     BINDINGS = [Binding("ctrl+s", "save", "Save", id="outline-save")]
 
     unsaved_question = "You changed the title or the outline. Save the change?"
 
-    def __init__(self, title: str, outline: str, *, save_label: str = "Save") -> None:
+    def __init__(self, title: str, outline: str, *, save_label: str = "Save", notes: LongNotes | None = None) -> None:
         super().__init__()
         self.story_title = title
         self.outline = outline
         self.save_label = self.unsaved_save_label = save_label
+        self.notes = notes
+        self._kept_long: set[str] = set()
 
     def edit(self) -> OutlineEdit:
         return OutlineEdit(
@@ -335,6 +350,8 @@ class OutlineDialog(EditingDialog):
         edit = self.edit()
         if not edit.title or not edit.outline:
             self.notify("The title and the outline both need some words.", severity="warning")
+            return
+        if edit.outline != self.outline.strip() and self.offers_summary("outline", "#outline", then=self.action_save):
             return
         self.dismiss(edit)
 
@@ -395,11 +412,11 @@ class KeepWritingDialog(Dialog):
 @dataclass(frozen=True)
 class ExportRequest:
     path: Path
-    fmt: str  # "md" or "txt"
+    fmt: str  # "md", "txt" or "docx"
 
 
 class ExportDialog(Dialog):
-    """Where to write the story, as Markdown or plain text."""
+    """Where to write the story, as Markdown, plain text or a Word document."""
 
     def __init__(self, default_path: Path) -> None:
         super().__init__()
@@ -411,6 +428,7 @@ class ExportDialog(Dialog):
             with RadioSet(id="format"):
                 yield RadioButton("Markdown", value=True, id="md")
                 yield RadioButton("Plain text", id="txt")
+                yield RadioButton("Word (.docx)", id="docx")
             yield Label("Write to")
             yield Input(str(self.default_path), id="path")
             with Horizontal(classes="buttons"):

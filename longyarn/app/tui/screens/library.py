@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from longyarn.app.session.long_notes import LongNotes
 from longyarn.app.session.publishing import close_to_readers, open_to_readers
 from longyarn.app.ui.formatting import format_edited, store_failure
 from longyarn.app.ui.story_table import StoryTable
@@ -144,7 +145,7 @@ class LibraryScreen(Screen):
             if request is not None:
                 self.start_story(request)
 
-        self.app.push_screen(NewStoryDialog(), create)
+        self.app.push_screen(NewStoryDialog(LongNotes(self.desk.host)), create)
 
     @work(exclusive=True, group="start-story", exit_on_error=False)
     async def start_story(self, request: NewStoryRequest) -> None:
@@ -167,7 +168,8 @@ class LibraryScreen(Screen):
             self.notify(sentence, severity="warning", timeout=8)
         self.refresh_stories()
         edit = await self.app.push_screen_wait(
-            OutlineDialog(story.title, story.outline, save_label="Write the first paragraph")
+            OutlineDialog(story.title, story.outline, save_label="Write the first paragraph",
+                          notes=LongNotes(self.desk.host, story.id))
         )
         if isinstance(edit, OutlineEdit) and (edit.title, edit.outline) != (story.title, story.outline):
             await asyncio.to_thread(

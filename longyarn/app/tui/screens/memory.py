@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -114,10 +114,13 @@ class MemoryScreen(Screen):
         step_id: str | None = None,
         recalled: Sequence[RecalledMemory] | None = None,
         branch: Sequence[str] = (),
+        set_flags: Callable[..., Awaitable[MemoryEntry]] | None = None,
     ) -> None:
         """Open on the recall of `step_id` as stored, or on `recalled` (the paragraph being
         written); neither: every memory. `paragraph` names it ("Paragraph 4"); `branch` is the
-        story's step ids as shown, oldest first, to number the paragraphs memories came from."""
+        story's step ids as shown, oldest first, to number the paragraphs memories came from.
+        `set_flags(entry, pinned=..., excluded=...)` stores a flag as an undoable change (the
+        writing session's); without it the store is changed directly."""
         super().__init__(id="memory-browser")
         self.store, self.host = store, host
         self.story_id = story_id
@@ -130,6 +133,7 @@ class MemoryScreen(Screen):
         self.showing_recall = False
         self.searched = False
         self._flag_lock = asyncio.Lock()  # one flag write at a time, each from the latest flags
+        self.set_flags = set_flags
         self.excerpt_chars = MIN_EXCERPT_CHARS  # the memory column's width, fitted to the table
 
     def compose(self) -> ComposeResult:
@@ -369,9 +373,12 @@ class MemoryScreen(Screen):
             if row is None:
                 return
             try:
-                entry = await asyncio.to_thread(
-                    self.store.set_memory_flags, memory_id, **{flag: not getattr(row, flag)}
-                )
+                change = {flag: not getattr(row, flag)}
+                if self.set_flags is not None:
+                    current = MemoryEntry(row.memory_id, self.story_id, row.step_id, row.text, row.pinned, row.excluded)
+                    entry = await self.set_flags(current, **change)
+                else:
+                    entry = await asyncio.to_thread(self.store.set_memory_flags, memory_id, **change)
             except Exception as error:
                 self.notify(store_failure(error, "change the memory's flag"), severity="error", timeout=12)
                 return

@@ -25,6 +25,7 @@ from longyarn.recurrent_core.types import Sampling
 from longyarn.app.ui.formatting import mask_key
 
 from ..desk import Desk, LoadModel
+from .dialogs import UnsavedEditDialog
 from .help import KeysFooter
 
 ROLES = ("writer", "memory", "planner")
@@ -47,7 +48,8 @@ class SettingsScreen(Screen):
     """Edit and save the model settings."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="settings-back"),
+        Binding("escape", "back", "Back", id="settings-back",
+                tooltip="Back; if you changed anything, ask first: keep editing, save or discard"),
         Binding("ctrl+s", "save", "Save", id="settings-save", priority=True),
     ]
 
@@ -56,9 +58,68 @@ class SettingsScreen(Screen):
         self.desk = desk
         self.host = desk.host
         self.saved_in: Path | None = None  # set from saving until the new model is ready
+        settings = self.host.settings
+        # The JRT switch shows the choice for the kind of model the form names; each kind keeps its own.
+        self.jrt_choice = {kind: settings.jrt_repeats_for(kind) == 2 for kind in ("openai", "local")}
+        self._opened_with: dict[str, object] = {}
 
     def on_mount(self) -> None:
         self.desk.model_changed.subscribe(self, self._model_changed)
+        self._opened_with = self._form_values()
+
+    def _form_values(self) -> dict[str, object]:
+        """What every field of the form says now (to tell whether the writer changed any)."""
+        values: dict[str, object] = {
+            widget.id: widget.value for widget in self.query("Input, Select, Checkbox") if widget.id
+        }
+        values["jrt"] = dict(self.jrt_choice)
+        return values
+
+    @property
+    def changed(self) -> bool:
+        return self.is_mounted and self._form_values() != self._opened_with
+
+    def form_backend_kind(self) -> str:
+        """The kind of model the form names: "openai" or "local" (automatic: a server when a key
+        or a base URL is given, as `Settings.resolved_backend` decides)."""
+        chosen = self.query_one("#backend", Select).value
+        if chosen in ("openai", "local"):
+            return str(chosen)
+        key = self._value("api-key") or self.host.settings.api_key
+        return "openai" if (key or self._value("base-url")) else "local"
+
+    def _jrt_label(self, kind: str) -> str:
+        if kind == "local":
+            return "Read the prompt twice (JRT) for the local model: better recall for a recurrent model"
+        return "Read the prompt twice (JRT) for servers too: rarely helps, doubles every prompt's cost"
+
+    @on(Select.Changed, "#backend")
+    @on(Input.Changed, "#base-url")
+    @on(Input.Changed, "#api-key")
+    def _kind_may_have_changed(self) -> None:
+        if not self.is_mounted:
+            return
+        kind = self.form_backend_kind()
+        self.query_one("#jrt", Switch).value = self.jrt_choice[kind]
+        self.query_one("#jrt-label", Label).update(self._jrt_label(kind))
+
+    @on(Switch.Changed, "#jrt")
+    def _jrt_changed(self, event: Switch.Changed) -> None:
+        self.jrt_choice[self.form_backend_kind()] = event.value
+
+    def action_back(self) -> None:
+        """Leave; if anything was changed, ask first: keep editing (the default), save, or discard."""
+        if not self.changed:
+            self.app.pop_screen()
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "save":
+                self.action_save()
+            elif choice == "discard":
+                self.app.pop_screen()
+
+        self.app.push_screen(UnsavedEditDialog("You changed the settings. Save the change?"), answered)
 
     def compose(self) -> ComposeResult:
         settings = self.host.settings
@@ -89,9 +150,10 @@ class SettingsScreen(Screen):
             )
             yield Label("Local model checkpoint (a .pth file or a longyarn model folder)")
             yield Input(settings.checkpoint or "", placeholder="the bundled demo model", id="checkpoint")
+            kind = settings.resolved_backend()
             with Horizontal(classes="switch-row"):
-                yield Switch(value=settings.jrt_repeats != 1, id="jrt")
-                yield Label("Repeat the prompt for the local model (JRT: better recall, slower)")
+                yield Switch(value=self.jrt_choice[kind], id="jrt")
+                yield Label(self._jrt_label(kind), id="jrt-label")
             yield Label("Memories recalled per step")
             yield Input(str(settings.recall_k), type="integer", id="recall-k")
             yield Label("Sampling per role")
@@ -107,12 +169,12 @@ class SettingsScreen(Screen):
             with Horizontal(classes="buttons"):
                 yield Button("Back", id="back")
                 yield Button("Save  ^s", id="save", variant="primary")
-            yield Static(f"Saved in {config_path()}", classes="hint", markup=False)
+            yield Static(f"Save (^s) writes them to {config_path()}", classes="hint", markup=False)
         yield KeysFooter()
 
     @on(Button.Pressed, "#back")
     def _back(self) -> None:
-        self.app.pop_screen()
+        self.action_back()
 
     def _value(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()
@@ -126,7 +188,8 @@ class SettingsScreen(Screen):
             model=self._value("model") or None,
             base_url=self._value("base-url") or None,
             checkpoint=self._value("checkpoint") or None,
-            jrt_repeats=2 if self.query_one("#jrt", Switch).value else 1,
+            jrt_local=self.jrt_choice["local"],
+            jrt_server=self.jrt_choice["openai"],
             recall_k=self._value("recall-k") or current.recall_k,
         )
         new_key = self._value("api-key")

@@ -3,7 +3,10 @@ editing or deleting a paragraph. Every move is a move of the head; nothing is de
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual import work
+from textual.binding import Binding
 
 from longyarn.app.session.writing import NoModel, WritingSession
 from longyarn.app.ui.formatting import store_failure
@@ -11,7 +14,8 @@ from longyarn.app.ui.widgets import ParagraphView, StoryView
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import Step
 
-from .dialogs import ConfirmDialog, ParagraphEditor
+from .cowriting import CoWritingEditor
+from .dialogs import ConfirmDialog
 
 
 class StoryMoves:
@@ -23,8 +27,9 @@ class StoryMoves:
     generating: bool
     moving: bool
 
-    def move_head(self, step_id: str | None, done: str = "") -> None:
-        """Move where writing continues to `step_id`, then show the branch there and `done`.
+    def move_head(self, step_id: str | None, done: str = "", description: str = "the move") -> None:
+        """Move where writing continues to `step_id` (an undoable change), then show the
+        branch there and `done`.
 
         The memory edit is stored first (it belongs to the step it was made on). The story's
         actions wait, greyed out, until the move is stored and shown.
@@ -33,14 +38,14 @@ class StoryMoves:
             return
         self.moving = True
         self.save_memory_edit()
-        self._store_move(step_id, done)
+        self._store_move(step_id, done, description)
 
     @work(group="history", exit_on_error=False)
-    async def _store_move(self, step_id: str | None, done: str) -> None:
+    async def _store_move(self, step_id: str | None, done: str, description: str) -> None:
         try:
             if not await self.session.memory_edit_stored():
                 return  # the notice says why; the writer's words stay on this paragraph
-            await self.session.move_head(step_id)
+            await self.session.move_head(step_id, description)
             await self._show_session()
         except Exception as error:
             self.notify(store_failure(error, "move to that paragraph"), title="The story is as it was",
@@ -52,14 +57,46 @@ class StoryMoves:
             self.moving = False
 
     def action_undo(self) -> None:
-        if self.position.head is None:
-            return
-        self.move_head(self.session.undo_target(), "Undone; the paragraph is kept: Ctrl+Y brings it back.")
+        """Undo the newest change made here: a paragraph, a version, a deletion, an edit..."""
+        self._history_step("undo")
 
     def action_redo(self) -> None:
-        """Bring back the paragraph last undone here (not merely the newest version)."""
-        if self.position.children:
-            self.move_head(self.session.redo_target())
+        """Redo the change undone last."""
+        self._history_step("redo")
+
+    def _history_step(self, which: str) -> None:
+        possible = self.session.can_undo() if which == "undo" else self.session.can_redo()
+        if self.moving or self.generating or not possible:
+            return
+        self.moving = True
+        self.save_memory_edit()  # an edit in the memory panel is the newest change
+        self._apply_history_step(which)
+
+    @work(group="history", exit_on_error=False)
+    async def _apply_history_step(self, which: str) -> None:
+        try:
+            done = await (self.session.undo() if which == "undo" else self.session.redo())
+            await self._show_session()
+        except NoModel as error:  # re-embedding an edited paragraph needs the model
+            self.notify(str(error), title="The story is as it was", severity="warning", timeout=12)
+        except Exception as error:
+            problem = str(error) if isinstance(error, LongyarnError) else store_failure(error, f"{which} the change")
+            self.notify(problem, title="The story is as it was", severity="error", timeout=12)
+        else:
+            if done and which == "undo":
+                self._show_status(f"Undone: {done}; {self.key_for('redo')} redoes it.")
+            elif done:
+                self._show_status(f"Redone: {done}; {self.key_for('undo')} undoes it again.")
+        finally:
+            self.moving = False
+
+    def key_for(self, binding_id: str) -> str:
+        """How the key of a binding of this screen shows, the writer's keymap applied."""
+        for binding in type(self).BINDINGS:
+            if isinstance(binding, Binding) and binding.id == binding_id:
+                keys = self.app.keymap.get(binding_id, binding.key).split(",")[0].strip()
+                return self.app.get_key_display(replace(binding, key=keys, key_display=None))
+        return binding_id
 
     def action_previous_branch(self) -> None:
         self._switch_version(-1)
@@ -71,7 +108,7 @@ class StoryMoves:
         target = self.session.version_target(offset)
         if target is not None:
             step_id, number, total = target
-            self.move_head(step_id, f"Version {number} of {total}.")
+            self.move_head(step_id, f"Version {number} of {total}.", f"the switch to version {number} of {total}")
 
     def selected_paragraph(self) -> ParagraphView | None:
         """The paragraph selected in the story, else the newest one."""
@@ -90,7 +127,10 @@ class StoryMoves:
         async def store_edit(text: str) -> bool:
             return await self.store_paragraph_edit(step_id, text)
 
-        self.app.push_screen(ParagraphEditor(view.step.paragraph, store_edit))
+        def propose(text: str, start: int, end: int, task, wish: str):  # noqa: ANN001, ANN202
+            return self.session.propose_change(step_id, text, start, end, task, wish)
+
+        self.app.push_screen(CoWritingEditor(view.step.paragraph, store_edit, propose))
 
     async def store_paragraph_edit(self, step_id: str, text: str) -> bool:
         """Store the writer's edit of a paragraph, re-embedding its memory; False, having said
@@ -107,6 +147,7 @@ class StoryMoves:
         if self.is_attached:
             self.story_view.replace_step(updated)
             self._show_status("Saved the edit; its long-term memory was updated too.")
+            self.refresh_bindings()
         return True
 
     def action_delete_paragraph(self) -> None:
@@ -138,10 +179,11 @@ class StoryMoves:
             else:
                 await self.story_view.remove_step(step.id)
                 self._show_header()
+                self.refresh_bindings()
         except Exception as error:
             self.notify(store_failure(error, "delete the paragraph"), title="The paragraph is still there",
                         severity="error", timeout=12)
             return
         finally:
             self.moving = False
-        self._show_status("Deleted the paragraph; it is no longer recalled.")
+        self._show_status(f"Deleted the paragraph; it is no longer recalled; {self.key_for('undo')} brings it back.")

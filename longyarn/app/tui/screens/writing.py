@@ -22,13 +22,8 @@ from textual.screen import Screen
 from textual.widgets import Input, Label, Static, TextArea
 from textual.worker import Worker
 
-from longyarn.app.session.writing import (
-    NoModel,
-    Position,
-    RunInstruction,
-    RunProgress,
-    WritingSession,
-)
+from longyarn.app.session.writing import NoModel, Position, WritingSession
+from longyarn.app.session.long_notes import LongNotes
 from longyarn.app.ui.formatting import paragraphs_label, store_failure
 from longyarn.app.ui.step_events import StepRenderer
 from longyarn.app.ui.widgets import InstructionList, StoryView
@@ -36,8 +31,11 @@ from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import SentContext, StepCompleted, StepEvent, StepStarted, Story
 
 from .context import ContextScreen
-from .dialogs import ConfirmDialog, KeepWritingDialog, OutlineDialog, OutlineEdit, ParagraphEditor
+from .cowriting import CoWritingEditor
+from .craft import CraftTools
+from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit
 from .help import KeysFooter
+from .keep_writing import KeepWriting
 from .memory import MemoryScreen
 from .story_moves import StoryMoves
 from ..notices import explain_no_model, export_story, tell_fallbacks
@@ -52,12 +50,12 @@ OPENING_PLACEHOLDER = "Enter: write the opening paragraph, or type how it should
 STORY_CHANGING_ACTIONS = frozenset(
     {
         "write_next", "keep_writing", "undo", "redo", "retry", "previous_branch", "next_branch",
-        "edit_paragraph", "delete_paragraph", "edit_outline",
+        "edit_paragraph", "delete_paragraph", "edit_outline", "alternatives",
     }
 )
 
 
-class WritingScreen(StoryMoves, Screen):
+class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
     """Write a story one paragraph at a time."""
 
     BINDINGS = [
@@ -69,6 +67,8 @@ class WritingScreen(StoryMoves, Screen):
         Binding("ctrl+z", "undo", "Undo", id="undo"),
         Binding("ctrl+y", "redo", "Redo", id="redo"),
         Binding("ctrl+r", "retry", "Retry", id="retry"),
+        Binding("ctrl+n", "alternatives", "Versions", id="alternatives", show=False,
+                tooltip="Versions at once: several versions of the next paragraph, side by side; pick one"),
         Binding("alt+left", "previous_branch", "◀ Version", id="branch-previous"),
         Binding("alt+right", "next_branch", "Version ▶", id="branch-next"),
         Binding("f2", "memories", "Memory", id="memories"),
@@ -76,6 +76,10 @@ class WritingScreen(StoryMoves, Screen):
         Binding("f4", "edit_outline", "Outline", id="outline", show=False),
         # priority: the memory panel (a TextArea) would take F6 for itself.
         Binding("f6", "export", "Export", id="export", show=False, priority=True),
+        Binding("f7", "authors_note", "Author's note", id="authors-note", show=False,
+                tooltip="Author's note: style, tone, point of view, tense, at a depth of the prompt"),
+        Binding("f8", "goals", "Goals", id="goals", show=False,
+                tooltip="Goals: words for the story and for this session"),
         Binding("ctrl+l", "library", "Library", id="library"),
     ]
 
@@ -87,7 +91,7 @@ class WritingScreen(StoryMoves, Screen):
     HELP_PARTS = (
         ("in the story", StoryView),
         ("in the instructions", InstructionList),
-        ("in the paragraph editor", ParagraphEditor),
+        ("in the paragraph editor", CoWritingEditor),
     )
     HELP_NOTES = (
         ("enter", "Write the next paragraph from your instruction; with none typed, from the "
@@ -133,7 +137,9 @@ class WritingScreen(StoryMoves, Screen):
             id="instruction",
             select_on_focus=False,  # a chosen instruction is there to be edited, not replaced
         )
-        yield Static("", id="status", markup=False)
+        with Horizontal(id="status-line"):
+            yield Static("", id="status", markup=False)
+            yield Static("", id="counts", markup=False)
         yield KeysFooter()
 
     @property
@@ -189,6 +195,7 @@ class WritingScreen(StoryMoves, Screen):
         instructions.show_instructions(head.next_instructions if head else ())
         self.instruction_input.placeholder = NEXT_PLACEHOLDER if head else OPENING_PLACEHOLDER
         self._show_header()
+        self.show_counts()
         self._show_status("Saved." if head else "")
         self.refresh_bindings()
 
@@ -253,12 +260,12 @@ class WritingScreen(StoryMoves, Screen):
     def _can_run(self, action: str) -> bool:
         """Whether `action` makes sense now, a step or move aside (else it leaves the footer)."""
         position = self.position
-        if action in ("write_next", "keep_writing"):
+        if action in ("write_next", "keep_writing", "alternatives"):
             return self.session.host.engine is not None
         if action == "undo":
-            return position.head is not None
+            return self.session.can_undo()
         if action == "redo":
-            return bool(position.children)
+            return self.session.can_redo()
         if action == "retry":
             return position.head is not None and self.session.host.engine is not None
         if action in ("previous_branch", "next_branch"):
@@ -395,81 +402,6 @@ class WritingScreen(StoryMoves, Screen):
                 self.story_view.streaming.end()
         return completed
 
-    # ---- keep writing: several steps in a row, each committed as it lands ----
-
-    def action_keep_writing(self) -> None:
-        if not self._has_model() or self.generating or self.moving:
-            return
-        # What Enter would write now comes first, so the writer's typed or picked instruction is used.
-        first = self.chosen_instruction()
-
-        def start(count: int | None) -> None:
-            if count and not (self.generating or self.moving):
-                self.save_memory_edit()
-                self._begin_generating()
-                self.step_worker = self.keep_writing(first, count)
-
-        self.app.push_screen(KeepWritingDialog(first), start)
-
-    @work(exclusive=True, group="step", exit_on_error=False)
-    async def keep_writing(self, first: str | None, count: int) -> None:
-        """Write `count` paragraphs in a row (`WritingSession.keep_writing`), showing each."""
-        written = 0
-        in_progress = False  # a paragraph is being written (not between two)
-        run = self.session.keep_writing(first, count)
-        try:
-            while True:
-                progress = await self._next_of_run(run)
-                if progress is None:
-                    break
-                in_progress = True
-                if not await self._write_paragraph(self._paragraph_of_run(run)):
-                    break  # the notice says why
-                in_progress = False
-                written += 1
-        except asyncio.CancelledError:
-            if self.is_attached:
-                written += int(self.session.landed_on_cancel)
-                dropped = "; the one in progress was not kept" if in_progress and not self.session.landed_on_cancel else ""
-                self._say_kept_writing(f"Keep writing stopped: {written} of {count} written and saved{dropped}.")
-            raise
-        finally:
-            self._step_over()
-            await run.aclose()
-        if written == count:
-            self._say_kept_writing(f"Kept writing: {paragraphs_label(written)} written and saved.")
-        elif self.is_attached:
-            self._show_status(f"Keep writing stopped: {written} of {count} written and saved; see the notice.")
-
-    async def _next_of_run(self, run) -> RunProgress | None:  # noqa: ANN001
-        """The run's next paragraph, announced; None when the run is over."""
-        event = await anext(run, None)
-        if event is None:
-            return None
-        assert isinstance(event, RunProgress)
-        self.keep_writing_progress = f"Keep writing: paragraph {event.number} of {event.count}"
-        self._show_status(self.keep_writing_progress)
-        return event
-
-    async def _paragraph_of_run(self, run):  # noqa: ANN001, ANN202
-        """The run's events up to this paragraph's end, with its instruction chosen on the way."""
-        async for event in run:
-            if isinstance(event, RunProgress):  # waiting for a model that is loading
-                self._show_status(f"{self.keep_writing_progress} · waiting for the new model to load…")
-                continue
-            if isinstance(event, RunInstruction):
-                if event.fallback:
-                    self.notify(event.fallback, severity="warning", timeout=8)
-                continue
-            yield event
-            if isinstance(event, StepCompleted):
-                return
-
-    def _say_kept_writing(self, text: str) -> None:
-        if self.is_attached:
-            self.notify(text, timeout=8)
-            self._show_status(text)
-
     async def show_event(self, event: StepEvent) -> None:
         """Render one event of the step as it arrives."""
         if isinstance(event, StepStarted):
@@ -493,7 +425,13 @@ class WritingScreen(StoryMoves, Screen):
             self.instruction_input.value = ""
         self._show_position()
         tell_fallbacks(self, self.session.host, event.fallbacks)
+        self._tell_session_goal(step)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
+
+    def _tell_session_goal(self, step) -> None:  # noqa: ANN001 - the Step just written
+        counts = self.session.word_counts()
+        if counts.session_goal and counts.session >= counts.session_goal > counts.session - len(step.paragraph.split()):
+            self.notify(f"Session goal reached: {counts.session:,} words.", title="Goal")
 
     def action_cancel_step(self) -> None:
         if self.step_worker is not None and self.step_worker.is_running:
@@ -512,17 +450,18 @@ class WritingScreen(StoryMoves, Screen):
         if selected is None and self.generating and started is not None:
             self.app.push_screen(MemoryScreen(
                 store, host, self.story_id, paragraph="The paragraph being written",
-                recalled=started.recalled, branch=branch,
+                recalled=started.recalled, branch=branch, set_flags=self.session.set_memory_flags,
             ))
             return
         step = selected.step if selected is not None else (steps[-1] if steps else None)
         if step is None:
-            self.app.push_screen(MemoryScreen(store, host, self.story_id))
+            self.app.push_screen(MemoryScreen(store, host, self.story_id, set_flags=self.session.set_memory_flags))
             return
         number = next((i for i, s in enumerate(steps, 1) if s.id == step.id), len(steps))
-        self.app.push_screen(
-            MemoryScreen(store, host, self.story_id, paragraph=f"Paragraph {number:,}", step_id=step.id, branch=branch)
-        )
+        self.app.push_screen(MemoryScreen(
+            store, host, self.story_id, paragraph=f"Paragraph {number:,}", step_id=step.id, branch=branch,
+            set_flags=self.session.set_memory_flags,
+        ))
 
     def action_context(self) -> None:
         """What the model was given: for the selected paragraph, else the one being written,
@@ -531,7 +470,10 @@ class WritingScreen(StoryMoves, Screen):
         started = self.last_started
         store = self.session.store
         if selected is None and self.generating and started is not None:
-            sent = SentContext(started.instruction, started.context, started.recalled)
+            sent = SentContext(
+                started.instruction, started.context, started.recalled, template=started.template,
+                budget_tokens=started.budget_tokens, prompt_tokens=started.prompt_tokens,
+            )
             self.app.push_screen(ContextScreen(store, "Context of the paragraph being written", sent=sent))
             return
         steps = self.story_view.steps
@@ -551,7 +493,7 @@ class WritingScreen(StoryMoves, Screen):
             if edit is not None:
                 self.save_outline(edit)
 
-        self.app.push_screen(OutlineDialog(story.title, story.outline), save)
+        self.app.push_screen(OutlineDialog(story.title, story.outline, notes=LongNotes(self.session.host, story.id)), save)
 
     @work(group="outline", exit_on_error=False)
     async def save_outline(self, edit: OutlineEdit) -> None:
@@ -562,6 +504,7 @@ class WritingScreen(StoryMoves, Screen):
                         severity="error", timeout=12)
             return
         self._show_header()
+        self.refresh_bindings()
         self._show_status("Saved the outline; the next paragraph is written with it.")
 
     def action_export(self) -> None:

@@ -1,0 +1,129 @@
+"""The precision a CPU model keeps its weight matrices at: fp32, fp16, bf16 or int8.
+
+On a CPU the arithmetic is always fp32 (activations, sums, the state); what a user chooses
+is how the weight matrices are stored, which sets how many bytes each token reads:
+
+- "fp32": the checkpoint's values widened to fp32; the exactness reference.
+- "fp16" / "bf16": half the bytes. A matrix is scaled by a power of two (exact) so that its
+  largest magnitude sits just below fp16's maximum, so no value overflows fp16.
+- "int8": a quarter of the bytes, weight-only: each output row gets one fp32 scale
+  (its largest magnitude / 127). The small LoRA matrices stay at half precision.
+
+The default ("half") is fp16 or bf16, whichever holds the checkpoint:
+1. fp16 when every matrix round-trips exactly through (scaled) fp16: BlinkDL's bf16 releases;
+2. else bf16 when every matrix round-trips exactly through bf16: bf16 weights whose range is
+   too wide for fp16 (values below fp16's smallest after scaling);
+3. else (weights trained and saved in fp32, exact in neither) fp16 when every value lands in
+   fp16's normal range after scaling, so each weight keeps a relative error under 2^-11,
+   and bf16 (relative error under 2^-8) when some would not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import torch
+
+from ..errors import InvalidInput
+
+WeightPrecision = Literal["fp32", "fp16", "bf16", "int8"]
+WEIGHT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+HALF = "half"  # the default: fp16 or bf16, as the weights allow (see the module docstring)
+WEIGHT_CHOICES: tuple[str, ...] = (HALF, *WEIGHT_PRECISIONS)
+
+_STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
+_FP16_TOP_EXPONENT = 14  # scale the largest magnitude into [2^14, 2^15), below fp16's max
+_FP16_SMALLEST_NORMAL = 2.0**-14
+INT8_LEVELS = 127
+
+
+def resolve_weights(weights: str | None) -> str:
+    """The user's choice checked and normalised: one of WEIGHT_CHOICES ("half" for None)."""
+    if weights is None:
+        return HALF
+    name = str(weights).strip().lower()
+    aliases = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "auto": HALF, "default": HALF}
+    name = aliases.get(name, name)
+    if name not in WEIGHT_CHOICES:
+        raise InvalidInput(
+            f"weights={weights!r} is not a precision this model keeps its weights at; nothing "
+            f"was loaded, so use one of {', '.join(WEIGHT_CHOICES)} (half: fp16 or bf16, as the "
+            "checkpoint allows)."
+        )
+    return name
+
+
+def fp16_scale(weight: torch.Tensor) -> float:
+    """The power of two that puts `weight`'s largest magnitude in [2^14, 2^15) (1 if all zero)."""
+    largest = float(weight.abs().max()) if weight.numel() else 0.0
+    if largest == 0.0 or not math.isfinite(largest):
+        return 1.0
+    return 2.0 ** (_FP16_TOP_EXPONENT - math.floor(math.log2(largest)))
+
+
+def _fp16_fit(weight: torch.Tensor) -> tuple[bool, bool]:
+    """(exact in scaled fp16, every nonzero value within fp16's normal range after scaling)."""
+    scaled = weight.float() * fp16_scale(weight)
+    exact = torch.equal(scaled.to(torch.float16).float(), scaled)
+    nonzero = scaled.abs()[scaled != 0]
+    normal = nonzero.numel() == 0 or float(nonzero.min()) >= _FP16_SMALLEST_NORMAL
+    return exact and bool(torch.isfinite(scaled).all()), normal
+
+
+def choose_half_precision(matrices: Iterable[torch.Tensor]) -> str:
+    """"fp16" or "bf16" for these weight matrices, by the rules in the module docstring."""
+    fp16_exact = bf16_exact = fp16_normal = True
+    for weight in matrices:
+        exact, normal = _fp16_fit(weight)
+        fp16_exact &= exact
+        fp16_normal &= normal
+        if bf16_exact:
+            wide = weight.float()
+            bf16_exact = torch.equal(wide.to(torch.bfloat16).float(), wide)
+    if fp16_exact:
+        return "fp16"
+    if bf16_exact:
+        return "bf16"
+    return "fp16" if fp16_normal else "bf16"
+
+
+@dataclass(frozen=True)
+class StoredMatrix:
+    """A weight matrix (out, in) at a storage precision: W = values * scale[:, None].
+
+    scale is None for fp32 and otherwise an fp32 vector, one entry per output row: a power
+    of two for fp16 (the same in every row), 1 for bf16, the row's step for int8.
+    """
+
+    values: torch.Tensor
+    scale: torch.Tensor | None
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in _STORAGE_DTYPES.items() if dtype == self.values.dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """The fp32 matrix these values stand for."""
+        wide = self.values.float()
+        return wide if self.scale is None else wide * self.scale.unsqueeze(1)
+
+
+def store_matrix(weight_out_in: torch.Tensor, precision: str) -> StoredMatrix:
+    """`weight_out_in` (out, in) at `precision` (one of WEIGHT_PRECISIONS), on its device."""
+    weight = weight_out_in.float()
+    rows = weight.shape[0]
+    if precision == "fp32":
+        return StoredMatrix(weight.contiguous(), None)
+    if precision == "fp16":
+        scale = fp16_scale(weight)
+        values = (weight * scale).to(torch.float16).contiguous()
+        return StoredMatrix(values, torch.full((rows,), 1.0 / scale, device=weight.device))
+    if precision == "bf16":
+        return StoredMatrix(weight.to(torch.bfloat16).contiguous(), torch.ones(rows, device=weight.device))
+    if precision == "int8":
+        step = weight.abs().amax(dim=1).clamp_min(1e-30) / INT8_LEVELS
+        values = torch.round(weight / step.unsqueeze(1)).clamp_(-INT8_LEVELS, INT8_LEVELS).to(torch.int8)
+        return StoredMatrix(values.contiguous(), step)
+    raise ValueError(f"unknown weight precision {precision!r}")
