@@ -62,6 +62,10 @@ class Reply:
     empty_choices_first: bool = False  # streamed: a chunk with "choices": [] before the text
     # (as Azure OpenAI sends its prompt filter results)
     usage_without_choices: bool = False  # streamed: the usage chunk has no "choices" key at all
+    sse_comments: bool = False  # streamed: ": keep-alive" comments between events and "data:"
+    # without its space (as OpenRouter and some proxies send)
+    error_event_after: int | None = None  # streamed: after this many chunks, an {"error": ...}
+    # event ends the stream (as vLLM and OpenRouter report a failure mid-reply)
 
 
 Responder = Callable[[dict], Reply]
@@ -551,8 +555,8 @@ class _SSEStream(Response):
             data = payload if isinstance(payload, str) else json.dumps(payload)
             if client_left.is_set():
                 return False
-            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
-                        "more_body": True})
+            body = f": keep-alive\n\ndata:{data}\n\n" if reply.sse_comments else f"data: {data}\n\n"
+            await send({"type": "http.response.body", "body": body.encode(), "more_body": True})
             return True
 
         await send({"type": "http.response.start", "status": self.status_code,
@@ -574,6 +578,10 @@ class _SSEStream(Response):
         for sent, piece in enumerate(pieces):
             if reply.stream_cut_after is not None and sent >= reply.stream_cut_after:
                 raise _DeliberateStreamCut()
+            if reply.error_event_after is not None and sent >= reply.error_event_after:
+                await event({"error": {"message": "The model crashed mid-reply.", "type": "server_error"}})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return True
             if reply.stream_end_after is not None and sent >= reply.stream_end_after:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return True

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     reader_action_chars: int = Field(500, ge=20, le=4000)
     # The web reader: paragraphs written at once per server process (more readers wait in
     # line and are shown their place), and how long a claimed move outlives its process.
-    reader_concurrent_steps: int = Field(16, ge=1, le=1024)
+    reader_concurrent_steps: int = Field(128, ge=1, le=1024)
     reader_move_lease_s: float = Field(30.0, ge=2.0, le=600.0)
 
     @field_validator("sampling")

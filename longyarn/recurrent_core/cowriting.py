@@ -28,6 +28,7 @@ SUMMARY_WORDS = 250
 # A summary's parts: never more rounds than this, whatever the length (each round shrinks the
 # text to a fraction of what it was).
 MAX_SUMMARY_ROUNDS = 4
+CLOSING_PUNCTUATION = frozenset(",.;:!?)]}…’”—")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,11 @@ async def propose_change(
     new = clean_paragraph(reply)
     if not new:
         raise ModelError("The model wrote nothing for the passage; the paragraph is as it was; try again.")
-    joiner_before = " " if start and not text[start - 1].isspace() and task == "continue" else ""
+    # Written on from a word, the new text needs a space, unless it goes on with punctuation
+    # (", and the light went through it": a base model continues mid-sentence).
+    joiner_before = " " if (
+        task == "continue" and start and not text[start - 1].isspace() and new[0] not in CLOSING_PUNCTUATION
+    ) else ""
     joiner_after = " " if end < len(text) and not text[end].isspace() and task == "continue" else ""
     inserted = joiner_before + new + joiner_after
     proposed = text[:start] + inserted + text[end:]

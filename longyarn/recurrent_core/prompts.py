@@ -318,6 +318,11 @@ def layout_messages(prompt: Prompt, jrt_repeats: int = 1) -> list[dict]:
     return messages
 
 
+# Per role: the context section a base model's completion ends on, and whether a new
+# paragraph starts after it (see `layout_completion`).
+_PROSE_LEAD_IN = {"writer": ("Previous paragraph", True), "passage": ("Text before the passage", False)}
+
+
 def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -> str:
     """One prompt string for a local recurrent model (RWKV-7).
 
@@ -329,7 +334,8 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
     `chat=False` (a base model) gives a completion: the system text, the body, and the role's
     cue from its template ("Next paragraph:", "Short-term memory:", "Instruction 1:"), so the
     model continues exactly where the answer starts. Parse `completion_cue(role) + reply`.
-    The writer's cue is followed by the previous paragraph, so the model goes on from prose.
+    The writer's cue is followed by the previous paragraph, and a passage's by the text before
+    it, so the model goes on from prose.
 
     Order matters for the local model's prefix-state cache, which can reuse the state after
     any prefix it has seen before: the stable parts come first (the system rules, then the
@@ -342,12 +348,13 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
     if chat:
         return chat_transcript([("user", "\n".join(part for part in (system, body) if part))])
     cue = completion_cue(prompt.role, (Path(prompt.template).parent,) if prompt.template else ())
-    if prompt.role == "writer":
-        # A base model continues prose best straight after prose: end on the story itself.
-        previous = next(
-            (s.text.strip() for s in prompt.context if s.name == "Previous paragraph" and s.text.strip()),
-            "",
-        )
+    # A base model continues prose best straight after prose: end on the story itself. The
+    # writer goes on after the previous paragraph, in a new one; co-writing (a passage) goes on
+    # from the very words before the cursor or the selection, mid-sentence if need be.
+    lead_in = _PROSE_LEAD_IN.get(prompt.role)
+    if lead_in is not None:
+        section, paragraph_break = lead_in
+        previous = next((s.text for s in prompt.context if s.name == section and s.text.strip()), "")
         if previous:
-            cue = f"{cue.rstrip()}\n{previous}\n\n"
+            cue = f"{cue.rstrip()}\n{previous.strip()}" + ("\n\n" if paragraph_break else "")
     return "\n\n".join(part for part in (system, body, cue) if part)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
-from sqlalchemy import Subquery, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from .records import (
     three_instructions,
     utcnow,
 )
-from .tree import StoryTree, live_branch, paragraph_counts_query
+from .tree import BRANCH_LENGTH, BRANCH_STEP_IDS, BRANCH_STEPS, StoryTree, branch_parameters, paragraph_counts_query
 
 # What `update_story` may change; the rest (head, memory_version, times) the store manages.
 EDITABLE_STORY_FIELDS = frozenset(
@@ -145,29 +145,28 @@ class SqlStories(StoryTree):
         Deleted paragraphs are left out. One recursive query, however long the story.
         """
         with self._read() as session:
-            branch = self._live_branch(session, story_id, head_step_id)
-            if branch is None:
+            head = self._branch_head(session, story_id, head_step_id)
+            if head is None:
                 return []
-            rows = session.connection().execute(  # Core rows: no ORM bookkeeping per step
-                select(branch).order_by(branch.c.depth.desc())
-            ).all()
+            # Core rows: no ORM bookkeeping per step
+            rows = session.connection().execute(BRANCH_STEPS, branch_parameters(story_id, head)).all()
             return [step_record(row) for row in rows]
 
     def branch_step_ids(self, story_id: str, head_step_id: str | None = None) -> list[str]:
         """The ids of `branch()`'s steps, without loading their text: what recall needs."""
         with self._read() as session:
-            branch = self._live_branch(session, story_id, head_step_id)
-            if branch is None:
+            head = self._branch_head(session, story_id, head_step_id)
+            if head is None:
                 return []
-            return list(session.scalars(select(branch.c.id).order_by(branch.c.depth.desc())))
+            return list(session.scalars(BRANCH_STEP_IDS, branch_parameters(story_id, head)))
 
     def count_steps(self, story_id: str, head_step_id: str | None = None) -> int:
         """How many paragraphs the branch ending at the head holds (deleted ones not counted)."""
         with self._read() as session:
-            branch = self._live_branch(session, story_id, head_step_id)
-            if branch is None:
+            head = self._branch_head(session, story_id, head_step_id)
+            if head is None:
                 return 0
-            return session.scalar(select(func.count()).select_from(branch)) or 0
+            return session.scalar(BRANCH_LENGTH, branch_parameters(story_id, head)) or 0
 
     def children(self, story_id: str, parent_id: str | None) -> list[Step]:
         """The author's direct children of a step (roots when `parent_id` is None), oldest first.
@@ -487,17 +486,14 @@ class SqlStories(StoryTree):
             row = session.get(StepRow, step_id)
             return row is not None and row.story_id == story_id
 
-    def _live_branch(
-        self, session: Session, story_id: str, head_step_id: str | None
-    ) -> Subquery | None:
-        """`live_branch` from `head_step_id` (default: the story's head); None while the story
-        has no paragraphs."""
+    def _branch_head(self, session: Session, story_id: str, head_step_id: str | None) -> str | None:
+        """The step a branch ends at: `head_step_id`, checked to be the story's, or the story's
+        head (None while the story has no paragraphs)."""
         story = self._story_row(session, story_id)
         if head_step_id is None:
-            head_step_id = story.head_step_id
-        else:
-            self._step_row(session, head_step_id, story_id=story_id)
-        return live_branch(story_id, head_step_id) if head_step_id is not None else None
+            return story.head_step_id
+        self._step_row(session, head_step_id, story_id=story_id)
+        return head_step_id
 
     def _bump_memory_version(self, session: Session, story_id: str, *, edited: bool = True) -> None:
         # One UPDATE, not read-then-write: it also takes the row's write lock on PostgreSQL.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Subquery, func, literal, select
+from sqlalchemy import ColumnElement, Subquery, bindparam, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from longyarn.recurrent_core.errors import StoryNotFound
@@ -66,7 +66,7 @@ class StoryTree(SqlSessions):
 # ---- walks up the tree: standard SQL (WITH RECURSIVE), one query on SQLite and PostgreSQL ----
 
 
-def live_branch(story_id: str, head_step_id: str) -> Subquery:
+def live_branch(story_id: Any, head_step_id: Any) -> Subquery:
     """The steps from the head up to the root, deleted ones left out, each with its `depth`
     (0 at the head): every column of the steps table, plus depth."""
     steps = StepRow.__table__
@@ -79,7 +79,7 @@ def live_branch(story_id: str, head_step_id: str) -> Subquery:
     )
 
 
-def _walk_to_root(story_id: str, head_step_id: str) -> Any:
+def _walk_to_root(story_id: Any, head_step_id: Any) -> Any:
     """A recursive CTE of (id, depth) from the head (depth 0) up to the root."""
     steps = StepRow.__table__
     walk = (
@@ -93,6 +93,20 @@ def _walk_to_root(story_id: str, head_step_id: str) -> Any:
             parent.c.id == walk.c.parent_id
         )
     )
+
+
+# The branch walks every reader's move and every step makes, built once with parameters:
+# building the recursive query costs more than running it, and a statement built once is
+# compiled once (SQLAlchemy caches compiled statements by their shape).
+_BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
+BRANCH_STEPS = select(_BRANCH).order_by(_BRANCH.c.depth.desc())
+BRANCH_STEP_IDS = select(_BRANCH.c.id).order_by(_BRANCH.c.depth.desc())
+BRANCH_LENGTH = select(func.count()).select_from(_BRANCH)
+
+
+def branch_parameters(story_id: str, head_step_id: str) -> dict[str, str]:
+    """The parameters of BRANCH_STEPS, BRANCH_STEP_IDS and BRANCH_LENGTH."""
+    return {"branch_story_id": story_id, "branch_head_id": head_step_id}
 
 
 def paragraph_counts_query(story_ids: list[str] | None) -> Any:

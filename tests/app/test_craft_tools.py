@@ -442,7 +442,26 @@ async def test_the_model_continues_from_the_cursor_and_a_rejected_proposal_chang
         await wait_until(pilot, lambda: store.get_step(third.id).paragraph == expected, what="the continuation saved")
 
 
-async def test_continuing_from_the_cursor_works_on_the_local_model(store, embedder):
+async def test_a_continuation_that_goes_on_with_punctuation_is_joined_without_a_space(store, server, embedder):
+    from longyarn.app.tui.screens.craft_dialogs import ProposedChangeDialog
+    from tests.scripted_server import Reply
+
+    story = seed_story(store, embedder, PARAGRAPHS)
+    third = store.branch(story.id)[-1]
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(110, 36)) as pilot:
+        editor = await open_editor_on_the_newest(pilot, await wait_for_screen(pilot, WritingScreen))
+        area = editor.query_one("#paragraph")
+        at = third.paragraph.index(" wrapped")
+        area.move_cursor(area.document.get_location_from_index(at))
+        server.enqueue(Reply(", cold as river water,"))
+        await pilot.press("ctrl+g")
+        proposal = await wait_for_screen(pilot, ProposedChangeDialog)
+        assert proposal.proposed == third.paragraph[:at] + ", cold as river water," + third.paragraph[at:]
+
+
+async def test_continuing_from_the_cursor_and_rewriting_a_passage_work_on_the_local_model(store, embedder):
+    from longyarn.app.tui.screens.cowriting import PassageTaskDialog
     from longyarn.app.tui.screens.craft_dialogs import ProposedChangeDialog
     from tests.app.test_tui import demo_engine
 
@@ -463,6 +482,21 @@ async def test_continuing_from_the_cursor_works_on_the_local_model(store, embedd
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: store.get_step(third.id).paragraph == proposal.proposed.strip(),
                          timeout=30, what="the continuation saved")
+
+        text = area.text
+        start = text.index("a brass key")
+        area.selection = type(area.selection)(
+            area.document.get_location_from_index(start),
+            area.document.get_location_from_index(start + len("a brass key")),
+        )
+        await pilot.press("ctrl+r")
+        await wait_for_screen(pilot, PassageTaskDialog)
+        await pilot.press("ctrl+s")
+        proposal = await wait_for_screen(pilot, ProposedChangeDialog)
+        assert engine.backend.stats.requests == before + 2
+        head, tail = text[:start], text[start + len("a brass key"):]
+        assert proposal.proposed.startswith(head) and proposal.proposed.endswith(tail)
+        assert proposal.proposed != text, "the selected words are replaced by the model's"
 
 
 # ---- every new action in F1, the palette, and the keymap ----

@@ -150,6 +150,39 @@ async def test_a_long_outline_is_met_with_a_warning_and_can_be_summarised(store,
                          what="the summary saved")
 
 
+async def test_a_long_premise_is_met_with_a_warning_and_the_story_starts_from_its_summary(store, server, embedder):
+    from longyarn.app.tui.screens.dialogs import NewStoryDialog, OutlineDialog
+    from longyarn.app.tui.screens.long_note import LongNoteDialog
+
+    long_premise = "A lighthouse keeper finds a door in the sea, and behind it a drowned city. " * 100
+    summary = "A lighthouse keeper finds a door in the sea that leads to a drowned city which remembers her."
+    app = build_app(store, make_engine(store, server, embedder))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("n")
+        dialog = await wait_for_screen(pilot, NewStoryDialog)
+        dialog.query_one("#genre").value = "fable"
+        dialog.query_one("#premise").load_text(long_premise)
+        await pilot.press("ctrl+s")
+        warning = await wait_for_screen(pilot, LongNoteDialog)
+        said = str(warning.query_one("#long-note-warning").render())
+        assert said.startswith("This premise is about 1,500 words") and "room for about 750 tokens" in said
+        assert not [r for r in server.requests if r["_role"] == "bible"], "nothing is started before the answer"
+
+        server.enqueue(Reply(summary))
+        await pilot.press("ctrl+s")  # summarise
+        await wait_until(pilot, lambda: dialog.query_one("#premise").text == summary, what="the summary in the editor")
+        [asked] = [r for r in server.requests if r["_role"] == "summary"]
+        assert long_premise.strip() in asked["messages"][-1]["content"], "the whole premise fits one request"
+        assert store.list_stories() == [], "nothing is created until the writer says so"
+
+        await pilot.press("ctrl+s")  # create, from the summary
+        await wait_for_screen(pilot, OutlineDialog)
+        [story] = store.list_stories()
+        assert story.premise == summary
+        bible = [r for r in server.requests if r["_role"] == "bible"][-1]["messages"][-1]["content"]
+        assert summary in bible and "behind it a drowned city. A lighthouse" not in bible
+
+
 # ---- 3. Every change is an undoable step of the history, in the order made ----
 
 FOUR = PARAGRAPHS + ["At dawn Mara took the key down to the harbour, where the ferryman was waiting."]

@@ -182,7 +182,11 @@ def test_a_proposed_change_as_a_diff(snap_compare, store, server, embedder, stor
         server.enqueue(Reply("an old iron key, cold as river water"))
         await pilot.press("ctrl+s")
         await wait_for_screen(pilot, ProposedChangeDialog)
-        pilot.app.clear_notifications()  # "at work on the passage…": gone in 4 s
+        # "At work on the passage…" (gone in 4 s): clearing refreshes only the top screen, so the
+        # editor's toast, there or not yet by the time the reply came, goes too.
+        pilot.app.clear_notifications()
+        for screen in pilot.app.screen_stack:
+            await screen.query("Toast").remove()
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=proposal)
@@ -214,3 +218,29 @@ def test_a_long_outline_warning(snap_compare, store, server, embedder, stories):
         await wait_for_screen(pilot, LongNoteDialog)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=warned)
+
+
+@pytest.mark.parametrize("ask", [False, True], ids=["editor", "passage_task"])
+def test_co_writing_in_the_paragraph_editor(snap_compare, store, server, embedder, stories, ask):
+    """The paragraph editor with its co-writing keys, and what to do with a selected passage."""
+    app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
+
+    async def opened(pilot):
+        from longyarn.app.tui.screens.cowriting import CoWritingEditor, PassageTaskDialog
+
+        screen = await wait_for_screen(pilot, WritingScreen)
+        screen.story_view.focus()
+        await pilot.press("e")
+        editor = await wait_for_screen(pilot, CoWritingEditor)
+        area = editor.query_one("#paragraph")
+        start = PARAGRAPHS[2].index("a brass key")
+        area.selection = type(area.selection)(
+            area.document.get_location_from_index(start),
+            area.document.get_location_from_index(start + len("a brass key")),
+        )
+        if ask:
+            await pilot.press("ctrl+r")
+            await wait_for_screen(pilot, PassageTaskDialog)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=opened)

@@ -209,6 +209,30 @@ async def test_a_stream_that_ends_without_finishing_is_not_taken_as_a_whole_repl
     assert len(server.requests) == 1
 
 
+async def test_keep_alive_comments_and_compact_data_lines_are_read_as_the_reply(server):
+    # OpenRouter and some proxies send ": keep-alive" comments and "data:" with no space.
+    server.enqueue(Reply(PARAGRAPH, chunk_chars=7, sse_comments=True))
+    chunks, text = await collect(make_backend(server.base_url), make_request())
+    assert text == PARAGRAPH
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+async def test_an_error_the_server_reports_mid_stream_is_an_error_not_a_paragraph(server):
+    server.enqueue(Reply(PARAGRAPH, chunk_chars=10, error_event_after=2))
+    received = []
+    with pytest.raises(StreamInterrupted):
+        async for chunk in make_backend(server.base_url).stream(make_request()):
+            received.append(chunk.text)
+    assert "".join(received) == PARAGRAPH[:20]
+    # Before any text, it is asked again, like any failed request; the error is said if it stays.
+    server.enqueue(Reply(PARAGRAPH, error_event_after=0), Reply(PARAGRAPH))
+    assert (await collect(make_backend(server.base_url), make_request()))[1] == PARAGRAPH
+    server.enqueue(*[Reply(PARAGRAPH, error_event_after=0)] * 4)
+    with pytest.raises(ModelError, match="crashed mid-reply"):
+        await collect(make_backend(server.base_url, max_attempts=2), make_request())
+
+
 async def test_abandoning_the_stream_closes_the_connection(server):
     server.enqueue(Reply(PARAGRAPH * 20, chunk_chars=4, chunk_delay_s=0.05))
     stream = make_backend(server.base_url).stream(make_request())

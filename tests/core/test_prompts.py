@@ -169,6 +169,19 @@ def test_base_model_completion_ends_where_the_answer_starts(role, fields, cue):
     assert single.index("## Story bible") < single.index(prompt.task)
 
 
+def test_a_base_model_co_writing_goes_on_from_the_very_words_before_the_cursor():
+    before = ContextSection("Text before the passage", "The fog rolled in.\n\nMara held the key up ", 9)
+    prompt = render_prompt(
+        "passage", context_sections=(STORY_BIBLE, before),
+        task="Write what comes next.", passage="(nothing yet)", instruction="(none)",
+    )
+    for jrt_repeats in (1, 2):
+        text = layout_completion(prompt, jrt_repeats=jrt_repeats, chat=False)
+        assert text.endswith("New text:\nThe fog rolled in.\n\nMara held the key up"), "mid-sentence, no break"
+        assert text.startswith(prompt.system)
+    assert layout_completion(prompt, chat=True).endswith("\n\nAssistant:"), "a chat model is asked, as before"
+
+
 def test_the_repair_prompt_states_the_problem_and_keeps_the_expected_format():
     original = render_prompt("memory", context_sections=(MEMORY,), instruction="Mara runs.")
     repair = render_prompt(

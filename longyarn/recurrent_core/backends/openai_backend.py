@@ -23,8 +23,8 @@ import openai
 
 from ..errors import ModelError, StreamInterrupted
 from ..prompts import layout_messages
-from ..types import Usage
 from .base import BackendInfo, Chunk, GenerationRequest, ModelBackend
+from .chat_stream import chunk_fields, sse_data
 from .request_slots import Flight, RequestSlots
 
 log = logging.getLogger(__name__)
@@ -142,27 +142,26 @@ class OpenAIBackend(ModelBackend):
             flight: Flight | None = None
             try:
                 async with self._slots.slot() as flight:
-                    response = await self._client.chat.completions.create(**arguments)
-                    finished, usage = None, None
-                    async with response:
-                        async for event in response:
-                            if getattr(event, "usage", None) is not None:  # some send it every chunk
-                                usage = _usage(event.usage)
-                            # A usage-only chunk may carry "choices": [] or null, or none at all.
-                            for choice in (getattr(event, "choices", None) or [])[:1]:
-                                delta = getattr(choice, "delta", None)
-                                text = getattr(delta, "content", None)
-                                if text:
-                                    yielded_text = True
-                                    yield Chunk(text=text)
-                                if getattr(choice, "finish_reason", None):
-                                    finished = str(choice.finish_reason)
+                    opened = self._client.chat.completions.with_streaming_response.create(**arguments)
+                    async with opened as response:
+                        finished, usage = None, None
+                        request_sent = response.http_response.request
+                        async for data in sse_data(response.iter_lines(), request_sent):
+                            if data.startswith("[DONE]"):
+                                break
+                            fields = chunk_fields(data, request_sent)
+                            if fields.usage is not None:  # some send it every chunk
+                                usage = fields.usage
+                            if fields.text:
+                                yielded_text = True
+                                yield Chunk(text=fields.text)
+                            if fields.finish_reason:
+                                finished = fields.finish_reason
                     if not finished:
                         # The body ended cleanly but without a finish_reason: a proxy or server
                         # dropped the rest. Treat it as the broken stream it is.
                         raise openai.APIConnectionError(
-                            message="The stream ended before the reply did.",
-                            request=response.response.request,
+                            message="The stream ended before the reply did.", request=request_sent
                         )
                 yield Chunk(usage=usage, finish_reason=finished)
                 return
@@ -454,13 +453,6 @@ def _schema_name(schema: dict) -> str:
     title = str(schema.get("title") or "reply")
     name = "".join(c if c.isalnum() or c in "_-" else "_" for c in title)[:64]
     return name or "reply"
-
-
-def _usage(usage: Any) -> Usage:
-    return Usage(
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-    )
 
 
 def _error_code(error: openai.APIError) -> str | None:

@@ -82,15 +82,19 @@ def token_block(
     time_mix_shift: torch.Tensor,
     channel_mix_shift: torch.Tensor,
     wkv_state: torch.Tensor,
-    new_time_mix_shift: torch.Tensor,
-    new_channel_mix_shift: torch.Tensor,
-    new_wkv: torch.Tensor,
+    new_time_mix_shift: torch.Tensor | None = None,
+    new_channel_mix_shift: torch.Tensor | None = None,
+    new_wkv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block for one token per sequence: x is (B, C); returns (x after the block, v_first).
 
-    Reads this block's slices of the old state and writes them into the new one (they may be
-    the same tensors: every slice is read before it is written).
+    Reads this block's slices of the old state and writes them into the new one, or, without
+    new ones, over the old ones in place (every slice is read before it is written). Compiled,
+    it must be given no new slices that are views of the old ones: a compiled graph sees two
+    tensor objects as two buffers, so only in-place updates of the same tensors stay ordered.
     """
+    if new_wkv is None:
+        new_time_mix_shift, new_channel_mix_shift, new_wkv = time_mix_shift, channel_mix_shift, wkv_state
     C = x.shape[-1]
     head_size = wkv_state.shape[-1]
     normed = torch.layer_norm(x, (C,), layer.ln1_weight, layer.ln1_bias)

@@ -252,13 +252,18 @@ class LocalLM:
         self,
         token_ids: Sequence[int] | torch.Tensor,
         state: RecurrentState | None = None,
+        *,
+        in_place: bool = False,
     ) -> tuple[torch.Tensor, RecurrentState]:
         """Run tokens after `state` (None: the start of a text); return (logits, new state).
 
         token_ids: a sequence of ints or a 1-D tensor (logits of shape (vocab,)), or a 2-D
         (batch, time) tensor (logits (batch, vocab)). The logits are the last position's,
-        float32, on the model's device. `state` is never modified. Running a sequence at once
-        or token by token gives the same logits and state (up to float rounding).
+        float32, on the model's device. `state` is never modified, unless `in_place`: then
+        the caller gives `state` up and a CPU model writes the new state into its tensors
+        (no state allocated per token, as a decoding loop wants); use the returned state
+        either way. Running a sequence at once or token by token gives the same logits and
+        state (up to float rounding).
         """
         tokens, batched = self._validated_tokens(token_ids)
         batch_size, seq_len = tokens.shape
@@ -280,7 +285,13 @@ class LocalLM:
             if replayed is not None:
                 logits, new_state = replayed
                 return (logits if batched else logits[0]), new_state
-        new_state = state.empty_like()
+        # Every layer reads its slice of the state before writing it, so the new state may be
+        # written over the old one (the fused GPU path keeps two).
+        # Not before the compiled step has run once: a first run that fails to compile
+        # reruns eagerly from the old state (see CompiledDecode.run).
+        overwrite = (in_place and self.device.type == "cpu" and not self._fused_decode
+                     and (self._compiled_decode.ready or not self._compiled_decode.active))
+        new_state = state if overwrite else state.empty_like()
         with torch.no_grad():
             if seq_len == 1:
                 logits = self._token_logits(tokens[:, 0], state, new_state)
@@ -386,12 +397,17 @@ class LocalLM:
         with intra_op_threads(self.decode_threads):
             if self._fused_decode or self.device.type != "cpu":
                 return self._logits(self._forward_token(tokens, state, new_state))
-            return self._compiled_decode.run(
-                lambda block, head: head(
-                    self._blocks_one_token(block, tokens, state, new_state),
-                    self._ln_out_weight, self._ln_out_bias, self._head,
-                )
-            )
+
+            def step(block, head) -> torch.Tensor:
+                # The blocks update `new_state` in place (see token_block): from a copy of
+                # `state` unless it is `state` itself, which `forward(in_place=True)` allows.
+                if new_state is not state:
+                    for target, source in zip(new_state.tensors(), state.tensors()):
+                        target.copy_(source)
+                last = self._blocks_one_token(block, tokens, new_state)
+                return head(last, self._ln_out_weight, self._ln_out_bias, self._head)
+
+            return self._compiled_decode.run(step)
 
     def _last_logits(self, last: torch.Tensor) -> torch.Tensor:
         """Logits of a sequence's last position: the compiled head where decoding is compiled
@@ -407,16 +423,18 @@ class LocalLM:
         return head_logits(last, self._ln_out_weight, self._ln_out_bias, self._head)
 
     def _blocks_one_token(
-        self, block, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState
+        self, block, tokens: torch.Tensor, state: RecurrentState, new_state: RecurrentState | None = None
     ) -> torch.Tensor:
         """One token per sequence through every block (`block`: compiled or eager
-        `token_block`); writes `new_state`, returns the last hidden state (B, C)."""
+        `token_block`); writes `new_state` (None: `state`, in place), returns the last hidden
+        state (B, C)."""
         x = self._embedding[tokens]
         v_first = None
         for i, layer in enumerate(self._layers):
+            new_slices = () if new_state is None else (
+                new_state.time_mix_shift[i], new_state.channel_mix_shift[i], new_state.wkv[i])
             x, v_first = block(
-                layer, x, v_first, state.time_mix_shift[i], state.channel_mix_shift[i], state.wkv[i],
-                new_state.time_mix_shift[i], new_state.channel_mix_shift[i], new_state.wkv[i],
+                layer, x, v_first, state.time_mix_shift[i], state.channel_mix_shift[i], state.wkv[i], *new_slices
             )
         return x
 

@@ -195,7 +195,7 @@ class LocalGeneration:
             def step(token_id: int) -> torch.Tensor:
                 nonlocal current
                 run_urgent_work()  # e.g. a search's embedding: it need not wait for the reply
-                next_logits, current = runtime._forward([token_id], current)
+                next_logits, current = runtime._forward([token_id], current, in_place=True)  # owned
                 return next_logits
 
             generation = generate(step, logits, runtime.tokenizer, self.config, should_stop=cancelled.is_set)
@@ -308,7 +308,7 @@ class LocalGenerations(LocalGeneration):
                 active = [active[row] for row, _ in feed]
                 run_urgent_work()
                 tokens = torch.tensor([[token] for _, token in feed], device=runtime.lm.device)
-                batch_logits, state = runtime._forward(tokens, state)
+                batch_logits, state = runtime._forward(tokens, state, in_place=True)  # a copy: owned
             for sequence in sequences:
                 if cancelled.is_set():
                     sequence.cancel()
@@ -510,11 +510,12 @@ class LocalRuntime:
         return future
 
     def _forward(
-        self, token_ids: Sequence[int], state: RecurrentState | None
+        self, token_ids: Sequence[int], state: RecurrentState | None, in_place: bool = False
     ) -> tuple[torch.Tensor, RecurrentState]:
-        """`lm.forward`, counted; every model call of this runtime goes through here."""
+        """`lm.forward`, counted; every model call of this runtime goes through here. Decoding
+        steps pass `in_place` for a state no one else holds (never one the prefix cache keeps)."""
         self._count(forward_calls=1)  # counted as it starts, for _note_cancel (see the stats)
-        return self.lm.forward(token_ids, state)  # only ever on the compute thread: no lock
+        return self.lm.forward(token_ids, state, in_place=in_place)  # only on the compute thread: no lock
 
     def _forget(self, cancelled: threading.Event) -> None:
         with self._books_lock:

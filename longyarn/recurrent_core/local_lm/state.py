@@ -104,6 +104,10 @@ class RecurrentState:
             self.channel_mix_shift.index_select(1, index),
         )
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(time_mix_shift, wkv, channel_mix_shift)."""
+        return self.time_mix_shift, self.wkv, self.channel_mix_shift
+
     def empty_like(self) -> RecurrentState:
         """A state of the same shapes, dtypes and device, its values unset (for a step to write)."""
         return RecurrentState(
