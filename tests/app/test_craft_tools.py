@@ -424,8 +424,14 @@ async def test_the_model_continues_from_the_cursor_and_a_rejected_proposal_chang
         area = editor.query_one("#paragraph")
         area.move_cursor(area.document.end)
         await pilot.press(*" She held it up")
-        server.enqueue(Reply("to the window, and the light went through it as through water."))
+
+        def status() -> str:
+            return str(editor.query_one("#cowrite-status").render())
+
+        assert status() == "^g: the model writes on from the cursor · ^r: rework the selected passage", "its keys"
+        server.enqueue(Reply("to the window, and the light went through it as through water.", delay_s=0.5))
         await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: status() == "The model is writing on from the cursor…", what="the model at work")
         await wait_for_screen(pilot, ProposedChangeDialog)
         passage = [r for r in server.requests if r["_role"] == "passage"][-1]["messages"][-1]["content"]
         assert "She held it up" in passage, "the model reads what the writer typed, saved or not"
@@ -510,7 +516,7 @@ async def test_the_craft_tools_are_in_f1_help_and_the_palette_and_follow_the_key
 
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id,
-                    keymap={"authors-note": "f12", "alternatives": "ctrl+t"})
+                    keymap={"authors-note": "f12", "alternatives": "ctrl+t", "cowrite-rewrite": "ctrl+e"})
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_screen(pilot, WritingScreen)
         await pilot.press("f1")
@@ -522,7 +528,7 @@ async def test_the_craft_tools_are_in_f1_help_and_the_palette_and_follow_the_key
         assert rows["f12"].startswith("Author's note") and rows["^t"].startswith("Versions at once")
         assert rows["f8"].startswith("Goals") and rows["f9"].startswith("Sampling")
         assert rows["^g"].endswith("(in the paragraph editor)") and "cursor" in rows["^g"]
-        assert rows["^r"].endswith("(in the paragraph editor)") and "selected passage" in rows["^r"]
+        assert rows["^e"].endswith("(in the paragraph editor)") and "selected passage" in rows["^e"], "remapped"
         await pilot.press("escape")
 
         await pilot.press("ctrl+p")
@@ -536,3 +542,6 @@ async def test_the_craft_tools_are_in_f1_help_and_the_palette_and_follow_the_key
         await wait_for_screen(pilot, WritingScreen)
         await pilot.press("f12")
         await wait_for_screen(pilot, AuthorsNoteDialog)
+        await pilot.press("escape")
+        editor = await open_editor_on_the_newest(pilot, await wait_for_screen(pilot, WritingScreen))
+        assert "^e: rework the selected passage" in str(editor.query_one("#cowrite-status").render())

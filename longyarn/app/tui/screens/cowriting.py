@@ -13,13 +13,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, TextArea
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, TextArea
 
 from longyarn.recurrent_core.cowriting import PassageChange, PassageTask
 from longyarn.recurrent_core.errors import LongyarnError
 
 from .craft_dialogs import ProposedChangeDialog
 from .dialogs import Dialog, ParagraphEditor
+from .help import key_rows
 
 Propose = Callable[[str, int, int, PassageTask, str], Awaitable[PassageChange]]
 """(text, start, end, task, wish) -> the model's proposal for the paragraph being edited."""
@@ -85,6 +86,19 @@ class CoWritingEditor(ParagraphEditor):
     def area(self) -> TextArea:
         return self.query_one("#paragraph", TextArea)
 
+    async def on_mount(self) -> None:
+        # Under the text, the co-writing keys (as the keymap has them), and while the model
+        # works, what it is doing: the editor is a dialog, so no footer says either.
+        await self.area.parent.mount(Static("", id="cowrite-status", classes="hint", markup=False), after=self.area)  # type: ignore[union-attr]
+        self.show_keys()
+
+    def show_keys(self) -> None:
+        (continue_keys, _), (rewrite_keys, _) = key_rows(self.app, CoWritingEditor.BINDINGS)
+        self.query_one("#cowrite-status", Static).update(
+            f"{continue_keys}: the model writes on from the cursor · "
+            f"{rewrite_keys}: rework the selected passage"
+        )
+
     def action_continue_here(self) -> None:
         area = self.area
         cursor = area.document.get_index_from_location(area.cursor_location)
@@ -111,8 +125,10 @@ class CoWritingEditor(ParagraphEditor):
             return
         self.asking = True
         self.area.read_only = True
-        self.notify("The model is writing on from the cursor…" if task == "continue" else "The model is at work on the passage…",
-                    timeout=4)
+        # Said in the editor for as long as it lasts (on a CPU that can be a while), not in a toast.
+        self.query_one("#cowrite-status", Static).update(
+            "The model is writing on from the cursor…" if task == "continue" else "The model is at work on the passage…"
+        )
         try:
             change = await self.propose(text, start, end, task, wish)
         except LongyarnError as error:
@@ -122,6 +138,7 @@ class CoWritingEditor(ParagraphEditor):
             self.asking = False
             if self.is_attached:
                 self.area.read_only = False
+                self.show_keys()
         title = "The model's continuation" if task == "continue" else f"The model's proposal ({TASK_LABELS[task].lower()})"
         accepted = await self.app.push_screen_wait(ProposedChangeDialog(title, text, change.proposed))
         if not accepted:

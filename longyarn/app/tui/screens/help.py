@@ -45,6 +45,13 @@ class KeysFooter(Footer):
         yield from last
         self.call_after_refresh(self._hide_cut_keys)
 
+    def bindings_changed(self, screen: Screen) -> None:
+        # Under a dialog, a screen's keys are blocked and it is not laid out again: composed
+        # then, its footer would lose its keys (only F1 left), dimmed behind the dialog. It
+        # stays as it was; back on top, the screen's bindings are refreshed and so is it.
+        if screen.is_current:
+            super().bindings_changed(screen)
+
     def on_resize(self) -> None:
         for key in self.query(FooterKey):
             key.display = True  # measured again at the new width
