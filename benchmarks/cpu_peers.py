@@ -28,7 +28,8 @@ What it does, in order:
    logit difference from fp32 over 128 decoded tokens and how often the greedy pick agrees.
 5. With `--demo-corpus`, the bundled demo model's held-out bits per byte at each precision.
 
-Without `--llama-python` (or one without llama_cpp) it says so and prints ours alone.
+llama.cpp runs in `--llama-python`, else in this Python if it has llama_cpp and gguf, else in
+$LLAMA_PYTHON; with none of them it says so and prints ours alone.
 Its last line is exactly:
     decode_vs_llamacpp f16=X.XX q8=Y.YY prefill_vs_llamacpp f16=Z.ZZ
 (ours / theirs, medians of the within-round ratios; n/a without llama.cpp).
@@ -248,10 +249,23 @@ class LlamaWorker:
         self.process.wait(timeout=60)
 
 
-def llama_python_usable(python: str | None) -> str | None:
+def find_llama_python(given: str | None) -> tuple[str | None, str | None]:
+    """(the Python to run llama.cpp in, why it cannot be run or None): `given`, else this
+    very Python where it has llama_cpp and gguf, else $LLAMA_PYTHON."""
+    if given:
+        return given, llama_python_usable(given)
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("gguf"):
+        return sys.executable, None
+    if os.environ.get("LLAMA_PYTHON"):
+        return os.environ["LLAMA_PYTHON"], llama_python_usable(os.environ["LLAMA_PYTHON"])
+    return None, (f"this Python ({sys.executable}) has no llama_cpp, and neither --llama-python "
+                  "nor LLAMA_PYTHON names one that has (see this file's docstring to build it)")
+
+
+def llama_python_usable(python: str) -> str | None:
     """Why `python` cannot run llama.cpp here, or None if it can."""
-    if not python:
-        return "no --llama-python was given"
     try:
         probe = subprocess.run([python, "-c", "import llama_cpp, gguf"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -281,7 +295,7 @@ def decode_ours(lm: LocalLM, prompt: list[int], tokens: list[int]) -> float:
     _, state = lm.forward(prompt)
     start = time.perf_counter()
     for token in tokens:
-        _, state = lm.forward([token], state)
+        _, state = lm.forward([token], state, in_place=True)  # as LocalRuntime decodes
     return time.perf_counter() - start
 
 
@@ -358,7 +372,8 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-python", default=None, help="a Python with llama_cpp and gguf")
+    parser.add_argument("--llama-python", default=None,
+                        help="a Python with llama_cpp and gguf (default: this one if it has them, else $LLAMA_PYTHON)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="0.1b")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a BlinkDL RWKV-7 .pth instead")
     parser.add_argument("--threads", type=int, default=2)
@@ -405,13 +420,13 @@ def main() -> None:
                   + (f"; compiling failed: {lm.compile_decode_error}" if lm.compile_decode_error else ""))
             ours[name] = lm
 
-        why_not = llama_python_usable(args.llama_python)
+        llama_python, why_not = find_llama_python(args.llama_python)
         worker = None
         theirs_bytes: dict[str, int] = {}
         if why_not:
             print(f"llama.cpp is not measured: {why_not}. Printing ours alone.")
         else:
-            worker = LlamaWorker(args.llama_python)
+            worker = LlamaWorker(llama_python)
             np.savez(tmp / "tensors.npz", **gguf_tensors(loaded.state_dict, config.n_layer))
             for name in THEIRS:
                 written = worker.ask(cmd="write", npz=str(tmp / "tensors.npz"), path=str(tmp / f"{name}.gguf"),

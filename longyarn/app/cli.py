@@ -25,7 +25,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "`longyarn serve` that runs one",
     )
     group.add_argument(
-        "--weights", choices=["half", "fp32", "fp16", "bf16", "int8"],
+        # Checked with the other settings, so a wrong value is one sentence, not a usage text.
+        "--weights", metavar="{half,fp32,fp16,bf16,int8}",
         help="how the local model keeps its weights on a CPU: half (the default: fp16 or bf16, "
         "as the checkpoint allows), fp32 (exact, slowest), or int8 (fastest, a little less exact)",
     )

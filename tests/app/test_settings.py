@@ -94,3 +94,21 @@ def test_the_degeneration_policy_reaches_the_engine_and_a_wrong_one_is_one_sente
     monkeypatch.setenv("LONGYARN_DEGENERATION", "retry forever")
     with pytest.raises(InvalidInput, match="'degeneration' is invalid"):
         load_settings()
+
+
+def test_the_weights_setting_reaches_the_local_model_and_a_wrong_one_is_one_sentence(monkeypatch, capsys, tmp_path):
+    from longyarn.app.cli import main
+    from longyarn.recurrent_core.local_lm.runtime import LocalRuntime
+
+    assert load_settings().weights == "half"
+    monkeypatch.setenv("LONGYARN_WEIGHTS", "int8")
+    runtime = LocalRuntime.from_settings(load_settings())  # the bundled demo model
+    try:
+        assert runtime.lm.weights == "int8"
+    finally:
+        runtime.close()
+    assert load_settings(weights="fp32").weights == "fp32"  # --weights beats the environment
+    monkeypatch.delenv("LONGYARN_WEIGHTS")
+    assert main(["export", "some-story", "--db", str(tmp_path / "stories.db"), "--weights", "int4"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "'weights' is invalid" in error and "'int8'" in error, error
