@@ -60,6 +60,7 @@ from longyarn.app.serve_protocol import (
     http_error,
     validation_error,
 )
+from longyarn.app.sockets import tcp_socket
 from longyarn.recurrent_core.errors import InvalidInput, LongyarnError, ModelError
 from longyarn.recurrent_core.local_lm.chat_format import CHAT_TURN_END
 from longyarn.recurrent_core.local_lm.runtime import LocalGeneration, LocalRuntime
@@ -452,9 +453,7 @@ def _usage(generation: LocalGeneration) -> dict:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready socket on (host, port); `InvalidInput` if the address is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = tcp_socket(host)
     try:
         sock.bind((host, port))
     except OSError as error:

@@ -24,6 +24,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from longyarn.app.settings import Settings
+from longyarn.app.sockets import tcp_socket
 from longyarn.recurrent_core.errors import InvalidInput
 
 SETTINGS_ENV = "LONGYARN_WEB_READER_SETTINGS"
@@ -76,10 +77,9 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket listening on (host, port), with TCP keepalive for the connections it accepts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A socket listening on (host, port), with TCP keepalive and no Nagle delay for the
+    connections it accepts."""
+    sock = tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit these
     for option, value in TCP_KEEPALIVE.items():
         if hasattr(socket, option):
