@@ -223,8 +223,12 @@ def test_co_writing_in_the_paragraph_editor(snap_compare, store, server, embedde
     async def opened(pilot):
         from longyarn.app.tui.screens.cowriting import CoWritingEditor, PassageTaskDialog
 
+        from textual.widgets._footer import FooterKey
+
         screen = await wait_for_screen(pilot, WritingScreen)
         screen.story_view.focus()
+        # The footer behind the editor is drawn as it was when the editor opened: wait for its keys.
+        await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
         await pilot.press("e")
         editor = await wait_for_screen(pilot, CoWritingEditor)
         area = editor.query_one("#paragraph")
