@@ -206,7 +206,7 @@ async def prefix_cache_figure(backend: LocalBackend, described: str, ids: list[i
 def writer_prompt(text: str) -> Prompt:
     paragraphs = text.split("\n\n")
     sections = (
-        ContextSection("Story bible", "Title: The Long Road\nGenre: adventure\nPremise: " + paragraphs[0][:600], 0),
+        ContextSection("Story frame", "Title: The Long Road\nGenre: adventure\nPremise: " + paragraphs[0][:600], 0),
         ContextSection("Short-term memory", paragraphs[1][:800], 0),
         ContextSection("Recalled passages", "\n\n".join(paragraphs[2:5]), 0),
         ContextSection("Previous paragraph", paragraphs[5], 0),
@@ -233,7 +233,7 @@ async def jrt_figure(checkpoint_backend: LocalBackend, text: str, repeats: int) 
         rows[repeats_of_context] = (tokens, statistics.median(times))
         await backend.aclose()
     (tokens_1, time_1), (tokens_2, time_2) = rows[1], rows[2]
-    print("3. JRT on an engine-shaped writer prompt (story bible, memory, 3 recalled passages, previous paragraph)")
+    print("3. JRT on an engine-shaped writer prompt (story frame, memory, 3 recalled passages, previous paragraph)")
     print(f"   context once  (jrt_repeats=1): {tokens_1:6d} prompt tokens, {time_1 * 1000:7.0f} ms to read")
     print(f"   context twice (jrt_repeats=2): {tokens_2:6d} prompt tokens, {time_2 * 1000:7.0f} ms to read")
     print(f"   cost: {tokens_2 / tokens_1:.2f}x the tokens, {time_2 / time_1:.2f}x the time")

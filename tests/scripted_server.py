@@ -38,6 +38,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.scripted_continuity import continuity_fields
+
 ROLE_HEADER = "x-longyarn-role"
 DEFAULT_MODEL = "scripted-model"
 
@@ -769,7 +771,7 @@ def planner_fields(request: dict) -> dict[str, list[str]]:
     }
 
 
-def bible_fields(request: dict) -> dict[str, str]:
+def opening_fields(request: dict) -> dict[str, str]:
     rng = _request_seed(request)
     keywords = content_words(_last_user_text(request), limit=6) or ["lantern"]
     name = rng.choice(_NAMES)
@@ -784,6 +786,19 @@ def bible_fields(request: dict) -> dict[str, str]:
     }
 
 
+def chapter_summary_fields(request: dict) -> dict[str, str]:
+    """A chapter's title and summary that name the chapter's first content words, so a test
+    can tell which chapter a summary came from."""
+    rng = _request_seed(request)
+    text = _last_user_text(request)
+    chapter = text.split("## Chapter text", 1)[-1]
+    keywords = content_words(chapter, limit=4) or ["silence"]
+    return {
+        "title": f"The {rng.choice(_MOODS).capitalize()} {keywords[0].capitalize()}",
+        "summary": f"In this chapter {rng.choice(_NAMES)} dealt with the {', the '.join(k.lower() for k in keywords)}.",
+    }
+
+
 def _labelled(role: str, fields: dict) -> str:
     if role == "memory":
         return f"Short-term memory: {fields['short_term_memory']}\nReason: {fields['reason']}"
@@ -791,22 +806,28 @@ def _labelled(role: str, fields: dict) -> str:
         return "\n".join(
             f"Instruction {i}: {text}" for i, text in enumerate(fields["instructions"], start=1)
         )
-    if role == "bible":
+    if role == "opening":
         return f"Title: {fields['title']}\nOutline: {fields['outline']}"
+    if role == "chapter_summary":
+        return f"Title: {fields['title']}\nSummary: {fields['summary']}"
+    if role == "continuity":
+        return json.dumps(fields)  # it has no labelled form
     raise ValueError(f"no labelled form for role {role!r}")
 
 
 _FIELDS_BY_ROLE: dict[str, Callable[[dict], dict]] = {
     "memory": memory_fields,
     "planner": planner_fields,
-    "bible": bible_fields,
+    "opening": opening_fields,
+    "chapter_summary": chapter_summary_fields,
+    "continuity": continuity_fields,  # see scripted_continuity: reports only what was planted
 }
 
 
 def story_responder(request: dict) -> Reply:
     """Plausible, deterministic replies per role (`request["_role"]`), varied by request content.
 
-    writer: an 80-150 word paragraph using the instruction's words; memory, planner, bible:
+    writer: an 80-150 word paragraph using the instruction's words; memory, planner, opening:
     JSON when the request asks for a json_schema/json_object response, labelled text otherwise.
     A request without a role gets a writer paragraph.
     """
@@ -832,7 +853,7 @@ SAMPLE_FIELDS: dict[str, dict] = {
             "A letter arrives from the mainland.",
         ]
     },
-    "bible": {
+    "opening": {
         "title": "The Salt Marsh Key",
         "outline": "Mara returns home, finds a key, and learns what burned the mill.",
     },
@@ -864,7 +885,7 @@ def fenced_json_reply(role: str, fields: dict | None = None) -> Reply:
 
 def missing_field_reply(role: str, *, as_json: bool = False) -> Reply:
     """A reply that lacks one expected field (memory: no reason; planner: two instructions;
-    bible: no outline)."""
+    opening: no outline)."""
     fields = _fields(role, None)
     if role == "memory":
         del fields["reason"]
@@ -876,7 +897,7 @@ def missing_field_reply(role: str, *, as_json: bool = False) -> Reply:
         return Reply(json.dumps(fields))
     if role == "memory":
         return Reply(f"Short-term memory: {fields['short_term_memory']}")
-    if role == "bible":
+    if role == "opening":
         return Reply(f"Title: {fields['title']}")
     return Reply(_labelled(role, fields))
 

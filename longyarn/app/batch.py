@@ -22,7 +22,8 @@ from longyarn.recurrent_core.errors import InvalidInput
 from longyarn.recurrent_core.replies.fallbacks import fallbacks_to_tell
 from longyarn.recurrent_core.types import StepCompleted
 
-from .export import render_story, write_atomically
+from .batch_chapters import ChapterKeeper
+from .export import bible_and_chapters, render_story, write_atomically
 from .session.choosing import DEFAULT_CHOICE, Choose
 from .session.engine_host import EngineHost
 from .session.writing import RunInstruction, WritingSession
@@ -37,6 +38,7 @@ class NovelJob:
     resume_id: str | None = None
     out: Path | None = None
     out_dir: Path | None = None  # write the novel to <out_dir>/<story id>.md
+    chapter_every: int = 0  # end a chapter every N paragraphs, or at a scene break (0: no chapters)
 
 
 @dataclass
@@ -44,6 +46,41 @@ class NovelOutcome:
     story_id: str
     paragraphs: int
     out: Path | None
+
+
+@dataclass
+class BibleTally:
+    """A novel's story bible updates: proposed by its steps, accepted, and dropped (each with
+    its sentence in the step's record, or, refused when accepted, said here)."""
+
+    proposed: int = 0
+    accepted: int = 0
+    dropped: int = 0
+    contradictions: int = 0  # found by the continuity checks (each stored with its step)
+
+    def count(self, event: StepCompleted, session: WritingSession, reporter: "Reporter", where: str) -> None:
+        for found in event.contradictions or ():
+            self.contradictions += 1
+            reporter.progress(
+                f"{where} may contradict {found.entry_name}'s fact {found.fact!r}: {found.sentence!r}"
+            )
+        proposals = event.bible_updates
+        if proposals is None:
+            return
+        self.proposed += len(proposals.updates)
+        self.dropped += len(proposals.dropped)
+        refused = [u for u in session.bible.pending if u.step_id == event.step.id and u.id in session.bible.problems]
+        for update in refused:  # auto-accept could not apply it: said, and counted as dropped
+            reporter.progress(f"{where} story bible: {update.describe()} was not accepted: {session.bible.problems[update.id]}")
+            session.bible.reject(update)
+        self.dropped += len(refused)
+        self.accepted += len(proposals.updates) - len(refused)
+
+    def summary(self) -> str:
+        return (
+            f"{self.accepted} updates accepted, {self.dropped} dropped (each with its reason in the paragraph's "
+            f"record); {self.contradictions} possible contradictions (see longyarn report)"
+        )
 
 
 class Reporter:
@@ -111,10 +148,14 @@ async def write_novel(
     out = job.out or (job.out_dir / f"{story.id}.md" if job.out_dir else None)
     session = WritingSession(store, EngineHost(None, engine=engine), story.id)
     await session.reload()
+    chapters = ChapterKeeper(session, job.chapter_every, reporter)
+    await chapters.begin()
     words = sum(len(step.paragraph.split()) for step in session.branch)
     reporter.novel_started(story.id, story.title, len(session.branch), paragraphs, words)
     try:
-        await _write_paragraphs(session, paragraphs, choose, seed, reporter, out)
+        tally = await _write_paragraphs(session, paragraphs, choose, seed, reporter, out, chapters)
+        if tally.proposed or tally.dropped or tally.contradictions:
+            reporter.progress(f"[{story.id}] story bible: {tally.summary()}")
     except BaseException:
         # Stopped or failed: the file still gets every paragraph saved so far.
         if out and store.branch(story.id):  # no await: this may run while being cancelled
@@ -130,9 +171,12 @@ async def write_novel(
 
 
 async def _write_paragraphs(
-    session: WritingSession, paragraphs: int, choose: Choose, seed: int, reporter: Reporter, out: Path | None
-) -> None:
-    """Keep writing until the branch holds `paragraphs`, each instruction chosen as `choose` says."""
+    session: WritingSession, paragraphs: int, choose: Choose, seed: int, reporter: Reporter, out: Path | None,
+    chapters: ChapterKeeper,
+) -> BibleTally:
+    """Keep writing until the branch holds `paragraphs`, each instruction chosen as `choose` says;
+    what the steps proposed for the story bible (auto-accepted by the session)."""
+    tally = BibleTally()
     story_id, engine = session.story_id, session.host.engine
     assert engine is not None
     done = len(session.branch)
@@ -146,12 +190,15 @@ async def _write_paragraphs(
         done += 1
         for sentence in event.fallbacks:
             reporter.fallback(f"[{story_id}] paragraph {done}", sentence, story_id)
+        tally.count(event, session, reporter, f"[{story_id}] paragraph {done}")
         reporter.paragraph_saved(story_id, done, paragraphs, len(event.step.paragraph.split()))
+        await chapters.after(event)
         # The database holds every paragraph already; the file is refreshed now and then so it
         # can be read while the novel grows, without rewriting it whole after every paragraph.
         if out and time.monotonic() - last_written >= OUT_REFRESH_S:
             await asyncio.to_thread(_write_out, engine, story_id, out)
             last_written = time.monotonic()
+    return tally
 
 
 def check_writable(out: Path, *, folder: bool = False) -> None:
@@ -181,7 +228,8 @@ def check_writable(out: Path, *, folder: bool = False) -> None:
 def _write_out(engine: Engine, story_id: str, out: Path) -> None:
     story = engine.store.get_story(story_id)
     fmt = {".txt": "txt", ".json": "json"}.get(out.suffix.lower(), "md")
-    write_atomically(out, render_story(story, engine.store.branch(story_id), fmt))
+    extras = bible_and_chapters(engine.store, story)
+    write_atomically(out, render_story(story, engine.store.branch(story_id), fmt, extras))
 
 
 def read_premises(path: Path, default_genre: str = "") -> list[NovelJob]:

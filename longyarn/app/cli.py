@@ -9,6 +9,8 @@ from pathlib import Path
 
 from longyarn.recurrent_core.errors import InvalidInput, LongyarnError
 
+from .bible_cli import add_bible_parser, run_bible
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -66,14 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--choose", choices=["first", "random", "model"], default="first",
                        help="how the next instruction is picked from the three")
     batch.add_argument("--seed", type=int, default=0, help="seed for --choose random")
+    batch.add_argument("--chapter-every", type=int, default=0, metavar="N",
+                       help="end a chapter, with the model's summary, every N paragraphs at the latest, "
+                       "or where the model marks a scene break (once it holds N/2); 0, the default: "
+                       "no chapters (20 to 30 suit a novel)")
     batch.add_argument("--quiet", action="store_true", help="print only the story id lines")
     _model_options(batch)
 
     export = commands.add_parser("export", help="write a story out")
     export.add_argument("story_id", metavar="ID")
-    export.add_argument("--format", choices=["md", "txt", "json", "docx"], default="md")
+    export.add_argument("--format", choices=["md", "txt", "json", "docx", "epub"], default="md")
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.add_argument("--author", help="with --format epub: the book's author (default: the `author` "
+                        "setting, else Anonymous)")
+    export.add_argument("--language", default="en", help="with --format epub: the book's language, "
+                        "e.g. en, de, pt-BR (default: en)")
     _model_options(export)
+
+    add_bible_parser(commands)
 
     report = commands.add_parser("report", help="a long-form quality report of a story, as one HTML page")
     report.add_argument("story_id", metavar="ID")
@@ -85,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     own_prompts.add_argument("action", choices=["list", "edit", "diff", "reset"],
                              help="list yours; edit ROLE (copies ours to start from); diff; reset")
-    own_prompts.add_argument("role", nargs="?", help="writer, memory, planner, bible, chooser, repair, summary or passage")
+    own_prompts.add_argument("role", nargs="?", help="writer, memory, planner, opening, chooser, repair, summary, passage or chapter_summary")
     own_prompts.add_argument("--story", metavar="ID", help="one story's own templates, not those of every story")
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible server for the local model")
@@ -125,6 +137,7 @@ def _engine(settings):
 
 def run_batch(args: argparse.Namespace) -> int:
     from .batch import NovelJob, check_writable, read_premises, write_novel, write_novels
+    from .batch_chapters import check_chapter_every
     from .batch_progress import reporter_for
 
     if not (args.premise or args.resume or args.premises):
@@ -141,6 +154,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise InvalidInput("--paragraphs must be at least 1; nothing was written; pass a positive number.")
     if args.concurrency < 1:
         raise InvalidInput("--concurrency must be at least 1; nothing was written; pass a positive number.")
+    check_chapter_every(args.chapter_every)
     jobs = read_premises(args.premises, args.genre) if args.premises else []
     settings = _settings(args)
     reporter = reporter_for(args.quiet)
@@ -153,7 +167,10 @@ def run_batch(args: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             if args.premises:
-                jobs_out = [NovelJob(premise=j.premise, genre=j.genre, out_dir=args.out) for j in jobs]
+                jobs_out = [
+                    NovelJob(premise=j.premise, genre=j.genre, out_dir=args.out, chapter_every=args.chapter_every)
+                    for j in jobs
+                ]
                 outcomes = await write_novels(
                     engine, jobs_out, paragraphs=args.paragraphs, concurrency=args.concurrency,
                     choose=args.choose, seed=args.seed, reporter=reporter, on_story=started.append,
@@ -164,7 +181,10 @@ def run_batch(args: argparse.Namespace) -> int:
                 return EXIT_ERROR if failed else 0
             if args.resume and args.premise:
                 reporter.progress(f"Resuming story {args.resume}; --premise is ignored (the story keeps its own).")
-            job = NovelJob(premise=args.premise, genre=args.genre, resume_id=args.resume, out=args.out)
+            job = NovelJob(
+                premise=args.premise, genre=args.genre, resume_id=args.resume, out=args.out,
+                chapter_every=args.chapter_every,
+            )
             outcome = await write_novel(
                 engine, job, paragraphs=args.paragraphs, choose=args.choose, seed=args.seed,
                 reporter=reporter, on_story=started.append,
@@ -206,15 +226,23 @@ def run_export(args: argparse.Namespace) -> int:
             "nothing was written; check --db."
         )
     store = _open_store(settings, read_only=True)  # exporting only reads
-    text = export_story(store, args.story_id, args.format)
+    if args.format == "epub":
+        from .epub import check_language, export_epub
+
+        check_language(args.language)  # before the story is read: one sentence, nothing written
+        text: str | bytes = export_epub(
+            store, args.story_id, author=args.author or settings.author, language=args.language
+        )
+    else:
+        text = export_story(store, args.story_id, args.format)
     if args.out:
         write_atomically(args.out, text)
         print(f"Wrote {args.out}", file=sys.stderr)
     elif isinstance(text, bytes):
         if sys.stdout.isatty():
             raise InvalidInput(
-                "A .docx file is not for a terminal; nothing was written; add --out story.docx, "
-                "or redirect the output to a file."
+                f"A .{args.format} file is not for a terminal; nothing was written; add --out "
+                f"story.{args.format}, or redirect the output to a file."
             )
         sys.stdout.buffer.write(text)
     else:
@@ -299,6 +327,7 @@ COMMANDS = {
     "batch": run_batch,
     "export": run_export,
     "report": run_report,
+    "bible": run_bible,
     "serve": run_serve,
 }
 

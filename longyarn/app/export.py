@@ -1,4 +1,5 @@
-"""Writing a story out as Markdown, plain text, JSON or Word (.docx): the current branch, in order."""
+"""Writing a story out as Markdown, plain text, JSON or Word (.docx): the current branch, in order,
+under its chapters' headings (a story without chapters has none). EPUB: see epub.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import textwrap
 from pathlib import Path
 from typing import Literal, Sequence
 
+from longyarn.recurrent_core.chapter_memory import chapter_name
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Step, Story
 
-Format = Literal["md", "txt", "json", "docx"]
+Format = Literal["md", "txt", "json", "docx", "epub"]
 TEXT_FORMATS = ("md", "txt", "json")
-FORMATS = (*TEXT_FORMATS, "docx")
+FORMATS = (*TEXT_FORMATS, "docx", "epub")
 
 
 TEXT_WIDTH = 78
@@ -48,18 +50,33 @@ def _md_inline(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>#])", r"\\\1", " ".join(text.split()))
 
 
-def render_story(story: Story, branch: list[Step], fmt: Format) -> str:
-    paragraphs = [step.paragraph for step in branch]
+def render_story(story: Story, branch: list[Step], fmt: Format, extras: dict | None = None) -> str:
+    """The story in a text format; `extras` (see `bible_and_chapters`) join the JSON document,
+    their chapters head Markdown and plain text where each begins, and their bible, if it has
+    entries, ends them as an appendix."""
+    bible = (extras or {}).get("bible") or []
+    headings = chapter_starts((extras or {}).get("chapters") or [], len(branch))
     if fmt == "md":
         blocks = [f"# {_md_inline(story.title)}"]
         if story.genre.strip():
             blocks.append(f"*{_md_inline(story.genre)}*")
-        blocks += [_md_paragraph(p) for p in paragraphs if p.strip()]
-        return "\n\n".join(blocks) + "\n"
+        for index, step in enumerate(branch):
+            if index in headings:
+                blocks.append(f"## {_md_inline(headings[index])}")
+            if step.paragraph.strip():
+                blocks.append(_md_paragraph(step.paragraph))
+        return "\n\n".join(blocks + _md_bible(bible)) + "\n"
     if fmt == "txt":
         title = " ".join(story.title.split()).upper()
         rule = "=" * min(len(title), TEXT_WIDTH)
-        body = "\n\n".join(_txt_paragraph(p) for p in paragraphs if p.strip())
+        blocks = []
+        for index, step in enumerate(branch):
+            if index in headings:
+                heading = " ".join(headings[index].split())
+                blocks.append(f"{_wrap(heading)}\n{'-' * min(len(heading), TEXT_WIDTH)}")
+            if step.paragraph.strip():
+                blocks.append(_txt_paragraph(step.paragraph))
+        body = "\n\n".join(blocks + _txt_bible(bible))
         return f"{_wrap(title)}\n{rule}\n\n{body}\n"
     if fmt == "json":
         document = {
@@ -80,9 +97,70 @@ def render_story(story: Story, branch: list[Step], fmt: Format) -> str:
                 }
                 for step in branch
             ],
+            **(extras or {}),
         }
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def chapter_starts(chapters: list[dict], paragraphs: int) -> dict[int, str]:
+    """Each chapter's heading by the index of its first paragraph (one with none yet: left out)."""
+    return {
+        chapter["first_paragraph"] - 1: chapter["heading"]
+        for chapter in chapters
+        if 1 <= chapter["first_paragraph"] <= paragraphs
+    }
+
+
+def fact_range(fact: dict) -> str:
+    if fact["until"] is None:
+        return f"from paragraph {fact['from']}"
+    if fact["until"] == fact["from"]:
+        return f"paragraph {fact['from']}"
+    return f"paragraphs {fact['from']}-{fact['until']}"
+
+
+def by_kind(bible: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The entries under their kinds' headings, in the bible's order (it lists them by kind)."""
+    from .bible_files import KIND_HEADINGS
+
+    groups: dict[str, list[dict]] = {}
+    for entry in bible:
+        groups.setdefault(KIND_HEADINGS.get(entry["kind"], entry["kind"].title()), []).append(entry)
+    return list(groups.items())
+
+
+def _md_bible(bible: list[dict]) -> list[str]:
+    """The appendix: each entry's name, aliases, description and facts; the notes are the writer's."""
+    if not bible:
+        return []
+    blocks = ["---", "## Story bible"]
+    for heading, entries in by_kind(bible):
+        blocks.append(f"### {_md_inline(heading)}")
+        for entry in entries:
+            also = f" (also: {_md_inline(', '.join(entry['aliases']))})" if entry["aliases"] else ""
+            blocks.append(f"**{_md_inline(entry['name'])}**{also}")
+            if entry["description"].strip():
+                blocks.append(_md_paragraph(entry["description"]))
+            if entry["facts"]:
+                blocks.append("\n".join(
+                    f"- {fact_range(fact).capitalize()}: {_md_inline(fact['text'])}" for fact in entry["facts"]
+                ))
+    return blocks
+
+
+def _txt_bible(bible: list[dict]) -> list[str]:
+    if not bible:
+        return []
+    blocks = ["STORY BIBLE\n" + "-" * len("STORY BIBLE")]
+    for heading, entries in by_kind(bible):
+        blocks.append(heading.upper())
+        for entry in entries:
+            lines = [entry["name"] + (f" (also: {', '.join(entry['aliases'])})" if entry["aliases"] else "")]
+            lines += [line for line in entry["description"].splitlines() if line.strip()]
+            lines += [f"- {fact_range(fact).capitalize()}: {fact['text']}" for fact in entry["facts"]]
+            blocks.append("\n".join(_wrap(line) for line in lines))
+    return blocks
 
 
 def _wrap(line: str) -> str:
@@ -130,12 +208,34 @@ def _xml_safe(text: str) -> str:
     return "".join(ch for ch in text if ch in "\t\n" or ord(ch) >= 32)
 
 
+def bible_and_chapters(store: StoryStore, story: Story) -> dict[str, list]:
+    """A story's JSON `bible` (its entries, each with the facts of the current branch) and
+    `chapters` (those of the current branch, each with its number, its heading, which is its
+    title or "Chapter N" when it has none, and the number of its first paragraph)."""
+    from .bible_files import entries_json
+
+    facts = store.facts_on_branch(story.id, story.head_step_id)
+    return {
+        "bible": entries_json(store.list_entries(story.id), facts),
+        "chapters": [
+            {
+                "number": number, "title": chapter.title, "heading": chapter_name(chapter.title, number),
+                "summary": chapter.summary, "first_paragraph": first, "closed": chapter.closed,
+            }
+            for number, (chapter, first) in enumerate(store.chapters_on_branch(story.id, story.head_step_id), 1)
+        ],
+    }
+
+
 def export_story(store: StoryStore, story_id: str, fmt: Format) -> str | bytes:
-    """The story's current branch in `fmt`: text, or bytes for .docx."""
+    """The story's current branch in `fmt`: text, or bytes for .docx (an .epub: see epub.py)."""
     story = store.get_story(story_id)
+    branch = store.branch(story_id)
+    extras = bible_and_chapters(store, story)
     if fmt == "docx":
-        return render_docx(story, store.branch(story_id))
-    return render_story(story, store.branch(story_id), fmt)
+        headings = chapter_starts(extras["chapters"], len(branch))
+        return render_docx(story, branch, [(heading, index) for index, heading in sorted(headings.items())])
+    return render_story(story, branch, fmt, extras)
 
 
 def write_atomically(path: Path, text: str | bytes) -> None:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from longyarn.recurrent_core.engine import EngineConfig, default_sampling
 from longyarn.recurrent_core.engine_config import SAMPLING_PRESETS
 from longyarn.recurrent_core.errors import InvalidInput
+from longyarn.recurrent_core.prompts import FORMER_ROLE_NAMES
 from longyarn.recurrent_core.types import Sampling
 
 APP_NAME = "longyarn"
@@ -77,6 +78,19 @@ class Settings(BaseSettings):
     # A paragraph that still degenerates after two gentler retries: keep the best, flagged, or stop.
     degeneration: Literal["keep", "stop"] = "keep"
     context_budget_tokens: int = Field(3000, ge=256, le=1_000_000)
+    # The writer prompt's Chapters section: the chapter being written, then earlier chapters'
+    # summaries, newest first, within this many tokens (the oldest are left out first).
+    chapter_budget_tokens: int = Field(600, ge=50, le=100_000)
+    # The author an exported book (.epub) names when `export --author` does not; unset: "Anonymous".
+    author: str | None = None
+    # The story bible's section of each writer prompt (see recurrent_core.bible_activation): its
+    # own token budget inside the context budget, how close in meaning to the instruction an
+    # entry must be to come in unnamed (cosine similarity, 0-1) and how many may come in so, and
+    # how many of the last paragraphs are searched for entries' names.
+    bible_budget_tokens: int = Field(600, ge=0, le=100_000)
+    bible_meaning_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    bible_meaning_max: int = Field(3, ge=0, le=50)
+    bible_scan_paragraphs: int = Field(3, ge=0, le=50)
     request_timeout_s: float = Field(120.0, gt=0)
     # Requests sent at once to an OpenAI-compatible server: "auto" drops to one at a time when
     # the server cuts requests that overlap (llama-cpp-python's server, Ollama, LM Studio).
@@ -87,6 +101,10 @@ class Settings(BaseSettings):
     sampling_presets: dict[str, Sampling] = Field(default_factory=dict)
     role_presets: dict[str, str] = Field(default_factory=dict)
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys; read by the UI
+    # The writers' UI: apply the story bible updates the model proposes without asking (batch always does).
+    bible_auto_accept: bool = False
+    # After each paragraph, check it against the story bible's facts in force (one more model call).
+    continuity_checks: bool = True
     reader_steps_per_minute: int = Field(6, ge=1, le=600)
     reader_action_chars: int = Field(500, ge=20, le=4000)
     # The web reader: paragraphs written at once per server process (more readers wait in
@@ -129,6 +147,22 @@ class Settings(BaseSettings):
                 data["jrt_local"] = str(older).strip() != "1"
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_role_names(cls, data: Any) -> Any:
+        """[sampling.ROLE] and [role_presets] under a role's former name apply to the role as it is
+        called now (saving writes the new name); a value under the new name wins."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for table in ("sampling", "role_presets"):
+            if isinstance(data.get(table), dict):
+                by_role = data[table] = dict(data[table])
+                for role, former in FORMER_ROLE_NAMES.items():
+                    if former in by_role:
+                        by_role.setdefault(role, by_role.pop(former))
+        return data
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -168,6 +202,12 @@ class Settings(BaseSettings):
             parse_retries=self.parse_retries,
             degeneration=self.degeneration,
             context_budget_tokens=self.context_budget_tokens,
+            chapter_budget_tokens=self.chapter_budget_tokens,
+            bible_budget_tokens=self.bible_budget_tokens,
+            bible_meaning_threshold=self.bible_meaning_threshold,
+            bible_meaning_max=self.bible_meaning_max,
+            bible_scan_paragraphs=self.bible_scan_paragraphs,
+            continuity_checks=self.continuity_checks,
             sampling=sampling,
             prompt_folder=prompts_folder(),
         )
@@ -214,7 +254,7 @@ def load_settings(**overrides: Any) -> Settings:
 # What the settings screen edits; anything else in the file (db, [keymap], ...) is kept as is.
 _SAVED_FIELDS = ("backend", "model", "base_url", "checkpoint", "recall_k")
 # Saved only when they differ from their defaults, which may yet change for the better.
-_SAVED_UNLESS_DEFAULT = ("jrt_local", "jrt_server")
+_SAVED_UNLESS_DEFAULT = ("jrt_local", "jrt_server", "bible_auto_accept", "continuity_checks")
 
 
 def save_settings(settings: Settings, include_api_key: bool) -> Path:
@@ -224,18 +264,8 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
     earlier is removed from the file, so it lives for this session only. Sampling is saved
     for the roles that differ from the defaults. Returns the file's path.
     """
-    import tomllib
-
     path = config_path()
-    document: dict[str, Any] = {}
-    if path.exists():
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise InvalidInput(
-                f"The config file {path} could not be read ({error}); nothing was saved; "
-                "fix or remove that file and save again."
-            ) from None
+    document = _read_config(path)
     for name in _SAVED_FIELDS:
         value = getattr(settings, name)
         if value is None:
@@ -277,6 +307,38 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
         else:
             document.pop(table, None)
 
+    _write_config(path, document)
+    return path
+
+
+def save_setting(name: str, value: Any) -> Path:
+    """Write one setting (one the UI toggles, say `bible_auto_accept`) to the config file,
+    keeping everything else in it; its default value removes it. Returns the file's path."""
+    path = config_path()
+    document = _read_config(path)
+    if value == Settings.model_fields[name].default:
+        document.pop(name, None)
+    else:
+        document[name] = value
+    _write_config(path, document)
+    return path
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise InvalidInput(
+            f"The config file {path} could not be read ({error}); nothing was saved; "
+            "fix or remove that file and save again."
+        ) from None
+
+
+def _write_config(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _toml_document(document)
     # A file that may hold a key is readable by its owner only, from its first byte on.
@@ -285,7 +347,6 @@ def save_settings(settings: Settings, include_api_key: bool) -> Path:
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temporary, path)
-    return path
 
 
 def _toml_document(document: dict[str, Any], prefix: str = "") -> str:

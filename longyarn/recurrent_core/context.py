@@ -1,10 +1,11 @@
 """What a step's writer was given: recorded compactly with the step, rebuilt for the context viewer.
 
-Every section of a writer prompt is made of text that storage keeps anyway: the story bible comes
+Every section of a writer prompt is made of text that storage keeps anyway: the story frame comes
 from the story, the short-term memory and the previous paragraph from the previous step, the
-recalled passages from the long-term memories. So a step stores only, per section, its size, how
-much was trimmed and a fingerprint of the text as sent, plus the ids and scores of the memories
-it recalled (a few hundred bytes); `load_sent_context` rebuilds the text from those sources. If a
+recalled passages from the long-term memories, the story bible's entries and facts from the bible.
+So a step stores only, per section, its size, how much was trimmed and a fingerprint of the text as
+sent, plus the ids and scores of the memories it recalled and the bible entries it activated, with
+why (a few hundred bytes); `load_sent_context` rebuilds the text from those sources. If a
 source was edited since (an outline, a memory, a paragraph), the fingerprint no longer matches
 and the section is shown as it reads now, marked as such.
 """
@@ -12,10 +13,15 @@ and the section is shown as it reads now, marked as such.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Iterable
 
+from .bible import BibleEntry, BibleFact
+from .chapter_memory import CHAPTERS, chapter_memory_text
 from .store import StoryStore
 from .types import (
+    BibleActivation,
+    Contradiction,
     ContextSection,
     RecalledMemory,
     SectionRecord,
@@ -25,11 +31,13 @@ from .types import (
     Story,
 )
 
-STORY_BIBLE = "Story bible"  # title, genre and premise
+STORY_FRAME = "Story frame"  # title, genre and premise
 OUTLINE = "Outline"
 AUTHORS_NOTE = "Author's note"
 SHORT_TERM_MEMORY = "Short-term memory"
 RECALLED_PASSAGES = "Recalled passages"
+FACTS_TO_CHECK = "Facts to check"  # the continuity role's: facts in force that the writer was sent
+STORY_BIBLE = "Story bible"  # the bible entries activated for this paragraph, one a line
 PREVIOUS_PARAGRAPH = "Previous paragraph"
 # Sections of the other roles' prompts (see role_prompts).
 NEW_PARAGRAPH = "New paragraph"
@@ -39,11 +47,15 @@ TEXT_TO_SUMMARISE = "Text to summarise"
 TEXT_BEFORE = "Text before the passage"
 # Trimmed from the start, keeping the end: the part right before the new text matters most.
 TRIMMED_FROM_START = frozenset({PREVIOUS_PARAGRAPH, TEXT_BEFORE})
+# Trimmed by whole lines from the end: a bible entry is sent whole or not at all.
+TRIMMED_BY_WHOLE_LINES = frozenset({STORY_BIBLE})
 ELLIPSIS = "…"
+# Section names that steps stored before a rename still hold, and what each is called now.
+FORMER_SECTION_NAMES = {"Story bible": STORY_FRAME}
 
 
-def story_bible_text(story: Story) -> str:
-    """The story bible section: title, genre and premise (the outline is a section of its own,
+def story_frame_text(story: Story) -> str:
+    """The story frame section: title, genre and premise (the outline is a section of its own,
     so a long premise can be trimmed before the outline is)."""
     lines = [f"Title: {story.title}"]
     if story.genre:
@@ -52,9 +64,9 @@ def story_bible_text(story: Story) -> str:
     return "\n".join(lines)
 
 
-def _story_bible_with_outline(story: Story) -> str:
-    """The story bible as steps written before the outline had its own section held it."""
-    text = story_bible_text(story)
+def _story_frame_with_outline(story: Story) -> str:
+    """The story frame as steps written before the outline had its own section held it."""
+    text = story_frame_text(story)
     if story.outline and story.outline != story.premise:
         text += f"\nOutline: {story.outline}"
     return text
@@ -67,6 +79,53 @@ def authors_note_text(story: Story) -> str:
 
 def recalled_passages_text(recalled: Iterable[RecalledMemory]) -> str:
     return "\n\n".join(memory.text for memory in recalled)
+
+
+def bible_entry_line(entry: BibleEntry, facts: Iterable[BibleFact]) -> str:
+    """One entry as the story bible section holds it, on one line: name (kind; also its aliases):
+    description. Facts: its facts in force. The notes are the writer's own and never sent."""
+    label = entry.kind + (f"; also {', '.join(entry.aliases)}" if entry.aliases else "")
+    parts = [f"{entry.name} ({label})"]
+    description = " ".join(entry.description.split())
+    if description:
+        parts.append(description if description[-1] in ".!?…\"')" else description + ".")
+    fact_texts = [" ".join(fact.text.split()).rstrip(".") for fact in facts]
+    fact_texts = [text for text in fact_texts if text]
+    if fact_texts:
+        parts.append("Facts: " + "; ".join(fact_texts) + ".")
+    if len(parts) == 1:
+        return parts[0] + "."
+    return f"{parts[0]}: " + " ".join(parts[1:])
+
+
+def sent_bible_text(
+    activation: BibleActivation, entries: Iterable[BibleEntry], facts: Iterable[BibleFact]
+) -> str:
+    """The story bible section as `activation` sent it, from the entries and facts as stored now
+    (an entry removed since is left out; a fact edited since reads as it does now)."""
+    entry_by_id = {entry.id: entry for entry in entries}
+    fact_by_id = {fact.id: fact for fact in facts}
+    lines = []
+    for sent in activation.sent:
+        entry = entry_by_id.get(sent.entry_id)
+        if entry is None:
+            continue
+        line = bible_entry_line(entry, (fact_by_id[i] for i in sent.fact_ids if i in fact_by_id))
+        if sent.cut_to_chars:
+            line = line[: max(0, sent.cut_to_chars - len(ELLIPSIS))] + ELLIPSIS
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def trim_whole_lines(text: str, keep_chars: int) -> str:
+    """The first lines of `text` that fit in `keep_chars` (none cut partway)."""
+    kept, used = [], 0
+    for line in text.split("\n"):
+        used += len(line) + (1 if kept else 0)
+        if used > keep_chars:
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def trim_text(text: str, keep_chars: int, *, from_start: bool) -> str:
@@ -100,10 +159,13 @@ def record_step_context(
     budget_tokens: int = 0,
     prompt_tokens: int = 0,
     trimmed_elsewhere: Iterable[tuple[str, str, int]] = (),
+    bible: BibleActivation | None = None,
+    contradictions: "tuple[Contradiction, ...] | None" = None,
 ) -> StepContext:
     """The compact record of a writer prompt that is stored with its step: its sections, the
     memories it recalled, where its template came from, the budget and the whole prompt's
-    size, and what the step's other requests (memory, planner) had trimmed."""
+    size, what the step's other requests (memory, planner) had trimmed, and the story bible
+    entries it activated, with why."""
     return StepContext(
         sections=tuple(
             SectionRecord(s.name, s.tokens, len(s.text), s.trimmed_chars, fingerprint(s.text))
@@ -114,26 +176,38 @@ def record_step_context(
         budget_tokens=budget_tokens,
         prompt_tokens=prompt_tokens,
         trimmed_elsewhere=tuple(trimmed_elsewhere),
+        bible=bible,
+        contradictions=contradictions,
     )
 
 
 def rebuild_sent_context(
-    record: StepContext, *, instruction: str, story: Story, previous: Step | None
+    record: StepContext,
+    *,
+    instruction: str,
+    story: Story,
+    previous: Step | None,
+    bible_text: str = "",
+    chapters_text: str = "",
 ) -> SentContext:
-    """The sections as they were sent, rebuilt from their sources as stored now."""
+    """The sections as they were sent, rebuilt from their sources as stored now; under their
+    current names, whatever name the step stored them under."""
+    record = _with_current_names(record)
     names = {section.name for section in record.sections}
     sources = {
-        STORY_BIBLE: story_bible_text(story) if OUTLINE in names else _story_bible_with_outline(story),
+        STORY_FRAME: story_frame_text(story) if OUTLINE in names else _story_frame_with_outline(story),
         OUTLINE: story.outline if story.outline != story.premise else "",
         AUTHORS_NOTE: authors_note_text(story),
         SHORT_TERM_MEMORY: previous.short_term_memory if previous else "",
         RECALLED_PASSAGES: recalled_passages_text(record.recalled),
         PREVIOUS_PARAGRAPH: previous.paragraph if previous else "",
+        STORY_BIBLE: bible_text,  # already as sent (see `sent_bible_text`)
+        CHAPTERS: chapters_text,  # whole; cut as sent below (see role_prompts._chapters_section)
     }
     sections, edited = [], set()
     for section in record.sections:
         source = sources.get(section.name, "")
-        text = _as_sent(source, section)
+        text = source if section.name == STORY_BIBLE else _as_sent(source, section)
         if fingerprint(text) != section.fingerprint:
             text = source  # edited since: what it says now, untrimmed, and marked as such
             edited.add(section.name)
@@ -147,6 +221,7 @@ def rebuild_sent_context(
         budget_tokens=record.budget_tokens,
         prompt_tokens=record.prompt_tokens,
         trimmed_elsewhere=record.trimmed_elsewhere,
+        bible=record.bible,
     )
 
 
@@ -159,7 +234,43 @@ def load_sent_context(store: StoryStore, step_id: str) -> SentContext | None:
     step = store.get_step(step_id)
     story = store.get_story(step.story_id)
     previous = store.get_step(step.parent_id) if step.parent_id else None
-    return rebuild_sent_context(record, instruction=step.instruction, story=story, previous=previous)
+    bible_text = ""
+    if record.bible is not None:  # the facts as the step's own branch saw them
+        bible_text = sent_bible_text(
+            record.bible, store.list_entries(story.id), store.facts_on_branch(story.id, step.parent_id)
+        )
+    chapters_text = ""
+    if any(section.name == CHAPTERS for section in record.sections):
+        chapters_text = _chapters_source(store, story.id, step.parent_id)
+    return rebuild_sent_context(
+        record, instruction=step.instruction, story=story, previous=previous, bible_text=bible_text,
+        chapters_text=chapters_text,
+    )
+
+
+def _chapters_source(store: StoryStore, story_id: str, parent_id: str | None) -> str:
+    """The Chapters section, whole, as the branch up to `parent_id` reads now."""
+    if parent_id is None:
+        return chapter_memory_text(store.chapters_on_branch(story_id, None), 1)
+    paragraphs = len(store.branch_step_ids(story_id, parent_id))
+    return chapter_memory_text(store.chapters_on_branch(story_id, parent_id), paragraphs + 1)
+
+
+def _with_current_names(record: StepContext) -> StepContext:
+    """`record` with each section (its own, and those trimmed from the step's other requests)
+    under the name it has now. A record that holds a section's new name was written after the
+    rename, and a former name in it means something else now (the story bible's entries)."""
+    stored = {section.name for section in record.sections}
+    renamed = {old: new for old, new in FORMER_SECTION_NAMES.items() if new not in stored}
+
+    def current(name: str) -> str:
+        return renamed.get(name, name)
+
+    return replace(
+        record,
+        sections=tuple(replace(section, name=current(section.name)) for section in record.sections),
+        trimmed_elsewhere=tuple((role, current(name), chars) for role, name, chars in record.trimmed_elsewhere),
+    )
 
 
 def _as_sent(source: str, section: SectionRecord) -> str:

@@ -18,7 +18,11 @@ from typing import AsyncIterator, Literal
 import numpy as np
 
 from .backends.base import ModelBackend
-from .context import record_step_context
+from .chapter_memory import chapter_memory_entries
+from .bible_activation import BibleActivator, BibleSection, settle
+from .bible_proposals import BibleProposals, bible_facts_for_memory, check_proposals
+from .context import STORY_BIBLE, record_step_context
+from .continuity import ContinuityOutcome, check_paragraph
 from .embeddings import Embedder
 from .engine_config import EngineConfig, default_sampling
 from .errors import InvalidInput, ModelError, StreamInterrupted
@@ -26,9 +30,11 @@ from .guard import ParagraphGuard
 from .memory import RecallIndex
 from .model_calls import ModelCalls
 from .replies import fallbacks as fallback_sentences
-from .replies.bible import parse_bible, title_from_premise
+from .replies.bible_updates import parse_bible_updates
 from .replies.chooser import parse_choice
 from .replies.clean import has_reasoning_tag, streamed_prose
+from .replies.scene_break import split_scene_break
+from .replies.opening import parse_opening, title_from_premise
 from .replies.sentences import ends_mid_sentence, trim_to_last_sentence
 from .replies.writer import clean_paragraph
 from .role_prompts import PromptFitter
@@ -38,6 +44,7 @@ from .types import (
     NewStep,
     ParagraphDelta,
     PhaseChanged,
+    BibleActivation,
     Prompt,
     RecalledMemory,
     Step,
@@ -70,12 +77,13 @@ class StepPlan:
     fitter: PromptFitter
     prompt: Prompt  # the writer's, within the budget
     prompt_tokens: int
+    bible: BibleActivation | None = None  # the story bible entries activated, and why
 
     def started(self) -> StepStarted:
         return StepStarted(
             self.story.id, self.instruction, self.prompt.context, self.recalled,
             template=self.prompt.template, budget_tokens=self.fitter.budget_tokens,
-            prompt_tokens=self.prompt_tokens,
+            prompt_tokens=self.prompt_tokens, bible=self.bible,
         )
 
 
@@ -88,6 +96,21 @@ class Remembered:
     outputs: StepOutputs
     usage: Usage
     trimmed: tuple[tuple[str, str, int], ...]
+    # The story bible updates the memory reply proposed, checked; None: none were asked for.
+    bible: BibleProposals | None = None
+    notes: tuple[str, ...] = ()  # sentences for the step's record: updates dropped, or not asked for
+    contradictions: tuple | None = None  # what the continuity check found; None: not checked
+
+
+@dataclass(frozen=True)
+class BibleBefore:
+    """The story bible before a paragraph: its entries, the branch's facts, the paragraph's
+    number, and the memory prompt's section (the active entries' facts; "" for none)."""
+
+    entries: list
+    facts: list
+    paragraph: int
+    prompt_text: str
 
 
 def finished_paragraph(raw: str, instruction: str, finish_reason: str | None) -> tuple[str, tuple[str, ...]]:
@@ -125,6 +148,7 @@ class Engine:
         # Reads `self.config` on every call: settings saved between steps apply to the next one.
         self.calls = ModelCalls(backend, lambda: self.config)
         self.recall_index = RecallIndex(store, embedder.name)
+        self.bible = BibleActivator(store, embedder, lambda: self.config)
         self._branch_cache: dict[str, tuple[str, list[str]]] = {}
         self._branch_lock = threading.Lock()
         # Commits under way by story: a cancelled step's commit still finishes (see `step`).
@@ -151,14 +175,14 @@ class Engine:
         if (title is None or outline is None) and self.backend.info.prose_only:
             title = title or title_from_premise(premise)
             outline = premise if outline is None else outline
-            fallbacks = (fallback_sentences.PROSE_ONLY_BIBLE,)
+            fallbacks = (fallback_sentences.PROSE_ONLY_OPENING,)
         elif title is None or outline is None:
             fitter = self.fitter(None)
-            bible_prompt = fitter.bible(premise, genre)
-            bible = await self._ask_structured("bible", bible_prompt, fitter)
-            parsed = parse_bible(bible.text or "", cut_off=bible.cut_off)
+            opening_prompt = fitter.opening(premise, genre)
+            opening = await self._ask_structured("opening", opening_prompt, fitter)
+            parsed = parse_opening(opening.text or "", cut_off=opening.cut_off)
             fallbacks_list = []
-            if bible_prompt.context[0].trimmed_chars:
+            if opening_prompt.context[0].trimmed_chars:
                 fallbacks_list.append(fallback_sentences.PREMISE_TRIMMED)
             if title is None:
                 title = parsed.title or title_from_premise(premise)
@@ -206,6 +230,7 @@ class Engine:
         # A paragraph that degenerates (copies, loops, leaks markup, is empty) is written again.
         guard = ParagraphGuard(plan.prompt, self.config.degeneration)
         cuts = 0
+        ends_chapter: dict[str, bool] = {}  # by attempt: whether the model marked a chapter's end
         while not guard.settled:
             yield PhaseChanged("writing")
             raw, shown, finish_reason = "", "", None
@@ -233,7 +258,10 @@ class Engine:
                     raise
                 log.warning("paragraph stream was cut; writing it again (%s)", error)
                 continue
-            guard.judge(*finished_paragraph(raw, plan.instruction, finish_reason))
+            prose, marked = split_scene_break(raw)
+            attempt = finished_paragraph(prose, plan.instruction, finish_reason)
+            ends_chapter[attempt[0]] = marked
+            guard.judge(*attempt)
         paragraph, paragraph_fallbacks = guard.outcome()
         if guard.kept_an_earlier_attempt:  # not the one just shown: show it again
             yield PhaseChanged("writing")
@@ -246,7 +274,10 @@ class Engine:
         step, fallbacks = await self.commit(
             plan, paragraph, remembered, paragraph_fallbacks, branch_owner=branch_owner, move_head=move_head
         )
-        yield StepCompleted(step, usage, fallbacks)
+        yield StepCompleted(
+            step, usage, fallbacks, chapter_ends=ends_chapter.get(paragraph, False), bible_updates=remembered.bible,
+            contradictions=remembered.contradictions,
+        )
 
     async def plan_step(
         self, story_id: str, instruction: str | None, parent_step_id: str | None | Literal["head"] = "head"
@@ -260,12 +291,18 @@ class Engine:
             instruction = OPENING_INSTRUCTION if previous is None else previous.next_instructions[0]
         instruction = _clean_text(instruction, "instruction", MAX_INSTRUCTION_CHARS)
         short_term_memory = previous.short_term_memory if previous else ""
-        recalled = await asyncio.to_thread(self._recall, story_id, instruction, parent_id)
+        recalled, bible = await asyncio.to_thread(
+            self._recall_and_activate, story_id, instruction, short_term_memory, previous
+        )
         fitter = self.fitter(story_id)
-        prompt = fitter.writer(story, instruction, short_term_memory, recalled, previous.paragraph if previous else "")
+        chapters = await asyncio.to_thread(self._chapter_lines, story_id, parent_id)
+        prompt = fitter.writer(
+            story, instruction, short_term_memory, recalled, previous.paragraph if previous else "",
+            bible=bible.text if bible else "", chapters=chapters,
+        )
         return StepPlan(
             story, parent_id, instruction, short_term_memory, tuple(recalled), fitter, prompt,
-            self.backend.prompt_tokens(prompt),
+            self.backend.prompt_tokens(prompt), settle(bible, prompt) if bible else None,
         )
 
     async def remember(self, plan: StepPlan, paragraph: str) -> Remembered:
@@ -276,9 +313,12 @@ class Engine:
             outputs = outputs_from_paragraph(
                 old_memory=plan.short_term_memory, paragraph=paragraph, outline=plan.story.outline
             )
-            return Remembered(vector, outputs, Usage(), ())
+            # Said only where a bible is in use: a story without one loses nothing.
+            has_bible = bool(await asyncio.to_thread(self.store.list_entries, plan.story.id))
+            return Remembered(vector, outputs, Usage(), (), notes=(fallback_sentences.PROSE_ONLY_BIBLE,) if has_bible else ())
+        bible = next((s.text for s in plan.prompt.context if s.name == STORY_BIBLE), "")
         return await self._remember_and_plan(
-            plan.story, plan.instruction, plan.short_term_memory, paragraph, plan.fitter
+            plan.story, plan.instruction, plan.short_term_memory, paragraph, plan.fitter, bible, plan=plan
         )
 
     async def commit(
@@ -294,7 +334,9 @@ class Engine:
         """Store the paragraph as a step after the plan's parent, in one transaction; the step
         and the fallbacks it took. Once it starts it finishes, even if the caller is cancelled
         meanwhile: a half-known outcome would be worse than a step that landed."""
-        fallbacks = paragraph_fallbacks + remembered.outputs.fallbacks + self.backend.take_notices()
+        fallbacks = (
+            paragraph_fallbacks + remembered.outputs.fallbacks + remembered.notes + self.backend.take_notices()
+        )
         new_step = NewStep(
             story_id=plan.story.id,
             parent_id=plan.parent_id,
@@ -315,6 +357,8 @@ class Engine:
                 budget_tokens=plan.fitter.budget_tokens,
                 prompt_tokens=plan.prompt_tokens,
                 trimmed_elsewhere=remembered.trimmed,
+                bible=plan.bible,
+                contradictions=remembered.contradictions,
             ),
         )
         story_id = plan.story.id
@@ -324,19 +368,28 @@ class Engine:
         return await asyncio.shield(commit), fallbacks
 
     async def _remember_and_plan(
-        self, story: Story, instruction: str, short_term_memory: str, paragraph: str, fitter: PromptFitter
+        self, story: Story, instruction: str, short_term_memory: str, paragraph: str, fitter: PromptFitter,
+        bible: str = "",
+        *,
+        plan: StepPlan | None = None,
     ) -> Remembered:
-        """The paragraph's embedding, the model's new memory and three instructions, and what
-        their prompts had trimmed to fit the budget: (role, section, characters)."""
-        memory_prompt = fitter.memory(instruction, short_term_memory, paragraph)
-        planner_prompt = fitter.planner(story, short_term_memory, paragraph)
+        """The paragraph's embedding, the model's new memory and three instructions, the bible
+        updates the memory reply proposed (checked), and what their prompts had trimmed to fit
+        the budget: (role, section, characters)."""
+        known = await asyncio.to_thread(self._bible_before, plan) if plan is not None else None
+        memory_prompt = fitter.memory(instruction, short_term_memory, paragraph, known.prompt_text if known else "")
+        planner_prompt = fitter.planner(story, short_term_memory, paragraph, bible)
         # A finished paragraph is worth keeping even if these calls fail for good: the
         # resolver then keeps the old memory or derives instructions, and says so.
         # The paragraph's embedding is computed while the model works on memory and plans.
-        paragraph_vector, memory_reply, planner_reply = await asyncio.gather(
+        check_continuity = known is not None and self.config.continuity_checks
+        paragraph_vector, memory_reply, planner_reply, continuity = await asyncio.gather(
             asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
             self._ask_structured("memory", memory_prompt, fitter, give_up_quietly=True),
             self._ask_structured("planner", planner_prompt, fitter, give_up_quietly=True),
+            check_paragraph(self._ask_structured, fitter, plan.bible, known.facts, paragraph,  # type: ignore[union-attr]
+                            entries=known.entries, paragraph_number=known.paragraph)  # type: ignore[union-attr]
+            if check_continuity else _not_checked(),
         )
         outputs = resolve_step_outputs(
             memory_reply=memory_reply.text,
@@ -353,7 +406,27 @@ class Engine:
             for section in prompt.context
             if section.trimmed_chars
         )
-        return Remembered(paragraph_vector, outputs, memory_reply.usage + planner_reply.usage, trimmed)
+        proposals = None
+        if known is not None:
+            parsed = parse_bible_updates(memory_reply.text)
+            proposals = check_proposals(parsed, known.entries, known.facts, known.paragraph)
+        return Remembered(
+            paragraph_vector, outputs, memory_reply.usage + planner_reply.usage + continuity.usage, trimmed,
+            bible=proposals, notes=(proposals.dropped_reasons if proposals else ()) + continuity.notes,
+            contradictions=continuity.contradictions,
+        )
+
+    def _bible_before(self, plan: StepPlan) -> "BibleBefore":
+        """The bible as the new paragraph (numbered here) found it: for the memory prompt, and
+        to check what its reply proposes."""
+        story_id = plan.story.id
+        paragraph = len(self._branch_ids(story_id, plan.parent_id)) + 1 if plan.parent_id else 1
+        entries = self.store.list_entries(story_id)
+        facts = self.store.facts_on_branch(story_id, plan.parent_id) if entries else []
+        active = {entry.entry_id for entry in plan.bible.sent} if plan.bible else set()
+        shown = [entry for entry in entries if entry.id in active]
+        text = bible_facts_for_memory(shown, facts, paragraph) if shown else ""
+        return BibleBefore(entries, facts, paragraph, text)
 
     async def wait_for_commit(self, story_id: str) -> Step | None:
         """The step a cancelled `step` of this story was committing, once it has landed.
@@ -451,18 +524,38 @@ class Engine:
             self._branch_cache[story_id] = (head_step_id, ids)
         return list(ids)
 
-    def _recall(self, story_id: str, instruction: str, parent_id: str | None) -> list[RecalledMemory]:
-        if parent_id is None:
+    def _chapter_lines(self, story_id: str, parent_id: str | None) -> list[str]:
+        """The writer prompt's Chapters section, line by line (see chapter_memory); none for a
+        story without chapters, whose prompt stays as it was."""
+        if not self.store.list_chapters(story_id):
             return []
-        branch_ids = self._branch_ids(story_id, parent_id)
-        query = self.embedder.embed([instruction])[0]
-        return self.recall_index.recall(
-            story_id,
-            query,
-            k=self.config.recall_k,
-            branch_step_ids=branch_ids,
-            exclude_step_ids={parent_id},  # the previous paragraph is in the prompt already
+        paragraphs = len(self._branch_ids(story_id, parent_id)) if parent_id else 0
+        return chapter_memory_entries(self.store.chapters_on_branch(story_id, parent_id), paragraphs + 1)
+
+    def _recall_and_activate(
+        self, story_id: str, instruction: str, short_term_memory: str, previous: Step | None
+    ) -> tuple[list[RecalledMemory], BibleSection | None]:
+        """The memories the instruction recalls, and the story bible section (see
+        bible_activation); one embedding of the instruction serves both."""
+        branch_ids = self._branch_ids(story_id, previous.id) if previous else []
+        query = self.embedder.embed([instruction])[0] if previous is not None else None
+        entries = self.store.list_entries(story_id)
+        if query is None and self.bible.wants_query(entries):
+            query = self.embedder.embed([instruction])[0]
+        recalled = []
+        if previous is not None:
+            recalled = self.recall_index.recall(
+                story_id,
+                query,
+                k=self.config.recall_k,
+                branch_step_ids=branch_ids,
+                exclude_step_ids={previous.id},  # the previous paragraph is in the prompt already
+            )
+        bible = self.bible.activate(
+            story_id, entries, instruction=instruction, short_term_memory=short_term_memory,
+            previous=previous, branch_ids=branch_ids, query=query, count_tokens=self.backend.count_tokens,
         )
+        return recalled, bible
 
     def _commit(self, new_step: NewStep, vector: np.ndarray, move_head: bool) -> Step:
 
@@ -487,6 +580,10 @@ class Engine:
         self, role: str, prompt: Prompt, fitter: PromptFitter, *, give_up_quietly: bool = False
     ):  # noqa: ANN202 - a RoleReply
         return await self.calls.ask_structured(role, prompt, fitter, give_up_quietly=give_up_quietly)
+
+
+async def _not_checked() -> ContinuityOutcome:
+    return ContinuityOutcome(None, Usage())
 
 
 def _clean_text(text: str, what: str, limit: int | None = None) -> str:

@@ -34,3 +34,8 @@ class CheckpointError(LongyarnError):
 
 class InvalidInput(LongyarnError):
     """Bad input from a person or a caller; nothing was changed."""
+
+
+class BibleError(InvalidInput):
+    """A story bible change that cannot be made (a name taken twice, an unknown entry, a fact
+    that ends before it starts); nothing was changed."""

@@ -25,7 +25,7 @@ _blas_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
+def one_blas_thread() -> Iterator[None]:
     """numpy's OpenBLAS on one thread for a block.
 
     A matrix-vector product is bound by memory, so a second BLAS thread barely speeds it up,
@@ -155,7 +155,7 @@ class RecallIndex:
                 allowed[row] = False
         pinned = pinned_rows & allowed
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        with _one_blas_thread():
+        with one_blas_thread():
             scores = matrix @ query
         results = [self._recalled(entries[row], scores[row], True) for row in np.flatnonzero(pinned)]
         candidates = np.flatnonzero(allowed & ~pinned)

@@ -44,6 +44,7 @@ class ModelCalls:
             count_tokens=self.backend.count_tokens,
             context_repeats=self.backend.info.jrt_repeats,
             template_folders=config.template_folders(story_id),
+            chapter_budget_tokens=config.chapter_budget_tokens,
         )
 
     def sampling(self, role: str) -> Sampling:

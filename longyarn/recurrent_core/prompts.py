@@ -33,13 +33,14 @@ Each role has one file, `recurrent_core/prompt_files/<role>.md`, in a small mark
 - In the `cue` section only, a literal `\\n` stands for a newline (the section is stripped,
   so a cue that must end with a newline needs it).
 
-Story text (paragraphs, memories, the story bible) never goes through a template: it travels
+Story text (paragraphs, memories, the story frame) never goes through a template: it travels
 as `ContextSection`s, which the layout functions below place under headings.
 
 A writer's own templates
 ------------------------
-`load_template(role, folders)` looks for `<role>.md` in each of `folders` first (the front end
-passes a story's own folder, then the writer's), and uses the shipped file when none has it.
+`load_template(role, folders)` looks for `<role>.md` (or a file under the role's former name,
+`FORMER_ROLE_NAMES`) in each of `folders` first (the front end passes a story's own folder,
+then the writer's), and uses the shipped file when none has it.
 A template of one's own is parsed exactly as the shipped ones are; one with a mistake is an
 error that names its file, never a silent fallback.
 """
@@ -130,8 +131,13 @@ def quote(text: str) -> str:
     return f"{QUOTE_OPEN}{inner}{QUOTE_CLOSE}"
 
 
-ROLES = ("writer", "memory", "planner", "bible", "chooser", "repair", "summary", "passage")
+ROLES = (
+    "writer", "memory", "planner", "opening", "chooser", "repair", "summary", "passage", "chapter_summary",
+    "continuity",
+)
 """The roles that have a template, each in `prompt_files/<role>.md`."""
+# A role's name before it was renamed: a writer's own template saved under it is still theirs.
+FORMER_ROLE_NAMES = {"opening": "bible"}
 
 
 def load_template(role: str, folders: tuple[Path, ...] = ()) -> PromptTemplate:
@@ -148,11 +154,14 @@ def load_template(role: str, folders: tuple[Path, ...] = ()) -> PromptTemplate:
 
 
 def find_own_template(role: str, folders: tuple[Path, ...]) -> Path | None:
-    """The file of the first folder that has a template for `role`, if any."""
+    """The file of the first folder that has a template for `role`, if any: `<role>.md`, or
+    one saved under the role's former name."""
+    names = (role, FORMER_ROLE_NAMES[role]) if role in FORMER_ROLE_NAMES else (role,)
     for folder in folders:
-        candidate = Path(folder) / f"{role}.md"
-        if candidate.is_file():
-            return candidate
+        for name in names:
+            candidate = Path(folder) / f"{name}.md"
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -339,7 +348,7 @@ def layout_completion(prompt: Prompt, jrt_repeats: int = 2, chat: bool = True) -
 
     Order matters for the local model's prefix-state cache, which can reuse the state after
     any prefix it has seen before: the stable parts come first (the system rules, then the
-    context in the engine's order: story bible, then short-term memory, recalled passages and
+    context in the engine's order: story frame, then short-term memory, recalled passages and
     the previous paragraph), the per-step task last. JRT must put the task first; the system
     rules still come before it, so at least that head stays cacheable.
     """

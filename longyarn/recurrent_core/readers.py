@@ -41,6 +41,22 @@ class ReaderPosition:
 
 
 @dataclass(frozen=True)
+class ReaderOpening:
+    """What opening a story shows a reader, read in one snapshot.
+
+    `path` runs from the first paragraph to `saved.step_id`, deleted ones left out (empty if
+    nothing is saved, or the saved paragraph is not in the story). `start` is where a first
+    visit begins (the first paragraph of the author's line, else the oldest first paragraph the
+    reader may see); it is read only when nothing is saved.
+    """
+
+    story: Story
+    saved: ReaderPosition | None
+    path: list[Step]
+    start: Step | None = None
+
+
+@dataclass(frozen=True)
 class ReaderPlace:
     """A named save slot or a bookmark (`kind` is "slot" or "bookmark") on one paragraph."""
 
@@ -86,6 +102,10 @@ class ReaderStore(Protocol):
         """What follows a step for one reader: the author's children and the reader's own."""
 
     # ---- where a reader is, and the places they kept ----
+    def reader_opening(self, reader_id: str, story_id: str) -> ReaderOpening:
+        """The story, where the reader last was in it and the path there, in one snapshot
+        (`StoryNotFound` if there is no such story)."""
+
     def reader_position(self, reader_id: str, story_id: str) -> ReaderPosition | None:
         """Where the reader last was in the story; None if they never opened it."""
 

@@ -7,10 +7,12 @@ Every method that changes data does so in one transaction, or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
+from .bible import BibleEntry, BibleFact, Chapter, EntryDraft, FactDraft
 from .types import MemoryEntry, NewStep, Step, StepContext, Story
 
 
@@ -120,3 +122,99 @@ class StoryStore(Protocol):
 
     def search_memories(self, story_id: str, text: str, limit: int = 20) -> list[MemoryEntry]:
         """Memories whose text contains `text` (case-insensitive)."""
+
+    # ---- the story bible (see longyarn.recurrent_core.bible): entries belong to the story,
+    # facts to the branch they were learned on; a bad change raises `BibleError` ----
+    def list_entries(self, story_id: str) -> list[BibleEntry]:
+        """The story's bible entries, by kind (in ENTRY_KINDS order), then by name."""
+
+    def get_entry(self, entry_id: str) -> BibleEntry: ...
+
+    def add_entry(
+        self,
+        story_id: str,
+        *,
+        name: str,
+        kind: str,
+        aliases: Sequence[str] = (),
+        secondary_keys: Sequence[str] = (),
+        description: str = "",
+        notes: str = "",
+        always: bool = False,
+        facts: Sequence[FactDraft] = (),
+    ) -> BibleEntry:
+        """A new entry and its writer-entered (story-wide) facts, in one transaction; its name
+        and aliases may be no other entry's name or alias (case-insensitive)."""
+
+    def update_entry(self, entry_id: str, **fields: object) -> BibleEntry:
+        """Change name, kind, aliases, secondary_keys, description, notes or always."""
+
+    def remove_entry(self, entry_id: str) -> None:
+        """Remove the entry and all its facts, on every branch."""
+
+    def import_entries(
+        self, story_id: str, drafts: Sequence[EntryDraft], *, replace: bool = False
+    ) -> list[BibleEntry]:
+        """Add many entries with their facts in one transaction; with `replace`, the story's
+        entries (and their facts) go first. All or nothing."""
+
+    def add_fact(
+        self,
+        entry_id: str,
+        text: str,
+        *,
+        from_paragraph: int,
+        until_paragraph: int | None = None,
+        step_id: str | None = None,
+    ) -> BibleFact:
+        """A fact of the entry; with `step_id`, learned after that paragraph and seen only on
+        branches that hold it (its branch owner is that step's)."""
+
+    def end_fact(self, fact_id: str, until_paragraph: int) -> BibleFact:
+        """The fact holds through paragraph `until_paragraph` and no further."""
+
+    def edit_fact(self, fact_id: str, **fields: object) -> BibleFact:
+        """Change text, from_paragraph or until_paragraph (None: it still holds)."""
+
+    def remove_fact(self, fact_id: str) -> None: ...
+
+    def facts_on_branch(self, story_id: str, head_step_id: str | None) -> list[BibleFact]:
+        """The facts seen on the branch from the root to `head_step_id`: story-wide ones, and
+        those learned after a live paragraph of that branch. None: before the first paragraph,
+        so only story-wide facts. Ordered by from_paragraph, then by when they were added."""
+
+    def entry_facts(self, entry_id: str) -> list[BibleFact]:
+        """Every fact of the entry, on every branch (readers' too), in `facts_on_branch` order."""
+
+    def restore_entry(self, entry: BibleEntry, facts: Sequence[BibleFact] = ()) -> BibleEntry:
+        """Put back an entry that `remove_entry` removed, with its facts, ids and times as they
+        were, in one transaction (the undo of a removal); its names must still be free."""
+
+    def restore_fact(self, fact: BibleFact) -> BibleFact:
+        """Put back a fact that `remove_fact` removed, id and all (the undo of a removal)."""
+
+    # ---- chapters ----
+    def list_chapters(self, story_id: str) -> list[Chapter]:
+        """Every chapter of the story, on any branch, oldest first."""
+
+    def get_chapter(self, chapter_id: str) -> Chapter: ...
+
+    def add_chapter(
+        self,
+        story_id: str,
+        *,
+        title: str,
+        summary: str = "",
+        start_step_id: str | None = None,
+        closed: bool = False,
+    ) -> Chapter:
+        """A chapter starting at `start_step_id` (None: the story's start)."""
+
+    def update_chapter(self, chapter_id: str, **fields: object) -> Chapter:
+        """Change title, summary, start_step_id or closed."""
+
+    def remove_chapter(self, chapter_id: str) -> None: ...
+
+    def chapters_on_branch(self, story_id: str, head_step_id: str | None) -> list[tuple[Chapter, int]]:
+        """The chapters that start on the branch ending at `head_step_id`, in story order, each
+        with the number of its first paragraph (1-based; one past the last for an empty one)."""

@@ -13,7 +13,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["bible", "writer", "memory", "planner", "chooser", "repair"]
+Role = Literal["opening", "writer", "memory", "planner", "chooser", "repair", "continuity"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,42 @@ class SectionRecord:
     fingerprint: str  # of the text as sent: tells whether a later edit changed its source
 
 
+BibleReason = Literal["always", "named", "meaning", "mentioned"]
+
+
+@dataclass(frozen=True)
+class ActivatedEntry:
+    """A story bible entry that a writer prompt's activation chose: why, and whether it went in
+    (see `longyarn.recurrent_core.bible_activation`)."""
+
+    entry_id: str
+    name: str  # as the entry was called then
+    kind: str
+    reason: BibleReason
+    word: str = ""  # named or mentioned: the name or alias found
+    # named: "the instruction", "the short-term memory" or "paragraph N"; mentioned: the entry naming it
+    where: str = ""
+    secondary_key: str = ""  # for an entry with secondary keys: the one found beside its name
+    score: float = 0.0  # by meaning: the cosine similarity to the instruction
+    fact_ids: tuple[str, ...] = ()  # its facts in force at the paragraph, in the order sent
+    tokens: int = 0
+    trimmed: str = ""  # why it was left out ("bible budget", "context budget"); "" when sent
+    cut_to_chars: int = 0  # an always entry alone longer than the bible budget: sent cut to this
+
+
+@dataclass(frozen=True)
+class BibleActivation:
+    """The story bible section of a writer prompt: every entry activated, in priority order (sent
+    and trimmed alike), and the section's own token budget."""
+
+    entries: tuple[ActivatedEntry, ...]
+    budget_tokens: int = 0
+
+    @property
+    def sent(self) -> tuple[ActivatedEntry, ...]:
+        return tuple(entry for entry in self.entries if not entry.trimmed)
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What a step's writer prompt held: its sections and the memories recalled for it.
@@ -179,6 +215,9 @@ class StepContext:
     prompt_tokens: int = 0  # the whole prompt, as the backend counted it
     # (request, section, characters) trimmed from the step's other requests (memory, planner).
     trimmed_elsewhere: tuple[tuple[str, str, int], ...] = ()
+    bible: BibleActivation | None = None  # which bible entries went in and why; None: no bible
+    # What the continuity check found against the facts sent; None: not checked (see continuity).
+    contradictions: "tuple[Contradiction, ...] | None" = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,64 @@ class SentContext:
     budget_tokens: int = 0
     prompt_tokens: int = 0
     trimmed_elsewhere: tuple[tuple[str, str, int], ...] = ()
+    bible: BibleActivation | None = None
+
+
+# ---- story bible updates a step proposes (see recurrent_core.bible_proposals) --------------
+
+
+@dataclass(frozen=True)
+class DroppedUpdate:
+    """A proposed bible update that was not kept: what it was, and one sentence saying why."""
+
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProposedUpdate:
+    """One checked bible update: a new entry (with `facts`), a new fact of `entry_name`, or the
+    end of its fact `text` (id `fact_id`) at the paragraph before the one it came from."""
+
+    kind: Literal["new_entry", "new_fact", "end_fact"]
+    entry_name: str
+    entry_kind: str = ""
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    facts: tuple[str, ...] = ()  # a new entry's facts
+    text: str = ""  # a new or ended fact's text
+    fact_id: str = ""  # an ended fact's id
+
+    def describe(self) -> str:
+        if self.kind == "new_entry":
+            return f"a new {self.entry_kind}, {self.entry_name!r}"
+        if self.kind == "new_fact":
+            return f"a fact of {self.entry_name!r}: {self.text}"
+        return f"the end of {self.entry_name!r}'s fact {self.text!r}"
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """A sentence of a paragraph that the continuity check found against a fact in force."""
+
+    fact_id: str
+    entry_name: str
+    fact: str  # the fact's text as it was checked
+    sentence: str
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class BibleProposals:
+    """What a step proposes for the bible, learned from paragraph `paragraph` (1-based)."""
+
+    paragraph: int
+    updates: tuple[ProposedUpdate, ...] = ()
+    dropped: tuple[DroppedUpdate, ...] = ()
+
+    @property
+    def dropped_reasons(self) -> tuple[str, ...]:
+        return tuple(item.reason for item in self.dropped)
 
 
 # ---- events streamed by a step -------------------------------------------------------
@@ -208,6 +305,7 @@ class StepStarted:
     template: str = ""  # the writer template's file when it is the writer's own
     budget_tokens: int = 0
     prompt_tokens: int = 0
+    bible: BibleActivation | None = None  # the story bible entries activated, and why
 
 
 @dataclass(frozen=True)
@@ -228,6 +326,13 @@ class StepCompleted:
     step: Step
     usage: Usage
     fallbacks: tuple[str, ...]
+    chapter_ends: bool = False  # the model marked the paragraph as its chapter's last
+    # What the step's memory reply proposed for the story bible, checked (see bible_proposals);
+    # None when nothing was asked (a prose-only model). Front ends apply it, or queue it.
+    bible_updates: BibleProposals | None = None
+    # The continuity check's findings against the facts in force; None: not checked (off, no
+    # facts sent, or a prose-only model).
+    contradictions: tuple[Contradiction, ...] | None = None
 
 
 StepEvent = Union[StepStarted, ParagraphDelta, PhaseChanged, StepCompleted]

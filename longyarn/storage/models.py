@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKeyConstraint,
     Index,
@@ -210,6 +211,94 @@ class StepContextRow(Base):
 
     __table_args__ = (
         _step_of_same_story("step_contexts"),
+    )
+
+
+# ---- the story bible and chapters (see longyarn.recurrent_core.bible) ---------------------
+
+
+class BibleEntryRow(Base):
+    """A character, place, object, group, lore or rule of a story; it goes with the story.
+
+    Names and aliases are unique per story case-insensitively; the store checks that while it
+    holds the story's row lock (aliases live in a JSON list, out of an index's reach).
+    """
+
+    __tablename__ = "bible_entries"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    kind: Mapped[str] = mapped_column(String(16))  # character, place, object, group, lore, rule
+    name: Mapped[str] = mapped_column(Text)
+    aliases: Mapped[list] = mapped_column(JSON)  # strings
+    secondary_keys: Mapped[list] = mapped_column(JSON)  # strings
+    description: Mapped[str] = mapped_column(Text)
+    notes: Mapped[str] = mapped_column(Text)
+    always: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _cascading_key("bible_entries", "story_id", "stories"),
+        # The target of the facts' composite key; also serves "the entries of a story".
+        UniqueConstraint("story_id", "id", name="uq_bible_entries_story_id_id"),
+    )
+
+
+class BibleFactRow(Base):
+    """A dated fact of an entry: from paragraph N on, through paragraph M if it has an end.
+
+    A fact learned after a step belongs to that step's branch and goes when the step goes;
+    a writer's fact has no step and holds on every branch.
+    """
+
+    __tablename__ = "bible_facts"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    entry_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    from_paragraph: Mapped[int] = mapped_column(Integer)
+    until_paragraph: Mapped[int | None] = mapped_column(Integer)
+    step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    branch_owner: Mapped[str | None] = mapped_column(String(64))  # the step's, copied
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # An entry of the fact's own story; the fact goes with it.
+        ForeignKeyConstraint(
+            ["story_id", "entry_id"], ["bible_entries.story_id", "bible_entries.id"],
+            name="fk_bible_facts_entry_bible_entries", ondelete="CASCADE",
+        ),
+        _step_of_same_story("bible_facts"),
+        CheckConstraint("from_paragraph >= 1", name="from_paragraph_positive"),
+        CheckConstraint(
+            "until_paragraph IS NULL OR until_paragraph >= from_paragraph", name="ends_after_start"
+        ),
+        Index("ix_bible_facts_entry_id", "entry_id"),
+        Index("ix_bible_facts_story_id_step_id", "story_id", "step_id"),
+    )
+
+
+class ChapterRow(Base):
+    """A chapter: where it starts (NULL: the story's start), its title and summary."""
+
+    __tablename__ = "chapters"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    start_step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    closed: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _cascading_key("chapters", "story_id", "stories"),
+        _step_of_same_story("chapters", "start_step_id"),
+        # One chapter per starting paragraph; also serves "the chapters of a story".
+        UniqueConstraint("story_id", "start_step_id", name="uq_chapters_story_id_start_step_id"),
     )
 
 

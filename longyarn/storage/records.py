@@ -15,6 +15,9 @@ import numpy as np
 
 from longyarn.recurrent_core.errors import InvalidInput
 from longyarn.recurrent_core.types import (
+    ActivatedEntry,
+    BibleActivation,
+    Contradiction,
     MemoryEntry,
     RecalledMemory,
     SectionRecord,
@@ -125,7 +128,54 @@ def step_context_record(row: StepContextRow, memories: dict[str, MemoryRow]) -> 
         trimmed_elsewhere=tuple(
             (str(role), str(name), int(chars)) for role, name, chars in stored.get("trimmed_elsewhere") or ()
         ),
+        bible=bible_activation_record(stored["bible"]) if stored.get("bible") else None,
+        contradictions=contradictions_record(stored["contradictions"]) if "contradictions" in stored else None,
     )
+
+
+# Each contradiction the continuity check found, as stored with the step's context.
+_CONTRADICTION_KEYS = {"fact_id": "fact_id", "entry_name": "entry", "fact": "fact", "sentence": "sentence", "explanation": "why"}
+
+
+def contradictions_json(found: tuple[Contradiction, ...]) -> list[dict]:
+    return [{key: getattr(item, field) for field, key in _CONTRADICTION_KEYS.items()} for item in found]
+
+
+def contradictions_record(stored: list) -> tuple[Contradiction, ...]:
+    return tuple(
+        Contradiction(**{field: str(item.get(key) or "") for field, key in _CONTRADICTION_KEYS.items()})
+        for item in stored or ()
+    )
+
+
+# Each activated bible entry as stored: its fields under these keys, those left at their
+# default left out (a step's record stays a few hundred bytes).
+_ACTIVATED_KEYS = {
+    "entry_id": "id", "name": "name", "kind": "kind", "reason": "reason", "word": "word",
+    "where": "where", "secondary_key": "also", "score": "score", "fact_ids": "facts",
+    "tokens": "tokens", "trimmed": "trimmed", "cut_to_chars": "cut",
+}
+
+
+def bible_activation_json(activation: BibleActivation) -> dict:
+    entries = []
+    for entry in activation.entries:
+        stored = {}
+        for field, key in _ACTIVATED_KEYS.items():
+            value = getattr(entry, field)
+            if value or field in ("entry_id", "name", "kind", "reason"):
+                stored[key] = list(value) if isinstance(value, tuple) else value
+        entries.append(stored)
+    return {"budget": int(activation.budget_tokens), "entries": entries}
+
+
+def bible_activation_record(stored: dict) -> BibleActivation:
+    entries = []
+    for item in stored.get("entries") or ():
+        values = {field: item[key] for field, key in _ACTIVATED_KEYS.items() if key in item}
+        values["fact_ids"] = tuple(values.get("fact_ids") or ())
+        entries.append(ActivatedEntry(**values))
+    return BibleActivation(tuple(entries), int(stored.get("budget") or 0))
 
 
 # ---- engine types to rows, checked -----------------------------------------------------
@@ -148,8 +198,11 @@ def step_context_row(context: StepContext, story_id: str, step_id: str) -> StepC
         "budget_tokens": int(context.budget_tokens),
         "prompt_tokens": int(context.prompt_tokens),
         "trimmed_elsewhere": [[role, name, int(chars)] for role, name, chars in context.trimmed_elsewhere],
+        "bible": bible_activation_json(context.bible) if context.bible is not None else None,
     }
     details = {key: value for key, value in details.items() if value}  # a few hundred bytes a step
+    if context.contradictions is not None:  # checked: kept even when it found none
+        details["contradictions"] = contradictions_json(context.contradictions)
     return StepContextRow(
         step_id=step_id,
         story_id=story_id,

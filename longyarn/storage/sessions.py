@@ -184,7 +184,8 @@ class SqlSessions:
         self._engine = engine
         self._location = describe_location(engine.url)
         self._reading = sessionmaker(engine, expire_on_commit=False)
-        self._writing = sessionmaker(for_writing(engine), expire_on_commit=False)
+        self._writing_engine = for_writing(engine)
+        self._writing = sessionmaker(self._writing_engine, expire_on_commit=False)
         # SQLite has one writer at a time: this process's writers queue here, in order, rather
         # than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between
         # tries. Other processes still queue in the busy handler.
@@ -232,3 +233,18 @@ class SqlSessions:
         """A transaction that writes: all of it commits, or none of it."""
         with self._sqlite_writers or nullcontext(), self._writing.begin() as session:
             yield session
+
+    # Core transactions: for the hot paths of many readers at once, where an ORM session and
+    # its identity map cost more than the statements they run.
+
+    @contextmanager
+    def _read_rows(self) -> Iterator[Connection]:
+        """`_read`, as a Core connection."""
+        with self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _write_rows(self) -> Iterator[Connection]:
+        """`_write`, as a Core connection."""
+        with self._sqlite_writers or nullcontext(), self._writing_engine.begin() as connection:
+            yield connection

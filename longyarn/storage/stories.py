@@ -9,13 +9,14 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from longyarn.recurrent_core.errors import InvalidInput, StoryNotFound
 from longyarn.recurrent_core.types import MemoryEntry, NewStep, Step, StepContext, Story
 
+from .bible import SqlBible
 from .models import MemoryRow, StepContextRow, StepRow, StoryRow
 from .records import (
     EMBEDDING_DTYPE,
@@ -29,7 +30,16 @@ from .records import (
     three_instructions,
     utcnow,
 )
-from .tree import BRANCH_LENGTH, BRANCH_STEP_IDS, BRANCH_STEPS, StoryTree, branch_parameters, paragraph_counts_query
+from .tree import (
+    BRANCH_LENGTH,
+    BRANCH_STEP_IDS,
+    BRANCH_STEPS,
+    STEP_BY_ID,
+    STORY_BY_ID,
+    StoryTree,
+    branch_parameters,
+    paragraph_counts_query,
+)
 
 # What `update_story` may change; the rest (head, memory_version, times) the store manages.
 EDITABLE_STORY_FIELDS = frozenset(
@@ -44,8 +54,9 @@ def new_story_id() -> str:
     return secrets.token_hex(STORY_ID_BYTES)
 
 
-class SqlStories(StoryTree):
-    """The `longyarn.recurrent_core.store.StoryStore` of longyarn, backed by SQLAlchemy.
+class SqlStories(SqlBible, StoryTree):
+    """The `longyarn.recurrent_core.store.StoryStore` of longyarn, backed by SQLAlchemy (the
+    story bible's methods come from `SqlBible`).
 
     `longyarn.storage.db.open_store(url_or_path)` builds one (as part of `SqlStore`).
     """
@@ -93,8 +104,11 @@ class SqlStories(StoryTree):
 
     def get_story(self, story_id: str) -> Story:
         """The story; `StoryNotFound` names the id and the database if there is none."""
-        with self._read() as session:
-            return story_record(self._story_row(session, story_id))
+        with self._read_rows() as connection:
+            row = connection.execute(STORY_BY_ID, {"id": story_id}).first()
+        if row is None:
+            raise self._story_not_found(story_id)
+        return story_record(row)
 
     def list_stories(self) -> list[Story]:
         """Most recently edited first."""
@@ -136,37 +150,39 @@ class SqlStories(StoryTree):
 
     def get_step(self, step_id: str) -> Step:
         """One step, deleted or not; `StoryNotFound` if there is none with that id."""
-        with self._read() as session:
-            return step_record(self._step_row(session, step_id))
+        with self._read_rows() as connection:
+            row = connection.execute(STEP_BY_ID, {"id": step_id}).first()
+        if row is None:
+            raise self._step_not_found(step_id)
+        return step_record(row)
 
     def branch(self, story_id: str, head_step_id: str | None = None) -> list[Step]:
         """Steps from the root to `head_step_id` (default: the story's head), oldest first.
 
         Deleted paragraphs are left out. One recursive query, however long the story.
         """
-        with self._read() as session:
-            head = self._branch_head(session, story_id, head_step_id)
+        with self._read_rows() as connection:  # Core rows: no ORM bookkeeping per step
+            head = self._branch_head(connection, story_id, head_step_id)
             if head is None:
                 return []
-            # Core rows: no ORM bookkeeping per step
-            rows = session.connection().execute(BRANCH_STEPS, branch_parameters(story_id, head)).all()
+            rows = connection.execute(BRANCH_STEPS, branch_parameters(story_id, head)).all()
             return [step_record(row) for row in rows]
 
     def branch_step_ids(self, story_id: str, head_step_id: str | None = None) -> list[str]:
         """The ids of `branch()`'s steps, without loading their text: what recall needs."""
-        with self._read() as session:
-            head = self._branch_head(session, story_id, head_step_id)
+        with self._read_rows() as connection:
+            head = self._branch_head(connection, story_id, head_step_id)
             if head is None:
                 return []
-            return list(session.scalars(BRANCH_STEP_IDS, branch_parameters(story_id, head)))
+            return list(connection.scalars(BRANCH_STEP_IDS, branch_parameters(story_id, head)))
 
     def count_steps(self, story_id: str, head_step_id: str | None = None) -> int:
         """How many paragraphs the branch ending at the head holds (deleted ones not counted)."""
-        with self._read() as session:
-            head = self._branch_head(session, story_id, head_step_id)
+        with self._read_rows() as connection:
+            head = self._branch_head(connection, story_id, head_step_id)
             if head is None:
                 return 0
-            return session.scalar(BRANCH_LENGTH, branch_parameters(story_id, head)) or 0
+            return connection.scalar(BRANCH_LENGTH, branch_parameters(story_id, head)) or 0
 
     def children(self, story_id: str, parent_id: str | None) -> list[Step]:
         """The author's direct children of a step (roots when `parent_id` is None), oldest first.
@@ -486,13 +502,17 @@ class SqlStories(StoryTree):
             row = session.get(StepRow, step_id)
             return row is not None and row.story_id == story_id
 
-    def _branch_head(self, session: Session, story_id: str, head_step_id: str | None) -> str | None:
+    def _branch_head(self, connection: Connection, story_id: str, head_step_id: str | None) -> str | None:
         """The step a branch ends at: `head_step_id`, checked to be the story's, or the story's
         head (None while the story has no paragraphs)."""
-        story = self._story_row(session, story_id)
+        story = connection.execute(STORY_BY_ID, {"id": story_id}).first()
+        if story is None:
+            raise self._story_not_found(story_id)
         if head_step_id is None:
             return story.head_step_id
-        self._step_row(session, head_step_id, story_id=story_id)
+        step = connection.execute(STEP_BY_ID, {"id": head_step_id}).first()
+        if step is None or step.story_id != story_id:
+            raise self._step_not_found(head_step_id, story_id=story_id)
         return head_step_id
 
     def _bump_memory_version(self, session: Session, story_id: str, *, edited: bool = True) -> None:

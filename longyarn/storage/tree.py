@@ -102,10 +102,23 @@ _BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
 BRANCH_STEPS = select(_BRANCH).order_by(_BRANCH.c.depth.desc())
 BRANCH_STEP_IDS = select(_BRANCH.c.id).order_by(_BRANCH.c.depth.desc())
 BRANCH_LENGTH = select(func.count()).select_from(_BRANCH)
+# One story's or one step's row by id, as Core rows (parameter "id"): what every reader's page
+# and move reads, at a fraction of an ORM session's cost.
+STORY_BY_ID = select(StoryRow.__table__).where(StoryRow.__table__.c.id == bindparam("id"))
+STEP_BY_ID = select(StepRow.__table__).where(StepRow.__table__.c.id == bindparam("id"))
+
+
+_WALK = _walk_to_root(bindparam("branch_story_id"), bindparam("branch_head_id"))
+# Every step from the root to the head, deleted ones too (a chapter may start at one): (id, deleted)
+WHOLE_BRANCH = (
+    select(StepRow.__table__.c.id, StepRow.__table__.c.deleted)
+    .join(_WALK, StepRow.__table__.c.id == _WALK.c.id)
+    .order_by(_WALK.c.depth.desc())
+)
 
 
 def branch_parameters(story_id: str, head_step_id: str) -> dict[str, str]:
-    """The parameters of BRANCH_STEPS, BRANCH_STEP_IDS and BRANCH_LENGTH."""
+    """The parameters of BRANCH_STEPS, BRANCH_STEP_IDS, BRANCH_LENGTH and WHOLE_BRANCH."""
     return {"branch_story_id": story_id, "branch_head_id": head_step_id}
 
 

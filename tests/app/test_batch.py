@@ -186,7 +186,7 @@ def test_several_novels_at_once_from_a_premises_file(tmp_path):
 
 def test_the_readme_command_writes_a_story_offline_and_says_once_what_the_demo_cannot_do(tmp_path):
     from longyarn.app.settings import config_path
-    from longyarn.recurrent_core.replies.fallbacks import PROSE_ONLY_BIBLE, PROSE_ONLY_OUTPUTS
+    from longyarn.recurrent_core.replies.fallbacks import PROSE_ONLY_OPENING, PROSE_ONLY_OUTPUTS
 
     config_path().parent.mkdir(parents=True, exist_ok=True)
     config_path().write_text("[sampling.writer]\nmax_tokens = 40\n")  # seconds, not minutes
@@ -199,7 +199,7 @@ def test_the_readme_command_writes_a_story_offline_and_says_once_what_the_demo_c
     )
     assert process.returncode == 0, process.stderr
     assert process.stderr.count(PROSE_ONLY_OUTPUTS) == 1, "said once, not with every paragraph"
-    assert process.stderr.count(PROSE_ONLY_BIBLE) == 1
+    assert process.stderr.count(PROSE_ONLY_OPENING) == 1
     assert "paragraph 3/3 saved" in process.stderr
     novel = out.read_text()
     assert novel.startswith("# A lighthouse keeper finds a door") and len(novel.split("\n\n")) >= 5

@@ -516,7 +516,7 @@ async def test_the_craft_tools_are_in_f1_help_and_the_palette_and_follow_the_key
 
     story = seed_story(store, embedder, PARAGRAPHS)
     app = build_app(store, make_engine(store, server, embedder), story_id=story.id,
-                    keymap={"authors-note": "f12", "alternatives": "ctrl+t", "cowrite-rewrite": "ctrl+e"})
+                    keymap={"authors-note": "f12", "alternatives": "ctrl+b", "cowrite-rewrite": "ctrl+e"})
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_screen(pilot, WritingScreen)
         await pilot.press("f1")
@@ -525,7 +525,7 @@ async def test_the_craft_tools_are_in_f1_help_and_the_palette_and_follow_the_key
             (str(row.query_one(".help-key").render()), str(row.query_one(".help-what").render()))
             for row in help_screen.query(".help-row")
         )
-        assert rows["f12"].startswith("Author's note") and rows["^t"].startswith("Versions at once")
+        assert rows["f12"].startswith("Author's note") and rows["^b"].startswith("Versions at once")
         assert rows["f8"].startswith("Goals") and rows["f9"].startswith("Sampling")
         assert rows["^g"].endswith("(in the paragraph editor)") and "cursor" in rows["^g"]
         assert rows["^e"].endswith("(in the paragraph editor)") and "selected passage" in rows["^e"], "remapped"

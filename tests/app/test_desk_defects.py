@@ -114,12 +114,12 @@ async def test_a_long_premise_leaves_the_outline_in_the_prompt_and_the_viewer_sh
             viewer = await wait_for_screen(pilot, ContextScreen)
             await wait_until(pilot, lambda: not viewer.query("#context-loading"), what="the context")
             titles = [str(label.render()) for label in viewer.query(".section-title")]
-            assert any(t.startswith("Story bible") and "trimmed" in t for t in titles), titles
+            assert any(t.startswith("Story frame") and "trimmed" in t for t in titles), titles
             assert not any(t.startswith("Outline") and "trimmed" in t for t in titles), titles
             summary = str(viewer.query_one("#context-summary").render())
             assert "of the 3,000-token budget" in summary and "trimmed to fit" in summary
             elsewhere = str(viewer.query_one("#context-trimmed-elsewhere").render())
-            assert "the planner's story bible by" in elsewhere, elsewhere
+            assert "the planner's story frame by" in elsewhere, elsewhere
 
 
 async def test_a_long_outline_is_met_with_a_warning_and_can_be_summarised(store, server, embedder):
@@ -166,7 +166,7 @@ async def test_a_long_premise_is_met_with_a_warning_and_the_story_starts_from_it
         warning = await wait_for_screen(pilot, LongNoteDialog)
         said = str(warning.query_one("#long-note-warning").render())
         assert said.startswith("This premise is about 1,500 words") and "room for about 750 tokens" in said
-        assert not [r for r in server.requests if r["_role"] == "bible"], "nothing is started before the answer"
+        assert not [r for r in server.requests if r["_role"] == "opening"], "nothing is started before the answer"
 
         server.enqueue(Reply(summary))
         await pilot.press("ctrl+s")  # summarise
@@ -179,8 +179,8 @@ async def test_a_long_premise_is_met_with_a_warning_and_the_story_starts_from_it
         await wait_for_screen(pilot, OutlineDialog)
         [story] = store.list_stories()
         assert story.premise == summary
-        bible = [r for r in server.requests if r["_role"] == "bible"][-1]["messages"][-1]["content"]
-        assert summary in bible and "behind it a drowned city. A lighthouse" not in bible
+        opening = [r for r in server.requests if r["_role"] == "opening"][-1]["messages"][-1]["content"]
+        assert summary in opening and "behind it a drowned city. A lighthouse" not in opening
 
 
 # ---- 3. Every change is an undoable step of the history, in the order made ----
@@ -477,12 +477,12 @@ async def test_the_readers_library_and_action_box_name_their_keys(store, embedde
 
 
 def test_a_model_title_that_runs_on_is_cut_to_a_title():
-    from longyarn.recurrent_core.replies.bible import parse_bible
+    from longyarn.recurrent_core.replies.opening import parse_opening
 
     rambling = ("The Keeper of the Farrow Light, in which a woman who has kept the lamp for thirty years "
                 "finds a door in the sea and learns that " + "the drowned remember everything " * 20)
-    parsed = parse_bible(f'{{"title": "{rambling}", "outline": "A keeper finds a door."}}')
+    parsed = parse_opening(f'{{"title": "{rambling}", "outline": "A keeper finds a door."}}')
     assert parsed.title == "The Keeper of the Farrow Light"
-    endless = parse_bible('{"title": "' + "word " * 200 + '", "outline": "x y z"}').title
+    endless = parse_opening('{"title": "' + "word " * 200 + '", "outline": "x y z"}').title
     assert len(endless) <= 90 and len(endless.split()) <= 12
-    assert parse_bible('{"title": "The Salt Marsh Key", "outline": "x y z"}').title == "The Salt Marsh Key"
+    assert parse_opening('{"title": "The Salt Marsh Key", "outline": "x y z"}').title == "The Salt Marsh Key"

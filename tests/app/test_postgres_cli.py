@@ -16,7 +16,7 @@ from tests.app.test_batch import run
 # The bundled demo model runs on the CPU: short outputs keep this check to seconds.
 SHORT_OUTPUTS = """\
 parse_retries = 0
-[sampling.bible]
+[sampling.opening]
 max_tokens = 24
 [sampling.writer]
 max_tokens = 40

@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from longyarn.app.session.reader_identity import new_token, parse_token, register_reader
+from longyarn.app.web.moves import Move, StartingMoves
 from longyarn.app.web.security import CONTENT_SECURITY_POLICY, READER_COOKIE
+from longyarn.recurrent_core.types import ParagraphDelta, PhaseChanged
 from tests.app.test_tui import PARAGRAPHS, seed_story, slow_writer
 from tests.app.web_reader import ReaderClient, scripted_settings, streamed_text, web_reader
 
@@ -401,6 +403,47 @@ def test_the_room_builds_one_engine_for_every_reader(store, server, db_path, sto
         for reader in readers:
             reader.events(story.id)
     assert len(built) == 1 and len(readers_steps(store, story.id)) == 3
+
+
+async def test_pages_give_way_to_paragraphs_starting_but_never_for_ever():
+    starting = StartingMoves(give_way_at_most_s=60.0)
+    with starting.claiming():  # a reader's choice being claimed
+        page = asyncio.create_task(starting.give_way())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not page.done()
+    await asyncio.wait_for(page, 10)  # no paragraph starting: the page goes on
+    impatient = StartingMoves(give_way_at_most_s=0.0)
+    impatient.begin()
+    await asyncio.wait_for(impatient.give_way(), 10)  # the longest a page waits has passed
+
+
+async def test_a_move_comes_first_until_its_first_words_and_not_while_it_waits_in_line():
+    starting = StartingMoves(give_way_at_most_s=60.0, first_words_grace_s=60.0)
+    move = Move("reader", "story", starting)
+    assert starting.count == 1
+    move.set_phase("queued")
+    assert starting.count == 0, "waiting in line uses nothing"
+    move.set_phase("started")
+    move.apply(PhaseChanged("writing"))
+    assert starting.count == 1
+    move.apply(ParagraphDelta("Mara", "Mara"))
+    assert starting.count == 0
+    move.set_phase("started")
+    move.end()
+    assert starting.count == 0
+    failed = Move("reader", "story", starting)
+    failed.end("the model failed")
+    assert starting.count == 0
+
+
+async def test_a_slow_models_paragraph_stops_coming_first_after_its_grace():
+    starting = StartingMoves(give_way_at_most_s=60.0, first_words_grace_s=0.0)
+    move = Move("reader", "story", starting)
+    move.apply(PhaseChanged("writing"))  # the request went to the model; no words yet
+    page = asyncio.create_task(starting.give_way())
+    await asyncio.wait_for(page, 10)
+    assert starting.count == 0 and not move.finished
 
 
 def test_a_port_in_use_is_one_clear_sentence_and_no_false_open_message(tmp_path):

@@ -251,7 +251,7 @@ async def test_the_engine_writes_a_story_through_the_server(base_url, store, emb
     sampling = {
         role: Sampling(max_tokens=tokens, seed=seed)
         for seed, (role, tokens) in enumerate(
-            {"bible": 24, "writer": 24, "memory": 16, "planner": 24, "chooser": 4}.items()
+            {"opening": 24, "writer": 24, "memory": 16, "planner": 24, "chooser": 4}.items()
         )
     }
     engine = Engine(store, remote, embedder, EngineConfig(sampling=sampling, parse_retries=1))

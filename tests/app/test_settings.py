@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from longyarn.app.settings import Settings, config_path, load_settings
+from longyarn.app.settings import Settings, config_path, load_settings, save_settings
 from longyarn.recurrent_core.errors import InvalidInput
 
 
@@ -59,11 +59,23 @@ def test_the_local_model_keeps_short_reply_ceilings_and_a_server_model_gets_room
     # tokens a word outside English.
     local = load_settings(backend="local").engine_config().sampling
     server = load_settings(backend="openai", base_url="http://127.0.0.1:9/v1").engine_config().sampling
-    for role in ("memory", "planner", "bible"):
+    for role in ("memory", "planner", "opening"):
         assert local[role].max_tokens < server[role].max_tokens, role
         assert local[role].temperature == server[role].temperature, role
     monkeypatch.setenv("LONGYARN_SAMPLING__MEMORY__MAX_TOKENS", "1000")
     assert load_settings(backend="local").engine_config().sampling["memory"].max_tokens == 1000
+
+
+def test_sampling_saved_for_the_bible_role_applies_to_its_new_name_opening_and_is_saved_so():
+    write_config('[sampling.bible]\ntemperature = 0.33\nmax_tokens = 900\n[role_presets]\nbible = "focused"\n')
+    settings = load_settings()
+    assert settings.engine_config().sampling["opening"].temperature == 0.33
+    assert settings.engine_config().sampling["opening"].max_tokens == 900
+    assert settings.role_presets == {"opening": "focused"}
+    save_settings(settings, include_api_key=False)
+    saved = config_path().read_text()
+    assert "[sampling.opening]" in saved and 'opening = "focused"' in saved and "bible" not in saved
+    assert load_settings().engine_config().sampling["opening"].temperature == 0.33
 
 
 def test_bad_values_are_one_clear_sentence(monkeypatch):

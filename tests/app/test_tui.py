@@ -1019,7 +1019,7 @@ async def test_with_the_demo_model_a_new_story_does_not_say_the_model_writes_its
         outline = app.screen
         assert outline.query_one("#outline").text == "A fox learns to read and opens a library in the forest."
         # Said once, and true: the premise gave the title and outline; no model wrote them.
-        assert notices.count(fallbacks.PROSE_ONLY_BIBLE) == 1
+        assert notices.count(fallbacks.PROSE_ONLY_OPENING) == 1
         assert notices.count("The model is writing a title and an outline…") == 0
 
 

@@ -73,12 +73,12 @@ async def backend(tiny_model_dir):
     await backend.aclose()
 
 
-def writer_prompt(instruction: str = "The fox swims to the island.", bible: str | None = None) -> Prompt:
-    bible = bible or "Title: The Fox and the Heron\nPremise: A fox learns to read."
+def writer_prompt(instruction: str = "The fox swims to the island.", frame: str | None = None) -> Prompt:
+    frame = frame or "Title: The Fox and the Heron\nPremise: A fox learns to read."
     return prompts.render_prompt(
         "writer",
         context_sections=(
-            ContextSection("Story bible", bible, 0),
+            ContextSection("Story frame", frame, 0),
             ContextSection("Short-term memory", "The fox is at home with her brother.", 0),
         ),
         instruction=instruction,
@@ -142,20 +142,20 @@ async def test_base_models_get_a_completion_and_chat_models_a_user_turn(tmp_path
 
 
 async def test_jrt_reads_the_context_twice(tiny_model_dir):
-    bible = "Title: The Heron's Library\nPremise: An old heron keeps a library on an island."
-    prompt = writer_prompt(bible=bible)
-    usage, bible_tokens = {}, 0
+    frame = "Title: The Heron's Library\nPremise: An old heron keeps a library on an island."
+    prompt = writer_prompt(frame=frame)
+    usage, frame_tokens = {}, 0
     for repeats in (1, 2):
         backend = LocalBackend.load(tiny_model_dir, jrt_repeats=repeats)
         try:
             assert backend.info.jrt_repeats == repeats
-            assert backend.layout(prompt).count(bible) == repeats
+            assert backend.layout(prompt).count(frame) == repeats
             chunks = await collect(backend, GenerationRequest(prompt, Sampling(max_tokens=2, seed=1)))
             usage[repeats] = chunks[-1].usage.prompt_tokens
-            bible_tokens = backend.count_tokens(bible)
+            frame_tokens = backend.count_tokens(frame)
         finally:
             await backend.aclose()
-    assert usage[2] - usage[1] >= bible_tokens
+    assert usage[2] - usage[1] >= frame_tokens
 
 
 async def test_a_stop_string_ends_the_reply_before_it(backend):
@@ -297,7 +297,7 @@ async def test_the_engine_writes_and_stores_two_steps_with_the_local_model(backe
     sampling = {
         role: Sampling(max_tokens=tokens, seed=seed)
         for seed, (role, tokens) in enumerate(
-            {"bible": 24, "writer": 24, "memory": 16, "planner": 24, "chooser": 4}.items()
+            {"opening": 24, "writer": 24, "memory": 16, "planner": 24, "chooser": 4}.items()
         )
     }
     engine = Engine(store, backend, embedder, EngineConfig(sampling=sampling, parse_retries=1))
@@ -321,7 +321,7 @@ async def test_a_prose_only_model_is_asked_for_paragraphs_alone(tmp_path, store,
     directory = write_tiny_local_model(tmp_path / "books-only", prose_only=True)
     backend = LocalBackend.load(directory)
     try:
-        sampling = {role: Sampling(max_tokens=24, seed=1) for role in ("bible", "writer", "memory", "planner")}
+        sampling = {role: Sampling(max_tokens=24, seed=1) for role in ("opening", "writer", "memory", "planner")}
         engine = Engine(store, backend, embedder, EngineConfig(sampling=sampling))
         story, story_fallbacks = await engine.start_story("A fox learns to read.", "fable")
         completed = [await engine.run_step(story.id) for _ in range(3)]

@@ -56,7 +56,7 @@ def test_writer_paragraphs_carry_the_instruction_and_vary_with_the_request():
         quoted = chat(
             server,
             "writer",
-            f"Story bible: ...\n\nWrite the next paragraph, following this direction "
+            f"Story frame: ...\n\nWrite the next paragraph, following this direction "
             f"(between <<< and >>>):\n<<<{INSTRUCTION}>>>\n\nReply with the paragraph only.",
         )
         labelled = chat(server, "writer", f"Story so far.\nInstruction: {INSTRUCTION}.")
@@ -74,14 +74,14 @@ def test_structured_roles_answer_json_when_asked_and_labels_otherwise():
         memory_json = json.loads(chat(server, "memory", "para", response_format=MEMORY_FORMAT))
         memory_text = chat(server, "memory", "para")
         plans = chat(server, "planner", "plan")
-        bible = json.loads(chat(server, "bible", "premise", response_format=MEMORY_FORMAT))
+        opening = json.loads(chat(server, "opening", "premise", response_format=MEMORY_FORMAT))
 
     assert set(memory_json) == {"short_term_memory", "reason"}
     assert memory_text.startswith("Short-term memory: ") and "\nReason: " in memory_text
     assert [line.split(":")[0] for line in plans.splitlines()] == [
         "Instruction 1", "Instruction 2", "Instruction 3"
     ]
-    assert set(bible) == {"title", "outline"} and bible["title"]
+    assert set(opening) == {"title", "outline"} and opening["title"]
 
 
 def test_unsupported_json_schema_is_a_400_naming_response_format():

@@ -14,7 +14,7 @@ from tests.conftest import make_engine
 from tests.scripted_server import ScriptedServer, prompt_tokens
 
 BUDGET = 3000
-LONGEST_REPLY = 1200  # the bible's max_tokens, the largest of the roles'
+LONGEST_REPLY = 1200  # the opening's max_tokens, the largest of the roles'
 PREMISE = ("A lighthouse keeper finds a door in the sea, and behind it a city that remembers "
            "every ship it ever drowned. ") * 930  # about 100 KB
 OUTLINE = "Setting: the Farrow light. Main characters: Ilse, the keeper. Arc: the door opens at low tide."
@@ -43,7 +43,7 @@ async def test_a_long_premise_never_crowds_the_outline_out_and_every_request_fit
     await engine.choose_instruction(step, "model", random.Random(0))
 
     roles = {request["_role"] for request in small_server.requests}
-    assert roles == {"bible", "writer", "memory", "planner", "chooser"}
+    assert roles == {"opening", "writer", "memory", "planner", "chooser"}
     assert small_server.over_context == 0
     for request in small_server.requests:
         assert prompt_tokens(request) <= BUDGET, request["_role"]

@@ -93,7 +93,7 @@ async def test_a_paragraph_that_loops_is_written_again_gently(store, server, emb
 @pytest.mark.parametrize("leak", [
     "<<< " + SOUND.replace("By morning", "by morning"),
     "## Previous paragraph\n" + SOUND,
-    SOUND + "\nStory bible: Title: Tide",
+    SOUND + "\nStory frame: Title: Tide",
 ])
 async def test_a_paragraph_that_leaks_the_prompts_markup_is_written_again(store, server, embedder, leak):
     _, _, events = await second_step(store, server, embedder, leak)
@@ -170,6 +170,6 @@ def test_real_novels_are_never_taken_for_degenerate_paragraphs():
             context = [("Previous paragraph", paragraphs[index - 1] if index else ""),
                        ("Recalled passages", "\n\n".join(paragraphs[max(0, index - 5) : max(0, index - 1)]))]
             assert find_degeneration(paragraph, prompt_texts=context, quote_marks=("<<<", ">>>"),
-                                     section_names=("Story bible", "Previous paragraph")) is None, paragraph
+                                     section_names=("Story frame", "Previous paragraph")) is None, paragraph
             judged += 1
     assert judged > 1000

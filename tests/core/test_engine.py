@@ -179,7 +179,7 @@ async def test_unreadable_memory_is_repaired_then_falls_back_to_the_old_memory(s
 async def test_a_setting_the_server_refuses_is_named_once_in_the_step_that_met_it(store, embedder):
     from longyarn.recurrent_core.types import Sampling
 
-    sampling = {role: Sampling(seed=7) for role in ("bible", "writer", "memory", "planner")}
+    sampling = {role: Sampling(seed=7) for role in ("opening", "writer", "memory", "planner")}
     with ScriptedServer(rejected_parameters=("seed",)) as strict_server:
         engine = make_engine(store, strict_server, embedder, sampling=sampling)
         story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry.")
@@ -425,7 +425,7 @@ async def test_a_cut_memory_update_is_used_when_asking_again_brings_nothing_read
 
 async def test_a_cut_outline_is_kept_when_asking_again_overruns_the_context(store, server, embedder):
     engine = make_engine(store, server, embedder)
-    bible_replies = [
+    opening_replies = [
         Reply(
             "Title: The Last Crossing\nOutline: 1. A ferryman takes a ghost across. 2. The ghost "
             "names the ferryman's debt. 3. The",
@@ -434,7 +434,7 @@ async def test_a_cut_outline_is_kept_when_asking_again_overruns_the_context(stor
         Reply(status=400, error_message="This model's maximum context length is 4096 tokens."),
     ]
 
-    server.responder = role_replies("bible", *bible_replies)
+    server.responder = role_replies("opening", *opening_replies)
     story, fallbacks = await engine.start_story("A ferryman who carries ghosts.", "ghost story")
     assert story.title == "The Last Crossing"
     assert story.outline.startswith("1. A ferryman takes a ghost across. 2. The ghost names the ferryman's debt.")

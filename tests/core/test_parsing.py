@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from longyarn.recurrent_core.replies.bible import parse_bible
+from longyarn.recurrent_core.replies.opening import parse_opening
 from longyarn.recurrent_core.replies.chooser import parse_choice
 from longyarn.recurrent_core.replies.fallbacks import PROSE_ONLY_OUTPUTS
 from longyarn.recurrent_core.replies.memory import parse_memory_update
@@ -215,7 +215,7 @@ def test_memory_sections_do_not_leak_into_instructions():
     assert parse_instructions(reply) == THREE[:2]
 
 
-# ---- the story bible ---------------------------------------------------------------------
+# ---- the opening: title and outline ---------------------------------------------------
 
 OUTLINE = (
     "Setting: a fishing town on a foggy coast.\n"
@@ -230,28 +230,28 @@ OUTLINE = (
         pytest.param(f"Title: The Dark Lamp\nOutline:\n{OUTLINE}", id="labels"),
         pytest.param(f"**Title:** *The Dark Lamp*\n\n**Outline:**\n{OUTLINE}", id="markdown"),
         pytest.param(f"# The Dark Lamp\n\n{OUTLINE}", id="heading and parts"),
-        pytest.param(f'Title: "The Dark Lamp"\n\n## Story bible\n{OUTLINE}', id="synonym"),
+        pytest.param(f'Title: "The Dark Lamp"\n\n## Story bible\n{OUTLINE}', id="story bible, as older templates ask"),
         pytest.param(f'```json\n{{"title": "The Dark Lamp", "outline": {json.dumps(OUTLINE)}}}\n```', id="JSON"),
     ],
 )
-def test_bible_is_read_from_messy_formats(reply):
-    parsed = parse_bible(reply)
+def test_opening_is_read_from_messy_formats(reply):
+    parsed = parse_opening(reply)
     assert parsed.title == "The Dark Lamp"
     assert parsed.outline == OUTLINE
-    assert describe_problem("bible", reply) is None
+    assert describe_problem("opening", reply) is None
 
 
-def test_bible_json_with_parts_instead_of_an_outline_keeps_them_all():
+def test_opening_json_with_parts_instead_of_an_outline_keeps_them_all():
     reply = '{"title": "The Dark Lamp", "setting": "A foggy coast.", "characters": [{"name": "Mara", "role": "keeper"}]}'
-    parsed = parse_bible(reply)
+    parsed = parse_opening(reply)
     assert parsed.title == "The Dark Lamp"
     assert "A foggy coast." in parsed.outline and "Mara" in parsed.outline and "keeper" in parsed.outline
 
 
-def test_bible_without_title_says_so():
+def test_opening_without_title_says_so():
     reply = f"Outline: {OUTLINE}"
-    assert parse_bible(reply).title is None
-    assert describe_problem("bible", reply) == "The reply had no readable title."
+    assert parse_opening(reply).title is None
+    assert describe_problem("opening", reply) == "The reply had no readable title."
 
 
 # ---- the paragraph ----------------------------------------------------------------------

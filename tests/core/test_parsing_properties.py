@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longyarn.recurrent_core.replies.bible import parse_bible
+from longyarn.recurrent_core.replies.opening import parse_opening
 from longyarn.recurrent_core.replies.chooser import parse_choice
 from longyarn.recurrent_core.replies.labels import (
     INSTRUCTION_ITEM_NAMES,
@@ -80,15 +80,15 @@ replies = st.one_of(
 @PROPERTY_SETTINGS
 @given(reply=replies)
 def test_reading_any_reply_never_fails(reply):
-    bible = parse_bible(reply)
+    opening = parse_opening(reply)
     memory = parse_memory_update(reply)
     instructions = parse_instructions(reply)
     paragraph = clean_paragraph(reply)
     parse_choice(reply)
-    for role in ("bible", "memory", "planner", "chooser", "writer"):
+    for role in ("opening", "memory", "planner", "chooser", "writer"):
         problem = describe_problem(role, reply)
         assert problem is None or problem.endswith(".")
-    for value in (bible.title, bible.outline, memory.short_term_memory, memory.reason):
+    for value in (opening.title, opening.outline, memory.short_term_memory, memory.reason):
         assert value is None or value.strip()
     assert all(item and item == item.strip() for item in instructions)
     assert len({item.casefold() for item in instructions}) == len(instructions)

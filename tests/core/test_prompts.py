@@ -20,7 +20,7 @@ from longyarn.recurrent_core.replies.roles import JSON_SCHEMAS, describe_problem
 from longyarn.recurrent_core.types import ContextSection
 
 from longyarn.recurrent_core.prompts import ROLES
-STORY_BIBLE = ContextSection("Story bible", "Title: The Dark Lamp\n\nOutline: Mara relights the lamp.", 10)
+STORY_FRAME = ContextSection("Story frame", "Title: The Dark Lamp\n\nOutline: Mara relights the lamp.", 10)
 MEMORY = ContextSection("Short-term memory", "Mara holds the brass key.", 6)
 EMPTY = ContextSection("Recalled passages", "   ", 0)
 PREVIOUS = ContextSection("Previous paragraph", "The fog rolled in.\n\nTomas did not turn around.", 9)
@@ -32,7 +32,7 @@ def sample_fields(role):
 
 def writer_prompt(instruction="Mara climbs the stairs."):
     return render_prompt(
-        "writer", context_sections=(STORY_BIBLE, MEMORY, EMPTY, PREVIOUS), instruction=instruction
+        "writer", context_sections=(STORY_FRAME, MEMORY, EMPTY, PREVIOUS), instruction=instruction
     )
 
 
@@ -51,16 +51,16 @@ def test_every_template_loads_and_renders_completely(role):
         assert f"<{name} value>" in system + task + output_format
 
 
-@pytest.mark.parametrize("role", ["bible", "memory", "planner", "chooser"])
+@pytest.mark.parametrize("role", ["opening", "memory", "planner", "chooser", "chapter_summary", "continuity"])
 def test_structured_roles_ask_for_the_schema_keys_and_read_a_schema_shaped_reply(role):
     schema = JSON_SCHEMAS[role]
     _, _, output_format = load_template(role).render(**sample_fields(role))
-    examples = {"string": "Mara climbs to the lamp room.", "integer": 2}
+    examples = {"string": "Mara climbs to the lamp room.", "integer": 2, "object": {}}
     reply = {}
     for key, spec in schema["properties"].items():
         assert f'"{key}"' in output_format
         if spec["type"] == "array":
-            reply[key] = [f"Direction {i}: Mara does thing {i}." for i in range(spec["minItems"])]
+            reply[key] = [f"Direction {i}: Mara does thing {i}." for i in range(spec.get("minItems", 0))]
         else:
             reply[key] = examples[spec["type"]]
     assert describe_problem(role, json.dumps(reply)) is None
@@ -68,10 +68,12 @@ def test_structured_roles_ask_for_the_schema_keys_and_read_a_schema_shaped_reply
 
 def test_schema_titles_name_the_reply_kinds():
     assert {role: schema["title"] for role, schema in JSON_SCHEMAS.items()} == {
-        "bible": "story_bible",
+        "opening": "title_and_outline",
         "memory": "memory_update",
         "planner": "next_instructions",
         "chooser": "instruction_choice",
+        "chapter_summary": "chapter_summary",
+        "continuity": "continuity_check",
     }
 
 
@@ -115,7 +117,7 @@ def test_layout_messages_puts_context_then_task_then_format():
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == prompt.system
     user = messages[1]["content"]
-    positions = [user.index(s) for s in ("## Story bible", "## Short-term memory", "## Previous paragraph")]
+    positions = [user.index(s) for s in ("## Story frame", "## Short-term memory", "## Previous paragraph")]
     assert positions == sorted(positions)
     assert positions[-1] < user.index(prompt.task) < user.index(prompt.output_format)
     assert "Recalled passages" not in user  # an empty section is left out
@@ -125,14 +127,14 @@ def test_jrt_layout_reads_the_task_then_the_context_twice_then_the_task_again():
     prompt = writer_prompt()
     user = layout_messages(prompt, jrt_repeats=2)[-1]["content"]
     task_at = [m.start() for m in re.finditer(re.escape(prompt.task), user)]
-    bible_at = [m.start() for m in re.finditer("## Story bible", user)]
-    assert len(task_at) == 2 and len(bible_at) == 2
-    assert task_at[0] < bible_at[0] < bible_at[1] < task_at[1] < user.index(prompt.output_format)
+    frame_at = [m.start() for m in re.finditer("## Story frame", user)]
+    assert len(task_at) == 2 and len(frame_at) == 2
+    assert task_at[0] < frame_at[0] < frame_at[1] < task_at[1] < user.index(prompt.output_format)
     assert user.count("Tomas did not turn around.") == 2
 
 
 def test_jrt_without_context_states_the_task_once():
-    prompt = render_prompt("bible", context_sections=(), genre="mystery", premise="A lamp goes dark.")
+    prompt = render_prompt("opening", context_sections=(), genre="mystery", premise="A lamp goes dark.")
     user = layout_messages(prompt, jrt_repeats=2)[-1]["content"]
     assert user.count(prompt.task) == 1
 
@@ -154,11 +156,11 @@ def test_chat_completion_is_one_user_turn_ending_with_assistant():
         ("writer", {"instruction": "Mara runs."}, "Next paragraph:\n"),
         ("memory", {"instruction": "Mara runs."}, "Short-term memory:"),
         ("planner", {}, "Instruction 1:"),
-        ("bible", {"genre": "any", "premise": "A lamp goes dark."}, "Title:"),
+        ("opening", {"genre": "any", "premise": "A lamp goes dark."}, "Title:"),
     ],
 )
 def test_base_model_completion_ends_where_the_answer_starts(role, fields, cue):
-    prompt = render_prompt(role, context_sections=(STORY_BIBLE, MEMORY), **fields)
+    prompt = render_prompt(role, context_sections=(STORY_FRAME, MEMORY), **fields)
     for jrt_repeats in (1, 2):
         text = layout_completion(prompt, jrt_repeats=jrt_repeats, chat=False)
         assert text.endswith("\n" + cue)
@@ -166,13 +168,13 @@ def test_base_model_completion_ends_where_the_answer_starts(role, fields, cue):
         # The stable head comes first, so a prefix-state cache can reuse it across steps.
         assert text.startswith(prompt.system)
     single = layout_completion(prompt, jrt_repeats=1, chat=False)
-    assert single.index("## Story bible") < single.index(prompt.task)
+    assert single.index("## Story frame") < single.index(prompt.task)
 
 
 def test_a_base_model_co_writing_goes_on_from_the_very_words_before_the_cursor():
     before = ContextSection("Text before the passage", "The fog rolled in.\n\nMara held the key up ", 9)
     prompt = render_prompt(
-        "passage", context_sections=(STORY_BIBLE, before),
+        "passage", context_sections=(STORY_FRAME, before),
         task="Write what comes next.", passage="(nothing yet)", instruction="(none)",
     )
     for jrt_repeats in (1, 2):
@@ -229,7 +231,8 @@ def test_an_unknown_role_has_no_template(role):
 def test_the_memory_keeper_gives_its_reason_before_it_rewrites_the_memory():
     # RecurrentGPT's order: decide what to drop and add, then write. Servers that enforce the
     # schema generate its keys in order, so the order is in the schema as well as the words.
-    assert list(JSON_SCHEMAS["memory"]["properties"]) == ["reason", "short_term_memory"]
+    # The bible updates come last: a reply cut short still has the memory.
+    assert list(JSON_SCHEMAS["memory"]["properties"]) == ["reason", "short_term_memory", "bible_updates"]
     _, _, output_format = load_template("memory").render(instruction="Mara runs.")
     assert output_format.index('"reason"') < output_format.index('"short_term_memory"')
     assert output_format.index("\nReason:") < output_format.index("\nShort-term memory:")

@@ -51,7 +51,7 @@ async def test_the_context_viewer_reads_back_exactly_what_each_step_sent(store, 
     # a section cut away whole is not in the set),
     # so the rebuilt cuts are checked too.
     cut = {s.name for st in started_by_step.values() for s in st.context if s.trimmed_chars and s.text}
-    assert cut == {3000: set(), 950: {"Outline", "Story bible"}, 700: {"Outline", "Previous paragraph"}}[budget]
+    assert cut == {3000: set(), 950: {"Outline"}, 700: {"Outline", "Previous paragraph"}}[budget]
 
 
 async def test_a_steps_stored_context_is_small_next_to_the_text_it_describes(store, server, embedder):
@@ -84,6 +84,47 @@ async def test_a_source_edited_later_is_shown_as_it_reads_now_and_marked(store, 
     assert shown["Outline"].text == "The river is the border of the dead."
     assert shown["Short-term memory"].text == "The ghost is the ferryman's father."
     as_sent = {s.name: s for s in started.context}
-    for name in ("Story bible", "Recalled passages", "Previous paragraph"):
+    for name in ("Story frame", "Recalled passages", "Previous paragraph"):
         assert shown[name] == as_sent[name], "untouched sections are still exactly as sent"
     assert [s.tokens for s in sent.sections] == [s.tokens for s in started.context]
+
+
+def rewrite_stored_context(store, step_id: str, change) -> None:
+    """Change a step's stored context row as `change(stored)` says, in its newer object form."""
+    with store.engine.begin() as connection:
+        stored = json.loads(connection.execute(
+            text("SELECT sections FROM step_contexts WHERE step_id = :id"), {"id": step_id}
+        ).scalar_one())
+        stored = stored if isinstance(stored, dict) else {"sections": stored}
+        change(stored)
+        connection.execute(
+            text("UPDATE step_contexts SET sections = :sections WHERE step_id = :id"),
+            {"sections": json.dumps(stored), "id": step_id},
+        )
+
+
+async def test_a_step_stored_while_the_story_frame_was_called_story_bible_reads_back_as_sent(store, server, embedder):
+    engine = make_engine(store, server, embedder, recall_k=2)
+    story, _ = await engine.start_story("A ferryman.", "", title="Ferry", outline="A ferry crosses a river.")
+    step_id, started = list((await write(engine, story.id)).items())[-1]
+    frame = next(section for section in started.context if section.name == "Story frame")
+
+    def as_earlier_versions_wrote_it(stored):  # the section, and one the planner trimmed, as "Story bible"
+        for section in stored["sections"]:
+            section["name"] = "Story bible" if section["name"] == "Story frame" else section["name"]
+        stored["trimmed_elsewhere"] = [["planner", "Story bible", 120]]
+
+    rewrite_stored_context(store, step_id, as_earlier_versions_wrote_it)
+    sent = load_sent_context(store, step_id)
+    assert sent.sections == started.context, "each section's text, under its name of today, as sent"
+    assert not sent.edited_since
+    assert sent.trimmed_elsewhere == (("planner", "Story frame", 120),)
+
+    def with_a_story_bible_beside_the_frame(stored):  # the bible's own section, in a newer step
+        [section] = [section for section in stored["sections"] if section["name"] == "Story bible"]
+        section["name"] = "Story frame"
+        stored["sections"].append(dict(section, name="Story bible"))
+
+    rewrite_stored_context(store, step_id, with_a_story_bible_beside_the_frame)
+    shown = {section.name: section for section in load_sent_context(store, step_id).sections}
+    assert shown["Story frame"] == frame and "Story bible" in shown, "the bible is not taken for the frame"

@@ -70,6 +70,18 @@ def test_top_p_draws_only_from_the_smallest_set_reaching_p():
     assert 0.5 < draws.count(0) / len(draws) < 0.64
 
 
+@pytest.mark.parametrize("spread", [0.02, 1.0, 6.0])
+def test_the_nucleus_of_a_large_vocabulary_is_the_sorted_prefix_however_flat(spread):
+    # An untrained model or a high temperature gives a nucleus of most of 65,536 tokens; a
+    # trained one a few dozen. Either way it is the smallest likeliest set reaching top_p.
+    logits = torch.randn(65536, generator=torch.Generator().manual_seed(3)) * spread
+    kept = Sampler(SamplerConfig(top_p=0.9)).distribution(logits)
+    probabilities, order = torch.sort(torch.softmax(logits, 0), descending=True)
+    size = int((torch.cumsum(probabilities.double(), 0) < 0.9).sum()) + 1
+    assert abs(int((kept > 0).sum()) - size) <= 1  # float sums may differ by the last token
+    assert bool((kept[order[: size - 1]] > 0).all()) and float(kept.sum()) == pytest.approx(1.0)
+
+
 def test_a_high_temperature_reshapes_the_nucleus_but_never_widens_it():
     logits = _logits_from_probabilities([0.4, 0.3, 0.2, 0.1])
     hot = Sampler(SamplerConfig(top_p=0.6, temperature=4.0)).distribution(logits)

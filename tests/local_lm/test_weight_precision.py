@@ -160,6 +160,29 @@ def test_compiled_decoding_gives_the_eager_logits_and_state(tiny_checkpoint, mon
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_compiled_versions_at_once_each_decode_as_they_would_alone(monkeypatch, weights):
+    # Versions sampled as a batch read a matrix too big for the cache (here the head) once for
+    # every row (FBGEMM inside the compiled graph), the small ones row by row; each row must
+    # still be its own sequence.
+    monkeypatch.setenv("LONGYARN_COMPILE_DECODE", "1")
+    state_dict = random_rwkv7_state_dict(n_layer=2, n_embd=64, head_size=32, vocab_size=8192, seed=4)
+    compiled = LocalLM.from_state_dict(state_dict, weights=weights)
+    eager = LocalLM.from_state_dict(state_dict, weights=weights)
+    eager.compile_decode = False
+    assert compiled._head._rows_kernel == "fbgemm" and compiled._layers[0].key._rows_kernel == "widened"
+    _, prompt_state = eager.forward([1, 2, 3])
+    rows = [[4, 9], [5, 9], [6, 10]]
+    state = prompt_state.repeated(len(rows))
+    for position in range(2):
+        logits, state = compiled.forward(torch.tensor([[row[position]] for row in rows]), state, in_place=True)
+    assert compiled.compile_decode_error is None
+    for index, row in enumerate(rows):
+        alone, alone_state = eager.forward(row, prompt_state)
+        torch.testing.assert_close(logits[index], alone, rtol=0, atol=1e-4)
+        torch.testing.assert_close(state.rows([index]).wkv, alone_state.wkv, rtol=0, atol=1e-4)
+
+
 def test_without_a_compiler_decoding_warns_once_and_goes_on_eagerly(tiny_checkpoint, monkeypatch, tmp_path):
     import torch._dynamo
     import torch._inductor.config

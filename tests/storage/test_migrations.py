@@ -163,7 +163,7 @@ def test_a_database_from_revision_0003_with_readers_keeps_everything_when_upgrad
         assert store.reader_with_token("reader-1", "ab" * 32).name == "Ada"
         assert store.step_context("a1") is None, "never recorded, and not invented"
 
-        context = StepContext((SectionRecord("Story bible", 9, 36, 0, "0123456789abcdef"),), ())
+        context = StepContext((SectionRecord("Story frame", 9, 36, 0, "0123456789abcdef"),), ())
         step = store.commit_step(
             new_step(story.id, "a1", "The ferry reached the far bank.", context=context),
             embedding=vector(9), embedding_model=EMBEDDING_MODEL,

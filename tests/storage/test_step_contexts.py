@@ -16,7 +16,7 @@ from .helpers import EMBEDDING_MODEL, new_step, vector, write_chain
 def recorded(*recalled: RecalledMemory) -> StepContext:
     return StepContext(
         sections=(
-            SectionRecord("Story bible", 40, 160, 0, "a1b2c3d4e5f60718"),
+            SectionRecord("Story frame", 40, 160, 0, "a1b2c3d4e5f60718"),
             SectionRecord("Recalled passages", 12, 49, 210, "0f1e2d3c4b5a6978"),
         ),
         recalled=recalled,
@@ -53,7 +53,7 @@ def test_a_steps_context_comes_back_with_the_recalled_memories_as_they_read_now(
 def test_a_context_that_cannot_be_stored_stores_no_step_either(store: SqlStore, story):
     (first,) = write_chain(store, story.id, ["One."])
     version = store.memory_version(story.id)
-    unstorable = StepContext(sections=(SectionRecord("Story bible", 1, 1, 0, object()),), recalled=())
+    unstorable = StepContext(sections=(SectionRecord("Story frame", 1, 1, 0, object()),), recalled=())
 
     # Raised at the insert, after the step's own row: by SQLAlchemy on SQLite, by psycopg's
     # JSON adapter on PostgreSQL.

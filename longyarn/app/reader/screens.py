@@ -19,6 +19,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from longyarn.app.export import downloads_folder, render_story
+from longyarn.app.session.reader_chapters import chapter_headings
 from longyarn.app.session.reader_errors import ReaderProblem, message_for_reader
 from longyarn.app.session.reading import Choice, ReadingSession
 from longyarn.app.ui.formatting import one_line
@@ -167,7 +168,8 @@ class ReadingScreen(Screen):
         """Show the reader's path and the choices after it."""
         session = self.session
         assert session is not None
-        await self.passage.show_branch(session.path)
+        headings = await asyncio.to_thread(chapter_headings, session.store, session.story_id, session.path)
+        await self.passage.show_branch(session.path, headings=headings)
         self._after_move()
         self.call_after_refresh(self._show_start_of_current)
 
@@ -306,6 +308,9 @@ class ReadingScreen(Screen):
         assert session is not None
         now = session.position
         if now is not None and before is not None and now.parent_id == before.id:
+            self.passage.headings = await asyncio.to_thread(
+                chapter_headings, session.store, session.story_id, session.path
+            )
             await self.passage.append_step(now)
             self._after_move()
             if not streamed:  # one streamed was followed as it came

@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 
 from longyarn.recurrent_core import prompts
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.recurrent_core.replies.bible import title_from_premise
+from longyarn.recurrent_core.replies.opening import title_from_premise
 from longyarn.recurrent_core.replies.degeneration import events_in
 from longyarn.recurrent_core.replies.fallbacks import parts_of
 from longyarn.recurrent_core.store import StoryStore
-from longyarn.recurrent_core.types import Step, StepContext, Story
+from longyarn.recurrent_core.types import Contradiction, Step, StepContext, Story
 
 WINDOW_WORDS = 2000
 CHAPTER_PARAGRAPHS = 10  # until stories have chapters, every ten paragraphs count as one
 DEFAULT_REQUESTED_WORDS = (120, 220)
 # The repeated-4-gram rate counts as rising when its fitted line climbs this much over the story.
 RISE_THRESHOLD = 0.05
-PARTS = ("title", "outline", "paragraph", "degeneration", "memory", "instructions", "notice")
+PARTS = ("title", "outline", "paragraph", "degeneration", "memory", "instructions", "bible", "notice")
 _WORD = re.compile(r"[\w']+")
 _REQUESTED = re.compile(r"about (\d+) to (\d+) words")
 
@@ -119,6 +119,9 @@ class StoryFigures:
     story_fallbacks: list[str]  # the title and outline, when they came from the premise
     facts: list[FactRecall] = field(default_factory=list)
     recall_k: int = 0
+    # The continuity checks: (paragraph number, what was found), and how many paragraphs were checked.
+    contradictions: list[tuple[int, Contradiction]] = field(default_factory=list)
+    checked_paragraphs: int = 0
 
     @property
     def mean_score(self) -> float:
@@ -168,6 +171,11 @@ def story_figures(store: StoryStore, story_id: str) -> StoryFigures:
         story_fallbacks=_story_fallbacks(story),
         facts=fact_recall(story, steps, contexts),
         recall_k=max((len(context.recalled) for context in contexts if context), default=0),
+        contradictions=[
+            (number, found) for number, context in enumerate(contexts, 1)
+            if context and context.contradictions for found in context.contradictions
+        ],
+        checked_paragraphs=sum(1 for context in contexts if context and context.contradictions is not None),
     )
 
 

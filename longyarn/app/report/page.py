@@ -8,15 +8,17 @@ from html import escape
 from longyarn.recurrent_core.replies.degeneration import KIND_WORDS
 
 from . import charts
+from .continuity import continuity_line, continuity_section
 from .figures import CHAPTER_PARAGRAPHS, PARTS, WINDOW_WORDS, StoryFigures
 
 PART_NAMES = {  # each part, and the role whose reply it stands in for
-    "title": "title (bible)",
-    "outline": "outline (bible)",
+    "title": "title (opening)",
+    "outline": "outline (opening)",
     "paragraph": "paragraph cut at its length limit (writer)",
     "degeneration": "paragraph degenerated, caught by the guard (writer)",
     "memory": "short-term memory (memory)",
     "instructions": "next instructions (planner)",
+    "bible": "story bible updates dropped, or not asked for (memory)",
     "notice": "server notices",
 }
 
@@ -62,6 +64,7 @@ def summary_lines(figures: StoryFigures) -> list[str]:
         lines.append(f"Long-term memory: {len(figures.facts)} planted facts; recall@{figures.recall_k}: {shown}.")
     else:
         lines.append("Long-term memory: no planted facts are recorded for this story, so recall@k was not measured.")
+    lines.append(continuity_line(figures))
     return lines
 
 
@@ -81,6 +84,7 @@ def render(figures: StoryFigures) -> str:
         _repetition_section(figures),
         _fallback_section(figures),
         _memory_section(figures),
+        continuity_section(figures),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -59,7 +59,11 @@ class History:
         if change is None:
             return None
         await change.undo()
-        self._undone.append(self._done.pop())
+        # By itself, not by place: a change recorded while this one was undone (a paragraph of
+        # Keep writing landing, an accepted bible update) stays done.
+        if change in self._done:
+            self._done.remove(change)
+        self._undone.append(change)
         return change
 
     async def redo(self) -> Change | None:
@@ -68,7 +72,9 @@ class History:
         if change is None:
             return None
         await change.redo()
-        self._done.append(self._undone.pop())
+        if change in self._undone:
+            self._undone.remove(change)
+        self._done.append(change)
         return change
 
     async def undo_outside(self, change: Change) -> None:

@@ -1,7 +1,7 @@
 """A premise or outline long enough to crowd the story out of its prompts: how to tell, and
 having it summarised.
 
-Every prompt holds the story bible and the outline beside the story so far; the context budget
+Every prompt holds the story frame and the outline beside the story so far; the context budget
 trims them when they do not fit (see `longyarn.recurrent_core.role_prompts`). One that takes more
 than `LONG_NOTE_SHARE` of the budget is worth a warning when the writer enters it, with the
 offer of a summary that fits.

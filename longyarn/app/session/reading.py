@@ -32,6 +32,7 @@ from longyarn.recurrent_core.readers import BOOKMARK, SLOT, Reader, ReaderPlace,
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Step, StepCompleted, StepEvent, Story
 
+from .bible_learning import learn_on_own_branch
 from .reader_errors import (
     CannotExtend,
     ChoiceOutdated,
@@ -118,20 +119,28 @@ class ReadingSession:
 
     def open(self) -> None:
         """Resume where the reader left off, or start at the story's first paragraph."""
-        saved = self.store.reader_position(self.reader.id, self.story_id)
+        try:
+            opening = self.store.reader_opening(self.reader.id, self.story_id)  # one snapshot
+        except StoryNotFound:
+            raise _story_closed() from None
+        self.story = _open_to_readers(opening.story)
+        saved = opening.saved
         if saved is not None and saved.step_id is None:
-            self._show(None)
+            self.position, self.path = None, []
             return
         if saved is not None:
             # Read only: a page view must not write (a web reader opens the story on every page).
-            path = self.store.branch(self.story_id, saved.step_id)
+            path = opening.path
             if path and path[-1].id == saved.step_id and all(
                 step.branch_owner in (None, self.reader.id) for step in path
             ):
                 self.position, self.path = path[-1], path
                 return
-            # else the author deleted that paragraph: start again from the top
-        self._show(self._first_paragraph())
+            start = self._first_paragraph()  # the author deleted that paragraph: from the top
+        else:
+            start = opening.start
+        # The first paragraph of a line has no live paragraph before it.
+        self.position, self.path = start, [start] if start else []
         self._save_position()
 
     def go_to(self, step_id: str | None) -> None:
@@ -183,8 +192,11 @@ class ReadingSession:
         """The options after the current paragraph, existing continuations first."""
         parent_id = self.position.id if self.position else None
         children = self.store.reader_children(self.story_id, parent_id, self.reader.id)
-        main_line = set(self.store.branch_step_ids(self.story_id))
-        # The author's main line first, then the author's other versions, then the reader's.
+        # The author's main line first, then the author's other versions, then the reader's;
+        # the main line decides an order only among two or more of the author's.
+        main_line: set[str] = set()
+        if sum(1 for step in children if step.branch_owner is None) > 1:
+            main_line = set(self.store.branch_step_ids(self.story_id))
         children.sort(key=lambda step: (step.id not in main_line, step.branch_owner is not None))
         choices: list[Choice] = []
         for child in children:
@@ -308,6 +320,8 @@ class ReadingSession:
                 ):
                     if isinstance(event, StepCompleted):
                         await asyncio.to_thread(self.go_to, event.step.id)
+                        # The reader's own branch learns its own facts (auto-accepted: no queue here).
+                        await learn_on_own_branch(self.store, event.step, event.bible_updates)
                     yield event
         finally:
             renewing.cancel()
@@ -375,9 +389,18 @@ def readable_story(store: StoryStore, story_id: str) -> Story:
         story = store.get_story(story_id)
     except StoryNotFound:
         story = None
+    return _open_to_readers(story)
+
+
+def _open_to_readers(story: Story | None) -> Story:
+    """`story`, if there is one and its author opened it to readers; else `StoryClosed`."""
     if story is None or not story.readable:
-        raise StoryClosed(
-            "There is no story with that id open to readers; nothing was changed; "
-            "choose a story from the library."
-        )
+        raise _story_closed()
     return story
+
+
+def _story_closed() -> StoryClosed:
+    return StoryClosed(
+        "There is no story with that id open to readers; nothing was changed; "
+        "choose a story from the library."
+    )

@@ -18,12 +18,16 @@ from datetime import datetime, timezone
 from typing import Callable, Literal
 
 from longyarn.recurrent_core.alternatives import AlternativeDelta, Drafts, keep_alternatives, stream_alternatives
+from longyarn.recurrent_core.chapter_memory import ChapterPlace
 from longyarn.recurrent_core.cowriting import PassageChange, PassageTask, propose_change
 from longyarn.recurrent_core.engine import Engine
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.store import StoryStore
-from longyarn.recurrent_core.types import PhaseChanged, Step, StepCompleted, StepEvent, Story
+from longyarn.recurrent_core.types import Contradiction, PhaseChanged, Step, StepCompleted, StepEvent, Story
 
+from .bible import StoryBible
+from .bible_learning import queue_updates
+from .chapters import ChapterEdits
 from .choosing import DEFAULT_CHOICE, Choose, next_instruction
 from .counts import WordCounts, count_words, story_goal
 from .edits import MemoryEditNotStored, StoryEdits
@@ -68,7 +72,7 @@ class RunInstruction:
     fallback: str | None
 
 
-class WritingSession(StoryEdits):
+class WritingSession(ChapterEdits, StoryEdits):
     """A writer's way through one story: the head, its neighbours, and what they can do next."""
 
     def __init__(
@@ -90,16 +94,29 @@ class WritingSession(StoryEdits):
         self.on_memory_edit_failed = on_memory_edit_failed
         self.story: Story | None = None
         self.branch: list[Step] = []  # the steps from the first to the head
+        self.chapters: list[ChapterPlace] = []  # the branch's chapters (see ChapterEdits)
         self.position = Position(None, (), ())
         self.landed_on_cancel = False  # whether the step cancelled last had been stored already
         self.replaced_step_id: str | None = None  # the version a retry just put aside, if any
         self.history = History()  # every change made here, for undo and redo (see StoryEdits)
+        # The story bible: its changes are steps of the same history; batch (no settings) auto-accepts.
+        self.bible = StoryBible(
+            store, story_id, self.history, self._bible_where,
+            auto_accept=host.settings.bible_auto_accept if host.settings is not None else True,
+        )
         self.written_here: set[str] = set()  # steps written since the story was opened
+        # What the continuity checks found, by the step written here (see session.continuity).
+        self.contradictions: dict[str, tuple[Contradiction, ...]] = {}
         self.session_goal = 0  # words the writer means to write in this session (0: none)
         # The latest write of a short-term memory edit (True once stored); see save_memory_edit.
         self._memory_write: asyncio.Task[bool] | None = None
 
     # ---- reading the story ----
+
+    def _bible_where(self) -> tuple[str | None, int]:
+        """(the head step's id, paragraphs on the branch): where the bible's facts are read."""
+        head = self.position.head
+        return (head.id if head is not None else None), len(self.branch)
 
     async def reload(self) -> None:
         """Read the story, the branch at its head, and the head's neighbours from the store."""
@@ -109,6 +126,7 @@ class WritingSession(StoryEdits):
             return story, branch, self._read_position(branch[-1] if branch else None)
 
         self.story, self.branch, self.position = await asyncio.to_thread(read)
+        await self.refresh_chapters()
 
     async def refresh_position(self, head: Step | None) -> None:
         """Read `head`'s neighbours again (the head itself is as given)."""
@@ -196,6 +214,10 @@ class WritingSession(StoryEdits):
                     committing = committing or (isinstance(event, PhaseChanged) and event.phase == "committing")
                     if isinstance(event, StepCompleted):
                         await self._landed(event.step)
+                        # The writers' queue (auto-accepted when the setting says so; batch: always).
+                        await self.bible.propose(queue_updates(event.bible_updates, event.step))
+                        if event.contradictions:
+                            self.contradictions[event.step.id] = event.contradictions
                     yield event
             except asyncio.CancelledError:
                 self.landed_on_cancel = await self._settle_cancel(head_before, engine if committing else None)
@@ -210,6 +232,7 @@ class WritingSession(StoryEdits):
             described = "the new version"
         self.branch.append(step)
         self.written_here.add(step.id)
+        await self.start_chapter_after_ended(step)
         before = head.id if head is not None else None
         self.history.record(Change(described, undo=lambda: self._set_head(before), redo=lambda: self._set_head(step.id)))
         await self.refresh_story()

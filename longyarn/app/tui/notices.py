@@ -8,6 +8,7 @@ from pathlib import Path
 
 from textual.screen import Screen
 
+from longyarn.app.epub import export_epub
 from longyarn.app.export import export_story as export_text
 from longyarn.app.export import slug, write_atomically
 from longyarn.app.session.engine_host import EngineHost
@@ -48,8 +49,15 @@ def export_story(screen: Screen, store: StoryStore, story_id: str) -> None:
 async def _write_export(screen: Screen, store: StoryStore, story_id: str, request: ExportRequest) -> None:
     """Read the branch, render it and write the file in a thread; say how it went."""
 
+    desk = getattr(screen.app, "desk", None)  # the writers' app: its settings may name the author
+    settings = desk.host.settings if desk is not None else None
+    author = settings.author if settings is not None else None
+
     def write() -> None:
-        write_atomically(request.path, export_text(store, story_id, request.fmt))  # type: ignore[arg-type]
+        if request.fmt == "epub":
+            write_atomically(request.path, export_epub(store, story_id, author=author))
+        else:
+            write_atomically(request.path, export_text(store, story_id, request.fmt))  # type: ignore[arg-type]
 
     try:
         await asyncio.to_thread(write)

@@ -38,6 +38,23 @@ class ParagraphView(Static):
         self.update(step.paragraph)
 
 
+class ChapterHeading(Static):
+    """A chapter's name, above the paragraph that begins it."""
+
+    DEFAULT_CSS = """
+    ChapterHeading {
+        margin: 1 0 0 0;
+        padding: 0 1;
+        text-style: bold;
+        color: $accent;
+    }
+    """
+
+    def __init__(self, step_id: str, name: str) -> None:
+        super().__init__(f"── {name} ──", markup=False)
+        self.step_id = step_id
+
+
 class StreamingParagraph(Static):
     """The paragraph being written, updated at most once per frame however fast text comes."""
 
@@ -77,7 +94,8 @@ class StreamingParagraph(Static):
 
 
 class StoryView(VerticalScroll, can_focus=True):
-    """The story so far: the newest paragraphs first, earlier ones loaded on scrolling up.
+    """The story so far: the newest paragraphs first, earlier ones loaded on scrolling up, with
+    each chapter's name above the paragraph that begins it (`headings`).
 
     When focused, ↑/↓ select a paragraph to edit (e) or delete (d).
     """
@@ -87,11 +105,23 @@ class StoryView(VerticalScroll, can_focus=True):
         Binding("down,j", "select_next", "Next paragraph", show=False),
         Binding("e", "screen.edit_paragraph", "Edit paragraph", id="edit-paragraph"),
         Binding("delete,d", "screen.delete_paragraph", "Delete paragraph", id="delete-paragraph"),
+        Binding("c", "screen.split_chapter", "Start a chapter here", id="chapter-split", show=False,
+                tooltip="Start a new chapter at the selected paragraph"),
+        Binding("t", "screen.chapter_details", "Chapter title and summary", id="chapter-details", show=False,
+                tooltip="Rename the selected paragraph's chapter, or edit its summary"),
+        Binding("m", "screen.merge_chapter", "Merge chapter with next", id="chapter-merge", show=False,
+                tooltip="Merge the selected paragraph's chapter with the chapter after it"),
+        Binding("left_square_bracket", "screen.chapter_begins_here", "Chapter begins here", id="chapter-begins",
+                show=False, tooltip="Move the start of the selected paragraph's chapter to it"),
+        Binding("right_square_bracket", "screen.next_chapter_begins_here", "Next chapter begins here",
+                id="chapter-next-begins", show=False,
+                tooltip="Move the start of the next chapter back to the selected paragraph"),
     ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.steps: list[Step] = []
+        self.headings: dict[str, str] = {}  # a chapter's name by the id of its first paragraph
         self.first_shown = 0  # index in `steps` of the oldest paragraph mounted
         self.follow = True  # scroll along with new text; off while the writer reads further up
         self.earlier = Static("", id="earlier", markup=False)
@@ -146,12 +176,27 @@ class StoryView(VerticalScroll, can_focus=True):
         if current in views and views.index(current) + 1 < len(views):
             self.select(views[views.index(current) + 1])
 
-    async def show_branch(self, steps: list[Step], page_size: int = PAGE_SIZE) -> None:
-        """Show a branch, mounting only its last `page_size` paragraphs."""
+    def _views(self, steps: list[Step]) -> list[Static]:
+        """Each step's paragraph, after its chapter's heading where one begins there."""
+        views: list[Static] = []
+        for step in steps:
+            if step.id in self.headings:
+                views.append(ChapterHeading(step.id, self.headings[step.id]))
+            views.append(ParagraphView(step))
+        return views
+
+    async def show_branch(
+        self, steps: list[Step], page_size: int = PAGE_SIZE, headings: dict[str, str] | None = None
+    ) -> None:
+        """Show a branch, mounting only its last `page_size` paragraphs (under the chapters'
+        `headings`, if given)."""
+        await self.remove_children(ChapterHeading)
         await self.remove_children(ParagraphView)
+        if headings is not None:
+            self.headings = dict(headings)
         self.steps = list(steps)
         self.first_shown = max(0, len(self.steps) - page_size)
-        views = [ParagraphView(step) for step in self.steps[self.first_shown :]]
+        views = self._views(self.steps[self.first_shown :])
         if views:
             await self.mount_all(views, before=self.streaming)
         self._update_earlier()
@@ -160,7 +205,7 @@ class StoryView(VerticalScroll, can_focus=True):
 
     async def append_step(self, step: Step) -> None:
         self.steps.append(step)
-        await self.mount(ParagraphView(step), before=self.streaming)
+        await self.mount_all(self._views([step]), before=self.streaming)
         self.follow_end()
 
     def follow_end(self) -> None:
@@ -184,6 +229,10 @@ class StoryView(VerticalScroll, can_focus=True):
         for view in self.paragraph_views:
             if view.step.id == step_id:
                 await view.remove()
+        if index == len(self.steps):  # the last: its heading goes too (else it heads the next one)
+            for heading in self.query_children(ChapterHeading):
+                if heading.step_id == step_id:
+                    await heading.remove()
         self._update_earlier()
 
     async def load_earlier(self, page_size: int = PAGE_SIZE) -> int:
@@ -192,7 +241,7 @@ class StoryView(VerticalScroll, can_focus=True):
         if count == 0:
             return 0
         start = self.first_shown - count
-        views = [ParagraphView(step) for step in self.steps[start : self.first_shown]]
+        views = self._views(self.steps[start : self.first_shown])
         self.first_shown = start
         height_before = self.virtual_size.height
         await self.mount_all(views, after=self.earlier)

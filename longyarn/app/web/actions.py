@@ -70,9 +70,10 @@ async def choose(request: Request) -> Response:
         session.claim_move(choice.instruction)
         return session, choice.instruction, True
 
-    session, instruction, writes = await asyncio.to_thread(claim)
-    if writes:
-        room.board.start(session, instruction)
+    with room.board.starting.claiming():
+        session, instruction, writes = await asyncio.to_thread(claim)
+        if writes:
+            room.board.start(session, instruction)
     return _moved(request, story_id, writing=writes)
 
 
@@ -85,8 +86,9 @@ async def act(request: Request) -> Response:
         session.claim_move(action)
         return session
 
-    session = await asyncio.to_thread(claim)
-    room.board.start(session, action)
+    with room.board.starting.claiming():
+        session = await asyncio.to_thread(claim)
+        room.board.start(session, action)
     return _moved(request, story_id, writing=True)
 
 

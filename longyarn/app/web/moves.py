@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from longyarn.app.session.reader_errors import ReaderProblem, message_for_reader
 from longyarn.app.session.reading import ReadingSession
@@ -25,6 +25,11 @@ from longyarn.recurrent_core.types import ParagraphDelta, PhaseChanged, StepComp
 HEARTBEAT_S = 15.0
 # How often a reader waiting in line is told their place in it.
 LINE_UPDATE_S = 1.0
+# The longest a page view waits for paragraphs starting (see `StartingMoves`).
+GIVE_WAY_AT_MOST_S = 1.0
+# How long a paragraph still counts as starting once its request went to the model, while its
+# first words are on their way: at once from a fast model; a slow one holds no page longer.
+FIRST_WORDS_GRACE_S = 0.25
 STOPPED = (
     "The server stopped before your paragraph was written; nothing was kept; please choose again."
 )
@@ -34,12 +39,58 @@ log = logging.getLogger(__name__)
 SseEvent = tuple[str, dict] | None  # (event name, data); None: a heartbeat
 
 
+class StartingMoves:
+    """Readers who just chose come first: while a paragraph is starting (from the reader's
+    choice until its first words, or `first_words_grace_s` after its request went to the
+    model), page views and the bookkeeping of paragraphs already shown wait, for at most
+    `give_way_at_most_s`.
+
+    One interpreter lock shares one core among all of this process's work, so a crowd opening
+    pages at once would otherwise hold up the words that readers who chose are waiting for.
+    """
+
+    def __init__(self, give_way_at_most_s: float, first_words_grace_s: float = FIRST_WORDS_GRACE_S) -> None:
+        self.give_way_at_most_s = give_way_at_most_s
+        self.first_words_grace_s = first_words_grace_s
+        self.count = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def begin(self) -> None:
+        self.count += 1
+        self._quiet.clear()
+
+    def end(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._quiet.set()
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[None]:
+        """Count the block as a paragraph starting: a reader's choice being claimed."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    async def give_way(self) -> None:
+        """Wait until no paragraph is starting, or `give_way_at_most_s` has passed."""
+        if self.count:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.give_way_at_most_s)
+
+
 class Move:
     """One paragraph being written for one reader: where it is, and the text so far."""
 
-    def __init__(self, reader_id: str, story_id: str) -> None:
+    def __init__(self, reader_id: str, story_id: str, starting: StartingMoves | None = None) -> None:
         self.reader_id = reader_id
         self.story_id = story_id
+        self._starting = starting  # counted there until its first words, except while queued
+        self._counted = False
+        self._grace: asyncio.TimerHandle | None = None
+        self._count_as_starting(True)
         self.phase = "started"  # "queued" while it waits for a turn (see `StepLine`)
         self.ticket: int | None = None  # the place in line while queued
         self.text = ""
@@ -56,13 +107,36 @@ class Move:
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
+        self._count_as_starting(phase != "queued")  # waiting in line uses nothing
         self._notify()
+
+    def _count_as_starting(self, starting: bool) -> None:
+        """Count this move in `StartingMoves`, or stop counting it."""
+        if self._starting is None or starting == self._counted:
+            return
+        if starting:
+            self._starting.begin()
+        else:
+            self._starting.end()
+        self._counted = starting
+
+    def _started(self) -> None:
+        """Its first words arrived, its grace ran out, or it ended: it no longer comes first."""
+        self._count_as_starting(False)
+        self._starting = None
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
 
     def apply(self, event: StepEvent) -> None:
         """Take in one event of the engine's step."""
         if isinstance(event, PhaseChanged):
             self.phase = event.phase
+            if event.phase == "writing" and self._starting is not None and self._grace is None:
+                grace_s = self._starting.first_words_grace_s
+                self._grace = asyncio.get_running_loop().call_later(grace_s, self._started)
         elif isinstance(event, ParagraphDelta):
+            self._started()
             if not event.snapshot.startswith(self.text):
                 self.text_revision += 1  # the model started over: followers replace their text
             self.text = event.snapshot
@@ -75,6 +149,7 @@ class Move:
         self._notify()
 
     def end(self, problem: str | None = None) -> None:
+        self._started()
         self.problem = problem
         self.finished = True
         self._notify()
@@ -190,8 +265,9 @@ class StepLine:
 class MoveBoard:
     """This process's moves in flight, by reader and story."""
 
-    def __init__(self, line: StepLine) -> None:
+    def __init__(self, line: StepLine, starting: StartingMoves | None = None) -> None:
         self.line = line
+        self.starting = starting or StartingMoves(GIVE_WAY_AT_MOST_S)
         self._moves: dict[tuple[str, str], Move] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -203,7 +279,7 @@ class MoveBoard:
 
     def start(self, session: ReadingSession, instruction: str | None) -> Move:
         """Write the paragraph `session.claim_move` claimed, in a task of this process."""
-        move = Move(session.reader.id, session.story_id)
+        move = Move(session.reader.id, session.story_id, self.starting)
         self._moves[(move.reader_id, move.story_id)] = move
         task = asyncio.create_task(self._run(move, session, instruction))
         self._tasks.add(task)
@@ -215,6 +291,8 @@ class MoveBoard:
         try:
             async for event in session.write_claimed(instruction, turn=lambda: self.line.turn(move)):
                 move.apply(event)
+                if isinstance(event, PhaseChanged) and event.phase in ("remembering", "committing"):
+                    await self.starting.give_way()  # the reader has the paragraph already
         except asyncio.CancelledError:
             problem = STOPPED
             raise

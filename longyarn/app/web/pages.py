@@ -4,13 +4,14 @@ own link, and signing in with an old `?reader=` link."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from longyarn.app.export import render_story
+from longyarn.app.session.reader_chapters import chapter_headings
 from longyarn.app.session.reader_errors import InvalidReaderText
 from longyarn.app.session.reader_identity import (
     ReaderToken,
@@ -186,6 +187,7 @@ class StoryPage:
     session: ReadingSession
     choices: list[Choice]
     elsewhere: ReaderMove | None
+    headings: dict[str, str] = field(default_factory=dict)  # chapter names by their first paragraph
 
 
 def open_story(request: Request, reader: Reader, story_id: str, check_elsewhere: bool) -> StoryPage:
@@ -193,7 +195,8 @@ def open_story(request: Request, reader: Reader, story_id: str, check_elsewhere:
     session = room.session(reader, story_id)
     session.open()
     elsewhere = room.store.reader_move(reader.id, story_id) if check_elsewhere else None
-    return StoryPage(session, session.choices(), elsewhere)
+    headings = chapter_headings(room.store, story_id, session.path)
+    return StoryPage(session, session.choices(), elsewhere, headings)
 
 
 async def story(request: Request) -> Response:
@@ -213,7 +216,7 @@ async def story(request: Request) -> Response:
     writing = move is not None or page.elsewhere is not None
     return render(
         request, "story.html", visitor=visitor, story=session.story, path=path,
-        shown=path[earlier:], earlier=earlier, choices=page.choices,
+        shown=path[earlier:], earlier=earlier, choices=page.choices, headings=page.headings,
         position_id=session.position.id if session.position else "",
         may_extend=session.may_extend, next_title=_next_title(session, page.choices),
         action_chars=session.action_chars, writing=writing,
@@ -279,6 +282,9 @@ async def export(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """For load balancers: 200 while this process can read the database."""
-    await page_work(request, room_of(request).store.reader_exists, "0" * 16)  # one indexed read
+    """For load balancers: 200 while this process can read the database (at once: it does not
+    give way to readers' paragraphs as pages do)."""
+    room = room_of(request)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(room.page_threads, room.store.reader_exists, "0" * 16)  # one indexed read
     return PlainTextResponse("ok", headers={"cache-control": "no-store"})

@@ -91,6 +91,10 @@ class WebRoom:
         )
     )
 
+    # Page views queue here, not in `page_threads`: each gives way to starting paragraphs
+    # just before it runs (see `page_work`).
+    page_turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PAGE_THREADS))
+
     def session(self, reader: Reader, story_id: str) -> ReadingSession:
         """The reader's way through `story_id` (raises `StoryClosed` if it is not open to readers)."""
         return ReadingSession(
@@ -122,9 +126,13 @@ def room_of(request: Request) -> WebRoom:
 
 
 async def page_work(request: Request, function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` on the page views' threads (see `WebRoom.page_threads`)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(room_of(request).page_threads, functools.partial(function, *args))
+    """`function(*args)` on the page views' threads (see `WebRoom.page_threads`), once no
+    reader's paragraph is starting (see `StartingMoves`)."""
+    room = room_of(request)
+    async with room.page_turns:
+        await room.board.starting.give_way()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(room.page_threads, functools.partial(function, *args))
 
 
 async def blocking(request: Request, function: Callable[..., T], *args: Any) -> T:

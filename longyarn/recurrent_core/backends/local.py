@@ -50,7 +50,7 @@ LOCAL_WRITER_SAMPLING = STORY_WRITING_SAMPLING.model_copy(update={"max_tokens": 
 # The engine's ceilings allow for tokenizers that spend 3-4 tokens a word outside English.
 # The RWKV World tokenizer does not, and a local model pays for every token it rambles past
 # a cut (the base demo model rarely writes these formats at all), so its ceilings stay lower.
-LOCAL_MAX_TOKENS = {"bible": 700, "memory": 400, "planner": 400}
+LOCAL_MAX_TOKENS = {"opening": 700, "memory": 400, "planner": 400}
 
 
 class LocalBackend(ModelBackend):

@@ -420,8 +420,10 @@ class OpenAIBackend(ModelBackend):
         """
         if not text:
             return 0
-        ideographic = len(_IDEOGRAPHIC.findall(text))
-        other_non_ascii = sum(1 for character in text if ord(character) > 127) - ideographic
+        # Counted in C: a prompt is fitted many times a step, for every reader at once.
+        non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+        ideographic = len(_IDEOGRAPHIC.findall(text)) if non_ascii else 0
+        other_non_ascii = non_ascii - ideographic
         ascii_characters = len(text) - ideographic - other_non_ascii
         by_characters = ascii_characters / 4 + other_non_ascii / 2 + ideographic
         return max(1, math.ceil(by_characters), math.ceil(len(text.split()) * 4 / 3))

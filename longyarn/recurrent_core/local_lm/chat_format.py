@@ -14,7 +14,7 @@ instruction, a paragraph) from opening a fake turn.
 A reply ends at its role's end marker, looked for only once the reply has begun (so a blank
 line right after the cue does not end it): the next "\n\nUser:" turn for a chat model; for a
 base model one paragraph ("\n\n") for the writer, memory and planner, the end of the line for
-the chooser, and a blank line before a new "## " section for the story bible, whose outline
+the chooser, and a blank line before a new "## " section for the opening, whose outline
 may have paragraphs.
 """
 
@@ -37,7 +37,7 @@ _BASE_MODEL_REPLY_ENDS: dict[str, tuple[str, ...]] = {
     "memory": ("\n\n",),
     "planner": ("\n\n",),
     "chooser": ("\n",),
-    "bible": ("\n\n## ", "\n\n\n"),
+    "opening": ("\n\n## ", "\n\n\n"),
     "passage": ("\n\n",),  # co-writing inside a paragraph: one paragraph's worth at most
 }
 _DEFAULT_BASE_REPLY_ENDS = ("\n\n## ", "\n\n\n")

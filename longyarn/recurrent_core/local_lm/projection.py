@@ -4,8 +4,13 @@ Decoding one token reads every weight once, so on a CPU it runs at the speed of 
 arithmetic: fewer bytes per weight is faster. On a CPU the activations and the sums stay
 fp32 whatever the weights are stored at (see precision.py), and a product takes one of:
 
-- inside the compiled decode step (`compiled_decode`): `(x * W.float()).sum(-1)`, which
-  inductor turns into one streaming pass over the stored weights, widened in registers;
+- inside the compiled decode step (`compiled_decode`), one row: `(x * W.float()).sum(-1)`,
+  which inductor turns into one streaming pass over the stored weights, widened in registers;
+- inside it, several rows (versions sampled as a batch) and a matrix too big for the cache:
+  a kernel that reads each weight once for all the rows: an fp32 GEMM, or FBGEMM's fp16
+  product, for int8 weights too (exact in fp16; the packed copy, 2 bytes a weight, is made on
+  the first batch). The fused reduction would compute each row on its own, nearly a row's
+  time per row;
 - a few rows in eager mode: FBGEMM's fp16-weight product (fp16 weights widened to fp32 in
   registers, fp32 sums) or PyTorch's weight-only int8 product (`_weight_int8pack_mm`);
 - many rows (prefill): the stored matrix widened to fp32 once per call, then an fp32 GEMM.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +39,10 @@ from .precision import StoredMatrix, store_matrix
 # Up to this many rows a product runs a matrix-vector kernel on the stored weights; beyond,
 # widening the matrix once is cheap next to the GEMM.
 FEW_ROWS = 16
+# A matrix smaller than this (half a core's L2 cache in fp16) stays in cache, so the compiled
+# per-row reduction reads it from memory once anyway, and an opaque kernel call costs more than
+# it saves; measured on the demo model (128 wide) and a 0.1B shape (768 wide).
+ROWS_KERNEL_MIN_WEIGHTS = 1 << 18
 
 
 @functools.cache
@@ -61,10 +71,53 @@ def int8_weight_product_available() -> bool:
     return torch.equal(result, torch.full((1, 2), 16.0))
 
 
+# FBGEMM's packed copies of fp16 matrices, by the address of the stored values. A compiled graph
+# cannot take the packed object (a TorchScript object) as an input, so the product below is an
+# opaque custom op that takes the stored values and finds their packed copy here.
+_PACKED_FP16: dict[int, object] = {}
+
+
+def _packed_fp16(values: torch.Tensor) -> object:
+    """FBGEMM's packed copy of an fp16 matrix, made once and dropped with the matrix."""
+    address = values.data_ptr()
+    packed = _PACKED_FP16.get(address)
+    if packed is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao quantization notices; the op is core
+            packed = torch.ops.quantized.linear_prepack_fp16(values.float(), None)
+        _PACKED_FP16[address] = packed
+        weakref.finalize(values.untyped_storage(), _PACKED_FP16.pop, address, None)
+    return packed
+
+
+@torch.library.custom_op("longyarn::fp16_weight_rows", mutates_args=())
+def fp16_weight_rows(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """x (rows, in) @ values (out, in, fp16)^T in fp32, reading the weights once for all rows."""
+    return torch.ops.quantized.linear_dynamic_fp16(x.contiguous(), _packed_fp16(values))
+
+
+@fp16_weight_rows.register_fake
+def _fp16_weight_rows_shape(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], values.shape[0]))
+
+
+def _rows_kernel_for(stored: StoredMatrix) -> str:
+    """Which kernel multiplies several rows at once by this matrix inside a compiled graph
+    (decided eagerly: the availability checks run kernels, which a trace must not)."""
+    if stored.values.numel() < ROWS_KERNEL_MIN_WEIGHTS:
+        return "widened"
+    if stored.scale is None:
+        return "fp32"
+    if stored.values.dtype in (torch.float16, torch.int8) and fbgemm_fp16_available():
+        # int8 values are exact in fp16; the per-row scales apply to the product.
+        return "fbgemm"
+    return "widened"
+
+
 class Projection:
     """y = x @ W^T for one weight matrix W of shape (out, in), as `nn.Linear` without bias."""
 
-    __slots__ = ("stored", "_weight_in_out", "_fbgemm_packed")
+    __slots__ = ("stored", "_weight_in_out", "_rows_kernel")
 
     def __init__(
         self,
@@ -75,20 +128,21 @@ class Projection:
     ):
         """`precision` (see precision.py) applies on a CPU computing in fp32; elsewhere the
         weights are kept in `dtype`."""
-        self._fbgemm_packed = None
         if device.type == "cpu" and dtype == torch.float32:
             self.stored: StoredMatrix | None = store_matrix(weight_out_in.to(device), precision)
             self._weight_in_out: torch.Tensor | None = None
+            self._rows_kernel = _rows_kernel_for(self.stored)
         else:
             self.stored = None
             self._weight_in_out = weight_out_in.to(device=device, dtype=dtype).t().contiguous()
+            self._rows_kernel = "plain"
 
     @classmethod
     def of_weight_in_out(cls, weight_in_out: torch.Tensor) -> Projection:
         """y = x @ weight_in_out, sharing the tensor's memory (a view of a stacked tensor, so
         that a GPU holds the weights once)."""
         projection = cls.__new__(cls)
-        projection.stored, projection._weight_in_out, projection._fbgemm_packed = None, weight_in_out, None
+        projection.stored, projection._weight_in_out, projection._rows_kernel = None, weight_in_out, "plain"
         return projection
 
     @property
@@ -111,6 +165,9 @@ class Projection:
             return x @ self._weight_in_out
         stored = self.stored
         if torch.compiler.is_compiling():
+            rows = x.numel() // x.shape[-1]
+            if rows > 1:
+                return self._rows_at_once(x, rows)
             # Fused by inductor into one pass over the stored weights: no widened copy.
             y = (x.unsqueeze(-2) * stored.values.float()).sum(-1)
             return y if stored.scale is None else y * stored.scale
@@ -123,16 +180,25 @@ class Projection:
                 return few
         return F.linear(x, stored.values.float()) * stored.scale
 
+    def _rows_at_once(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """Several rows inside a compiled graph, each weight read once for all of them."""
+        stored = self.stored
+        flat = x.reshape(rows, x.shape[-1])
+        if self._rows_kernel == "fp32":
+            y = F.linear(flat, stored.values)
+        elif self._rows_kernel == "fbgemm":
+            y = fp16_weight_rows(flat, stored.values) * stored.scale
+        else:
+            y = (flat.unsqueeze(-2) * stored.values.float()).sum(-1)
+            y = y if stored.scale is None else y * stored.scale
+        return y.view(*x.shape[:-1], y.shape[-1])
+
     def _few_rows(self, x: torch.Tensor) -> torch.Tensor | None:
         """A matrix-vector kernel on the stored weights, where this build has one."""
         stored = self.stored
         if stored.values.dtype == torch.float16 and fbgemm_fp16_available():
-            if self._fbgemm_packed is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # torch.ao quantization notices; the op is core
-                    self._fbgemm_packed = torch.ops.quantized.linear_prepack_fp16(stored.values.float(), None)
             # All rows of an fp16 matrix share one power-of-two scale.
-            return torch.ops.quantized.linear_dynamic_fp16(x, self._fbgemm_packed).mul_(stored.scale[0])
+            return torch.ops.quantized.linear_dynamic_fp16(x, _packed_fp16(stored.values)).mul_(stored.scale[0])
         if stored.values.dtype == torch.int8 and int8_weight_product_available():
             flat = x.reshape(-1, x.shape[-1]).float().contiguous()
             y = torch._weight_int8pack_mm(flat, stored.values, stored.scale)

@@ -85,6 +85,10 @@ class LocalRuntimeStats:
 _FINISHED = object()
 
 
+class _Pieces(tuple):
+    """A batched step's pieces, delivered at once: one wake-up of the event loop a step."""
+
+
 class LocalGeneration:
     """One generation on the local model: `async for text in generation`, then its outcome.
 
@@ -150,7 +154,8 @@ class LocalGeneration:
                 if isinstance(item, BaseException):
                     failed = True
                     raise item
-                yield item  # type: ignore[misc]
+                for piece in item if isinstance(item, _Pieces) else (item,):
+                    yield piece  # type: ignore[misc]
         finally:
             if finished or failed:
                 cancelled.set()
@@ -290,17 +295,20 @@ class LocalGenerations(LocalGeneration):
             state = state.repeated(self.copies)
             while active and not cancelled.is_set():
                 feed: list[tuple[int, int]] = []  # (row in the batch, token) of sequences going on
+                pieces: list[tuple[int, str]] = []
                 for row, index in enumerate(active):
                     token, text = sequences[index].take(batch_logits[row])
                     text, ended = boundaries[index].feed(text)
                     if token is None and not ended:
                         text += boundaries[index].flush()
                     if text:
-                        deliver((index, text))
+                        pieces.append((index, text))
                     if ended:
                         sequences[index].finish_reason = "stop"
                     elif token is not None:
                         feed.append((row, token))
+                if pieces:
+                    deliver(_Pieces(pieces))
                 if not feed:
                     break
                 if len(feed) < len(active):  # some ended: they leave the batch

@@ -34,6 +34,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal
 
+import numpy as np
 import torch
 
 from ..types import Sampling
@@ -286,16 +287,21 @@ def _most_likely(
         return ids, values
     k = min(limit, _FIRST_NUCLEUS_GUESS)
     while True:
-        values, ids = torch.topk(probabilities, k)
+        values, ids = _largest(probabilities, k)
         cumulative = torch.cumsum(values, dim=0)
-        if k == limit or cumulative[-1].item() >= top_p:
+        covered = cumulative[-1].item()
+        if k == limit or covered >= top_p:
             break
-        k = min(limit, k * 8)
+        # The tail is flatter than the head, so this guess of the nucleus's size is low. A flat
+        # distribution (a high temperature, an untrained model) has a nucleus of most of the
+        # vocabulary: past a quarter of it, one full sort costs less than another topk.
+        guess = max(k * 8, int(k * top_p / covered) if covered > 0 else limit)
+        k = guess if guess * 4 <= limit else limit
     target = torch.tensor([top_p], dtype=cumulative.dtype, device=cumulative.device)
     last = min(int(torch.searchsorted(cumulative, target).item()), k - 1)
     keep = min(limit, int((probabilities >= values[last]).sum().item()))
     if keep > k:  # ties with the cutoff reach past what topk returned
-        values, ids = torch.topk(probabilities, keep)
+        values, ids = _largest(probabilities, keep)
     return ids[:keep], values[:keep]
 
 
@@ -468,3 +474,12 @@ def generate(
     most the model step under way. The last token produced is not fed to `step_fn`.
     """
     return Generation(step_fn, first_logits, tokenizer, config, should_stop)
+
+
+def _largest(probabilities: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest probabilities, largest first, and their token ids."""
+    if k == probabilities.shape[0] and probabilities.device.type == "cpu":
+        # A whole-vocabulary sort: numpy's vectorised sort is ~5x faster than torch's on a CPU.
+        ids = torch.from_numpy(np.argsort(-probabilities.numpy()))
+        return probabilities[ids], ids
+    return torch.topk(probabilities, k)

@@ -14,7 +14,8 @@ How a reply is read, in order:
 3. `labels`: a line that starts with a known label, however decorated, opens a section that
    runs to the next known label.
 
-One module per role (`bible`, `memory`, `planner`, `writer`, `chooser`, as in
-`prompt_files/<role>.md`) holds that role's JSON schema, parser and problem descriptions;
+One module per role (`opening`, `memory`, `planner`, `writer`, `chooser`, `continuity`, as in
+`prompt_files/<role>.md`) holds that role's JSON schema, parser and problem descriptions
+(`bible_updates` reads the story bible updates a memory reply may carry);
 `roles` finds them by role name; `fallbacks` holds every sentence the user is told.
 """

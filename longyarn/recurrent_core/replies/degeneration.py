@@ -15,7 +15,7 @@ paragraph:
 - repeated itself: runs of 8 words that already came earlier in the paragraph cover
   `REPEATED_SHARE` of it, or one such run is `COPY_RUN_WORDS` long;
 - leaked markup: the prompt's quote marks (`<<<`, `>>>`), or a line that starts with one of
-  the prompt's section names as a heading or a label ("## Previous paragraph", "Story bible:");
+  the prompt's section names as a heading or a label ("## Previous paragraph", "Story frame:");
 - empty: nothing left once the reply is read as prose.
 """
 

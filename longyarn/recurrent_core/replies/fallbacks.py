@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-# ---- the story bible ----------------------------------------------------------------------
+# ---- the opening: the title and the outline -------------------------------------------------
 
 TITLE_FROM_PREMISE = "The model's title could not be read, so the title was taken from the premise."
 OUTLINE_FROM_PREMISE = "The model's outline could not be read, so the premise serves as the outline."
@@ -102,6 +102,14 @@ def instructions_partly_derived(proposed: int) -> str:
     )
 
 
+# ---- a chapter's summary (recurrent_core/chapter_summaries.py) ------------------------------
+
+CHAPTER_SUMMARY_FROM_OPENING = (
+    "The model's chapter summary could not be read, so the chapter's opening sentences serve as "
+    "its summary; write your own, or ask again."
+)
+CHAPTER_SUMMARY_CUT = "The model's chapter summary was cut off by its length limit, so the part that arrived is the summary."
+
 # ---- a model that writes story prose only -------------------------------------------------
 
 PROSE_ONLY_OUTPUTS = (
@@ -109,14 +117,27 @@ PROSE_ONLY_OUTPUTS = (
     "first and last sentences forward and the next instructions were derived from the paragraph."
 )
 PROSE_ONLY_REASON = "(Carried forward from the paragraph: this model writes story prose only.)"
-PROSE_ONLY_BIBLE = (
+PROSE_ONLY_OPENING = (
     "This model writes story prose only, so the title was taken from the premise and the "
     "premise serves as the outline."
 )
 PROSE_ONLY_CHOICE = "This model writes story prose only, so the first instruction was taken."
+PROSE_ONLY_CHAPTER_SUMMARY = (
+    "This model writes story prose only, so a closed chapter's summary is its opening sentences; "
+    "write your own, or use a model that can summarise."
+)
+CONTINUITY_UNREADABLE = (
+    "The continuity check's reply could not be read, so this paragraph was not checked against the story bible."
+)
+PROSE_ONLY_BIBLE = (
+    "This model writes story prose only, so no story bible updates were proposed and no "
+    "contradiction checks were made; add entries and facts yourself, or use a model that answers in JSON."
+)
 # Fallbacks that describe the model rather than one step: front ends say each once, since
 # the same sentence after every paragraph would bury the story it is about.
-MODEL_FALLBACKS = frozenset({PROSE_ONLY_OUTPUTS, PROSE_ONLY_BIBLE, PROSE_ONLY_CHOICE})
+MODEL_FALLBACKS = frozenset(
+    {PROSE_ONLY_OUTPUTS, PROSE_ONLY_OPENING, PROSE_ONLY_CHOICE, PROSE_ONLY_CHAPTER_SUMMARY, PROSE_ONLY_BIBLE}
+)
 
 
 def fallbacks_to_tell(sentences: Iterable[str], told: set[str]) -> list[str]:
@@ -138,11 +159,11 @@ def fallbacks_to_tell(sentences: Iterable[str], told: set[str]) -> list[str]:
 def parts_of(sentence: str) -> tuple[str, ...]:
     """Which parts of a story a fallback sentence is about: "title", "outline", "paragraph" (cut
     by its length limit), "degeneration" (written again, or kept flagged), "memory",
-    "instructions", or "notice" (a setting the server refused, and anything else)."""
+    "instructions", "bible" (an update dropped, or none asked for), or "notice" (a setting the server refused, and anything else)."""
     if sentence.startswith("The model's paragraph "):
         return ("degeneration",)
     known = {
-        TITLE_FROM_PREMISE: ("title",), PROSE_ONLY_BIBLE: ("title", "outline"),
+        TITLE_FROM_PREMISE: ("title",), PROSE_ONLY_OPENING: ("title", "outline"),
         OUTLINE_FROM_PREMISE: ("outline",), OUTLINE_CUT: ("outline",), PREMISE_TRIMMED: ("outline",),
         PARAGRAPH_CUT: ("paragraph",), PARAGRAPH_CUT_KEPT: ("paragraph",),
         MEMORY_KEPT: ("memory",), MEMORY_STARTED: ("memory",), MEMORY_CUT: ("memory",),
@@ -154,4 +175,6 @@ def parts_of(sentence: str) -> tuple[str, ...]:
         return known[sentence]
     if sentence.startswith("The model proposed only"):
         return ("instructions",)
+    if sentence in (PROSE_ONLY_BIBLE, CONTINUITY_UNREADABLE) or sentence.startswith(("The proposed ", "A proposed ")):
+        return ("bible",)
     return ("notice",)

@@ -33,17 +33,18 @@ TITLE_NAMES = (
 )
 # Too common as words inside a memory or a paragraph to end a section there, so they count as
 # labels only where they are expected (a title's "Name:") or when numbered ("Plan 2:").
-_BIBLE_ONLY_LABELS = frozenset({"name"})
+_OPENING_ONLY_LABELS = frozenset({"name"})
 _NUMBERED_ONLY_LABELS = frozenset(
     {"option", "choice", "direction", "plan", "next step", "step", "candidate", "possibility",
      "idea", "suggestion", "path"}
 )
+# "story bible": what opening templates of a writer's own, from before the role's rename, ask for.
 OUTLINE_NAMES = (
     "outline", "story outline", "plot outline", "story bible", "bible", "synopsis", "overview",
     "summary",
 )
-# Parts of a story bible that a model may give as separate labels instead of one outline.
-BIBLE_PART_NAMES = (
+# Parts of an outline that a model may give as separate labels instead of one outline.
+OUTLINE_PART_NAMES = (
     "setting", "world", "main characters", "characters", "cast", "arc", "story arc", "plot",
     "conflict", "themes", "theme", "tone", "ending",
 )
@@ -66,8 +67,8 @@ NOTE_NAMES = ("note", "notes", "author s note", "comment", "comments")
 ALL_LABELS = frozenset(
     MEMORY_NAMES + REASON_NAMES + TITLE_NAMES + OUTLINE_NAMES + INSTRUCTION_ITEM_NAMES
     + INSTRUCTION_LIST_NAMES + PARAGRAPH_NAMES + NOTE_NAMES
-) - _BIBLE_ONLY_LABELS
-BIBLE_LABELS = ALL_LABELS | _BIBLE_ONLY_LABELS
+) - _OPENING_ONLY_LABELS
+OPENING_LABELS = ALL_LABELS | _OPENING_ONLY_LABELS
 # "Option B" is option 2.
 LETTER_NUMBERS = {"a": "1", "b": "2", "c": "3"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .bible_updates import SCHEMA as BIBLE_UPDATES_SCHEMA
 from .clean import has_words, prepare, without_trailing_commentary
 from .json_repair import as_text, find_json_field, json_values
 from .labels import MEMORY_NAMES, REASON_NAMES, best_section, sections
@@ -17,6 +18,7 @@ SCHEMA = {
     "properties": {
         "reason": {"type": "string"},
         "short_term_memory": {"type": "string"},
+        "bible_updates": BIBLE_UPDATES_SCHEMA,  # optional: a paragraph may teach the bible nothing
     },
     "required": ["reason", "short_term_memory"],
     "additionalProperties": False,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from . import bible, chooser, memory, planner, writer
+from . import chapter_summary, chooser, continuity, memory, opening, planner, writer
 from .clean import prepare
 from .reply_format import ReplyFormat
 
 REPLY_FORMATS: dict[str, ReplyFormat] = {
     reply_format.role: reply_format
-    for reply_format in (bible.FORMAT, memory.FORMAT, planner.FORMAT, writer.FORMAT, chooser.FORMAT)
+    for reply_format in (
+        opening.FORMAT, memory.FORMAT, planner.FORMAT, writer.FORMAT, chooser.FORMAT, chapter_summary.FORMAT,
+        continuity.FORMAT,
+    )
 }
 # The schemas of the roles that reply in JSON (all but the writer), by role name.
 JSON_SCHEMAS: dict[str, dict] = {
@@ -19,7 +22,7 @@ JSON_SCHEMAS: dict[str, dict] = {
 def describe_problem(role: str, text: str | None, *, cut_off: bool = False) -> str | None:
     """What is wrong with a reply, as a sentence for a repair prompt; None if it reads fully.
 
-    `role` is "bible", "memory", "planner", "chooser" or "writer"; `cut_off`: the reply hit
+    `role` is "opening", "memory", "planner", "chooser" or "writer"; `cut_off`: the reply hit
     the length limit (the server's finish_reason was "length").
     """
     if not prepare(text):

@@ -17,9 +17,9 @@ from textual.screen import Screen
 from textual.widgets import Label, Static
 
 from longyarn.app.ui.formatting import one_line, store_failure
-from longyarn.recurrent_core.context import load_sent_context
+from longyarn.recurrent_core.context import STORY_BIBLE, load_sent_context
 from longyarn.recurrent_core.store import StoryStore
-from longyarn.recurrent_core.types import SentContext
+from longyarn.recurrent_core.types import ActivatedEntry, SentContext
 
 from .help import KeysFooter
 
@@ -110,10 +110,26 @@ class ContextScreen(Screen):
                 )
                 for memory in sent.recalled
             )
+        if sent.bible is not None and sent.bible.entries:
+            widgets.append(
+                Label("Story bible entries · why each came in · ✗ left out", classes="recall-title", markup=False)
+            )
+            widgets.extend(
+                Static(
+                    activation_line(entry, sent.bible.budget_tokens),
+                    classes="bible-entry" + (" -trimmed" if entry.trimmed else ""),
+                    markup=False,
+                )
+                for entry in sent.bible.entries
+            )
         for section in sent.sections:
             title = f"{section.name} · {section.tokens:,} tokens"
             if section.trimmed_chars:
                 title += f" · trimmed {section.trimmed_chars:,} characters"
+            if section.name == STORY_BIBLE and sent.bible is not None:
+                left_out = len(sent.bible.entries) - len(sent.bible.sent)
+                if left_out:
+                    title += f" · {left_out} of {len(sent.bible.entries)} entries left out"
             if section.name in sent.edited_since:
                 title += " · edited since: shown as it reads now"
             classes = "section-title" + (" -trimmed" if section.trimmed_chars else "")
@@ -135,6 +151,26 @@ def context_summary(sent: SentContext) -> str:
     if trimmed:
         return summary + f"; {trimmed:,} characters were trimmed to fit."
     return summary + "; nothing was trimmed."
+
+
+def activation_line(entry: ActivatedEntry, budget_tokens: int) -> str:
+    """One activated bible entry: whether it went in, what it is, and why it came in."""
+    if entry.reason == "always":
+        why = "always"
+    elif entry.reason == "named":
+        why = f"named “{entry.word}” in {entry.where}"
+    elif entry.reason == "meaning":
+        why = f"close in meaning to the instruction (score {entry.score:.2f})"
+    else:
+        why = f"mentioned as “{entry.word}” by {entry.where}"
+    if entry.secondary_key:
+        why += f", with “{entry.secondary_key}”"
+    line = f"{'✗' if entry.trimmed else '✓'} {entry.name} ({entry.kind}) · {why} · {entry.tokens:,} tokens"
+    if entry.trimmed:
+        line += f" · left out: over the {entry.trimmed}"
+    elif entry.cut_to_chars:
+        line += f" · cut to fit: alone it is longer than the {budget_tokens:,}-token bible budget"
+    return line
 
 
 def template_line(template: str) -> str:

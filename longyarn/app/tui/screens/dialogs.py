@@ -412,11 +412,11 @@ class KeepWritingDialog(Dialog):
 @dataclass(frozen=True)
 class ExportRequest:
     path: Path
-    fmt: str  # "md", "txt" or "docx"
+    fmt: str  # "md", "txt", "docx" or "epub"
 
 
 class ExportDialog(Dialog):
-    """Where to write the story, as Markdown, plain text or a Word document."""
+    """Where to write the story, as Markdown, plain text, a Word document or an e-book."""
 
     def __init__(self, default_path: Path) -> None:
         super().__init__()
@@ -429,6 +429,7 @@ class ExportDialog(Dialog):
                 yield RadioButton("Markdown", value=True, id="md")
                 yield RadioButton("Plain text", id="txt")
                 yield RadioButton("Word (.docx)", id="docx")
+                yield RadioButton("E-book (.epub)", id="epub")
             yield Label("Write to")
             yield Input(str(self.default_path), id="path")
             with Horizontal(classes="buttons"):

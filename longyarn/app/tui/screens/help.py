@@ -88,10 +88,17 @@ def own_bindings(node_type: type) -> list[Binding]:
 
 
 def key_rows(app: App, bindings: Iterable[Binding]) -> list[tuple[str, str]]:
-    """(keys as shown, what they do) for each described binding, the writer's keymap applied."""
+    """(keys as shown, what they do) for each described binding, the writer's keymap applied.
+
+    A binding whose key the keymap gives to another of the same bindings is left out: Textual
+    drops it (a clash), so that key does the other thing now."""
+    bindings = list(bindings)
+    remapped = {key.strip() for b in bindings if b.id in app.keymap for key in app.keymap[b.id].split(",")}
     rows: list[tuple[str, str]] = []
     for binding in bindings:
         if not binding.description or binding.system:
+            continue
+        if binding.id not in app.keymap and {key.strip() for key in binding.key.split(",")} <= remapped:
             continue
         keys = app.keymap.get(binding.id or "", binding.key) if binding.id else binding.key
         shown = ", ".join(
@@ -99,6 +106,15 @@ def key_rows(app: App, bindings: Iterable[Binding]) -> list[tuple[str, str]]:
         )
         rows.append((shown, binding.tooltip or binding.description))
     return rows
+
+
+def key_for(app: App, node_type: type, binding_id: str) -> str:
+    """How the key of `node_type`'s binding `binding_id` shows, the writer's keymap applied."""
+    for binding in own_bindings(node_type):
+        if binding.id == binding_id:
+            keys = app.keymap.get(binding_id, binding.key).split(",")[0].strip()
+            return app.get_key_display(replace(binding, key=keys, key_display=None))
+    return binding_id
 
 
 def help_rows(app: App, screen: Screen) -> list[tuple[str, str]]:

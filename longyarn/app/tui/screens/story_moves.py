@@ -3,10 +3,7 @@ editing or deleting a paragraph. Every move is a move of the head; nothing is de
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from textual import work
-from textual.binding import Binding
 
 from longyarn.app.session.writing import NoModel, WritingSession
 from longyarn.app.ui.formatting import store_failure
@@ -16,6 +13,7 @@ from longyarn.recurrent_core.types import Step
 
 from .cowriting import CoWritingEditor
 from .dialogs import ConfirmDialog
+from .help import key_for
 
 
 class StoryMoves:
@@ -92,11 +90,7 @@ class StoryMoves:
 
     def key_for(self, binding_id: str) -> str:
         """How the key of a binding of this screen shows, the writer's keymap applied."""
-        for binding in type(self).BINDINGS:
-            if isinstance(binding, Binding) and binding.id == binding_id:
-                keys = self.app.keymap.get(binding_id, binding.key).split(",")[0].strip()
-                return self.app.get_key_display(replace(binding, key=keys, key_display=None))
-        return binding_id
+        return key_for(self.app, type(self), binding_id)
 
     def action_previous_branch(self) -> None:
         self._switch_version(-1)

@@ -30,8 +30,11 @@ from longyarn.app.ui.widgets import InstructionList, StoryView
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import SentContext, StepCompleted, StepEvent, StepStarted, Story
 
+from .bible_tools import BibleTools
+from .contradictions import ContinuityTools
 from .context import ContextScreen
 from .cowriting import CoWritingEditor
+from .chapters import CHAPTER_ACTIONS, ChapterActions
 from .craft import CraftTools
 from .dialogs import ConfirmDialog, OutlineDialog, OutlineEdit
 from .help import KeysFooter
@@ -51,11 +54,12 @@ STORY_CHANGING_ACTIONS = frozenset(
     {
         "write_next", "keep_writing", "undo", "redo", "retry", "previous_branch", "next_branch",
         "edit_paragraph", "delete_paragraph", "edit_outline", "alternatives",
+        *CHAPTER_ACTIONS,
     }
 )
 
 
-class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
+class WritingScreen(StoryMoves, KeepWriting, CraftTools, ChapterActions, BibleTools, ContinuityTools, Screen):
     """Write a story one paragraph at a time."""
 
     BINDINGS = [
@@ -81,6 +85,14 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         Binding("f8", "goals", "Goals", id="goals", show=False,
                 tooltip="Goals: words for the story and for this session"),
         Binding("ctrl+l", "library", "Library", id="library"),
+        Binding("f10", "bible", "Bible", id="bible", show=False,
+                tooltip="Story bible: characters, places, objects, groups, lore and rules, with their facts"),
+        Binding("f12", "bible_updates", "Bible updates", id="bible-updates", show=False,
+                tooltip="Bible updates the model proposed: accept, edit or reject each"),
+        Binding("ctrl+b", "contradictions", "Contradictions", id="contradictions", show=False,
+                tooltip="Contradictions: the paragraph's sentences against the story bible's facts; rewrite, retry or update the fact"),
+        Binding("ctrl+t", "end_chapter", "End chapter", id="end-chapter", show=False,
+                tooltip="End the chapter here with its summary (typed, or the model's); the next paragraph begins a new one"),
     ]
 
     # The footer shows these after the others: at 80 columns they give way, and F1 lists them.
@@ -139,6 +151,7 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         )
         with Horizontal(id="status-line"):
             yield Static("", id="status", markup=False)
+            yield Static("", id="bible-updates", markup=False)
             yield Static("", id="counts", markup=False)
         yield KeysFooter()
 
@@ -183,7 +196,7 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         """Show the story as the session holds it."""
         if not self.is_attached:  # the writer left while the story was loading
             return
-        await self.story_view.show_branch(self.session.branch)
+        await self.story_view.show_branch(self.session.branch, headings=self.session.chapter_headings())
         self._show_position()
 
     def _show_position(self) -> None:
@@ -208,6 +221,7 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         if story.genre:
             parts.append(story.genre)
         parts.append(paragraphs_label(count))
+        parts += self.chapter_label()
         number, total = self.position.version
         if total > 1:
             parts.append(f"version {number} of {total} (alt+←/→)")
@@ -271,7 +285,9 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         if action in ("previous_branch", "next_branch"):
             number, total = position.version
             return total > 1 and (number > 1 if action == "previous_branch" else number < total)
-        if action in ("edit_paragraph", "delete_paragraph"):
+        if action == "end_chapter":
+            return bool(self.session.branch)
+        if action in ("edit_paragraph", "delete_paragraph", *CHAPTER_ACTIONS):
             return bool(self.story_view.steps)
         return True
 
@@ -419,12 +435,15 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         if self.session.replaced_step_id is not None:
             # A retry: the new version replaces the old one on screen; the old one is kept.
             await self.story_view.remove_step(self.session.replaced_step_id)
+        self.story_view.headings = self.session.chapter_headings()
         await self.story_view.append_step(step)
         if self.instruction_input.value.strip() == step.instruction:
             # Used up; words typed meanwhile (say, to take over from Keep writing) stay.
             self.instruction_input.value = ""
         self._show_position()
         tell_fallbacks(self, self.session.host, event.fallbacks)
+        self.tell_chapter_end(event)
+        self.tell_contradictions(event)
         self._tell_session_goal(step)
         self._show_status(f"Saved. {paragraphs_label(len(self.story_view.steps))}.")
 
@@ -472,7 +491,7 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, Screen):
         if selected is None and self.generating and started is not None:
             sent = SentContext(
                 started.instruction, started.context, started.recalled, template=started.template,
-                budget_tokens=started.budget_tokens, prompt_tokens=started.prompt_tokens,
+                budget_tokens=started.budget_tokens, prompt_tokens=started.prompt_tokens, bible=started.bible,
             )
             self.app.push_screen(ContextScreen(store, "Context of the paragraph being written", sent=sent))
             return

@@ -1,4 +1,4 @@
-"""The bible role's reply, which opens a story: its title and its outline.
+"""The opening role's reply, which opens a story: its title and its outline.
 
 Also the title a premise gives, for when the model writes none.
 """
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from .clean import clean_block, clean_value, has_words, normalise_label, prepare, without_trailing_commentary
 from .json_repair import as_text, dicts_breadth_first, find_json_field, json_values
-from .labels import BIBLE_LABELS, BIBLE_PART_NAMES, OUTLINE_NAMES, TITLE_NAMES, best_section, sections
+from .labels import OPENING_LABELS, OUTLINE_NAMES, OUTLINE_PART_NAMES, TITLE_NAMES, best_section, sections
 from .reply_format import CUT_OFF_PROBLEM, ReplyFormat
 from .sentences import ends_mid_sentence, trim_to_last_sentence
 
 SCHEMA = {
-    "title": "story_bible",
+    "title": "title_and_outline",
     "type": "object",
     "properties": {
         "title": {"type": "string"},
@@ -27,21 +27,21 @@ SCHEMA = {
 
 
 @dataclass(frozen=True)
-class BibleParse:
+class OpeningParse:
     title: str | None
     outline: str | None
     truncated: bool = False  # the reply's JSON was cut off and repaired
 
 
-def parse_bible(text: str | None, *, cut_off: bool = False) -> BibleParse:
-    """The title and outline of a story bible reply; either may be None.
+def parse_opening(text: str | None, *, cut_off: bool = False) -> OpeningParse:
+    """The title and outline of an opening reply; either may be None.
 
     `cut_off`: the reply hit the length limit; an outline that stops mid-sentence is cut back
     to its last full sentence and the parse is marked `truncated`.
     """
     text = without_trailing_commentary(prepare(text))
     if not text:
-        return BibleParse(None, None)
+        return OpeningParse(None, None)
     values, truncated = json_values(text)
     title = outline = None
     title_field = find_json_field(values, TITLE_NAMES)
@@ -58,12 +58,12 @@ def parse_bible(text: str | None, *, cut_off: bool = False) -> BibleParse:
                 outline = as_text(rest)
                 break
     if title is None or outline is None:
-        label_title, label_outline = _bible_from_labels(text, from_json=bool(values))
+        label_title, label_outline = _opening_from_labels(text, from_json=bool(values))
         title = title or label_title
         outline = outline or label_outline
     if cut_off and not truncated and outline and ends_mid_sentence(outline):
         outline, truncated = trim_to_last_sentence(outline), True
-    return BibleParse(title or None, outline or None, truncated)
+    return OpeningParse(title or None, outline or None, truncated)
 
 
 MAX_TITLE_WORDS = 12
@@ -91,13 +91,13 @@ def _clean_title(text: str) -> str | None:
     return title if has_words(title) else None
 
 
-def _bible_from_labels(text: str, *, from_json: bool) -> tuple[str | None, str | None]:
-    _, labelled = sections(text, BIBLE_LABELS)
+def _opening_from_labels(text: str, *, from_json: bool) -> tuple[str | None, str | None]:
+    _, labelled = sections(text, OPENING_LABELS)
     title_section = best_section(labelled, TITLE_NAMES)
     title = _clean_title(title_section.content) if title_section else None
     if title is None and not from_json:
         heading = re.match(r"\s*#{1,3}[ \t]+(.+)", text)  # "# The Glass Orchard"
-        if heading and normalise_label(heading.group(1)) not in BIBLE_LABELS:
+        if heading and normalise_label(heading.group(1)) not in OPENING_LABELS:
             title = _clean_title(heading.group(1))
     outline_section = best_section(labelled, OUTLINE_NAMES)
     if outline_section:
@@ -105,8 +105,8 @@ def _bible_from_labels(text: str, *, from_json: bool) -> tuple[str | None, str |
     if from_json:
         return title, None
     # No outline label: separate "Setting:", "Characters:", "Arc:" parts make the outline.
-    _, part_sections = sections(text, BIBLE_LABELS | frozenset(BIBLE_PART_NAMES))
-    parts = [s for s in part_sections if s.label in BIBLE_PART_NAMES and has_words(s.content)]
+    _, part_sections = sections(text, OPENING_LABELS | frozenset(OUTLINE_PART_NAMES))
+    parts = [s for s in part_sections if s.label in OUTLINE_PART_NAMES and has_words(s.content)]
     if parts:
         outline = "\n".join(f"{s.label.capitalize()}: {s.content}" for s in parts)
         return title, outline
@@ -123,20 +123,20 @@ def _bible_from_labels(text: str, *, from_json: bool) -> tuple[str | None, str |
 
 
 def describe_problem(text: str, *, cut_off: bool = False) -> str | None:
-    """What is wrong with a bible reply, for a repair prompt; None if it reads fully."""
-    bible = parse_bible(text, cut_off=cut_off)
-    if bible.title is None and bible.outline is None:
+    """What is wrong with an opening reply, for a repair prompt; None if it reads fully."""
+    opening = parse_opening(text, cut_off=cut_off)
+    if opening.title is None and opening.outline is None:
         return "The reply had neither a readable title nor an outline."
-    if bible.title is None:
+    if opening.title is None:
         return "The reply had no readable title."
-    if bible.outline is None:
+    if opening.outline is None:
         return "The reply had no readable outline."
-    if bible.truncated:
+    if opening.truncated:
         return CUT_OFF_PROBLEM
     return None
 
 
-FORMAT = ReplyFormat("bible", SCHEMA, describe_problem)
+FORMAT = ReplyFormat("opening", SCHEMA, describe_problem)
 
 
 # Words a title does not end on ("A fox learns to read and" reads as cut off).
