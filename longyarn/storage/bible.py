@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -35,6 +36,8 @@ from longyarn.recurrent_core.errors import BibleError, InvalidInput
 from .models import BibleEntryRow, BibleFactRow, ChapterRow, StoryRow
 from .records import new_row_id, utcnow
 from .tree import WHOLE_BRANCH, StoryTree, branch_parameters, live_branch
+
+RowT = TypeVar("RowT", BibleEntryRow, BibleFactRow, ChapterRow)
 
 _LIVE_BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
 _FACT_ORDER = (BibleFactRow.from_paragraph, BibleFactRow.created_at, BibleFactRow.id)
@@ -406,30 +409,20 @@ class SqlBible(StoryTree):
             )
 
     def _entry_row(self, session: Session, entry_id: str) -> BibleEntryRow:
-        row = session.get(BibleEntryRow, entry_id)
-        if row is None:
-            raise BibleError(
-                f"No bible entry with id {entry_id!r} in {self._location}, so nothing was "
-                "changed; list the story's bible to see its entries."
-            )
-        return row
+        return self._row(session, BibleEntryRow, entry_id, "bible entry", "list the story's bible to see its entries")
 
     def _fact_row(self, session: Session, fact_id: str) -> BibleFactRow:
-        row = session.get(BibleFactRow, fact_id)
-        if row is None:
-            raise BibleError(
-                f"No bible fact with id {fact_id!r} in {self._location}, so nothing was "
-                "changed; list the story's bible to see its facts."
-            )
-        return row
+        return self._row(session, BibleFactRow, fact_id, "bible fact", "list the story's bible to see its facts")
 
     def _chapter_row(self, session: Session, chapter_id: str) -> ChapterRow:
-        row = session.get(ChapterRow, chapter_id)
+        return self._row(session, ChapterRow, chapter_id, "chapter", "reopen the story to see its chapters",
+                         error=InvalidInput)
+
+    def _row(self, session: Session, row_class: type[RowT], row_id: str, what: str, see: str,
+             error: type[InvalidInput] = BibleError) -> RowT:
+        row = session.get(row_class, row_id)
         if row is None:
-            raise InvalidInput(
-                f"No chapter with id {chapter_id!r} in {self._location}, so nothing was "
-                "changed; reopen the story to see its chapters."
-            )
+            raise error(f"No {what} with id {row_id!r} in {self._location}, so nothing was changed; {see}.")
         return row
 
 
