@@ -109,9 +109,7 @@ class BibleHistoryKeys:
 
     bible: StoryBible
     is_busy: Callable[[], bool]  # a paragraph is being written or a move stored: undo waits
-
-    def show_status(self, text: str) -> None:
-        raise NotImplementedError
+    show_status: Callable[[str], None]  # each screen's own status line
 
     def action_undo(self) -> None:
         self._bible_history("undo")
