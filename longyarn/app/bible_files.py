@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from longyarn.recurrent_core.bible import (
+    FACT_ID_SHOWN,
     BibleEntry,
     BibleFact,
     EntryDraft,
@@ -30,7 +31,6 @@ from longyarn.recurrent_core.types import Story
 
 FORMAT = "longyarn-bible"
 VERSION = 1
-FACT_ID_SHOWN = 8  # characters of a fact's id in the listing: enough to name it in `edit`
 KIND_HEADINGS = {
     "character": "Characters", "place": "Places", "object": "Objects",
     "group": "Groups", "lore": "Lore", "rule": "Rules",

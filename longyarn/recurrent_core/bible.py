@@ -33,6 +33,8 @@ EDITABLE_FACT_FIELDS = frozenset({"text", "from_paragraph", "until_paragraph"})
 EDITABLE_CHAPTER_FIELDS = frozenset({"title", "summary", "start_step_id", "closed"})
 # A fact may be named by the start of its id, as long as that start is this long and unique.
 SHORTEST_FACT_ID_PREFIX = 4
+# Characters of a fact's id shown to writers and to the model: enough to name it by.
+FACT_ID_SHOWN = 8
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,16 @@ def find_fact(facts: Iterable[BibleFact], fact_id: str, entry: BibleEntry) -> Bi
         f"The entry {entry.name!r} has {problem} with id {fact_id!r}, so nothing was changed; "
         "list the bible to see each fact's id, and give more of it."
     )
+
+
+def fact_by_id_start(facts: Iterable[BibleFact], shown_id: str) -> BibleFact | None:
+    """The one fact whose id starts with `shown_id` (as a listing or a prompt shows it: maybe in
+    brackets, any case), or None when none or several do or it is too short to tell."""
+    wanted = shown_id.strip().strip("[]#").casefold()
+    if len(wanted) < SHORTEST_FACT_ID_PREFIX:
+        return None
+    matches = [fact for fact in facts if fact.id.casefold().startswith(wanted)]
+    return matches[0] if len(matches) == 1 else None
 
 
 # ---- checks: each returns the cleaned value or raises BibleError ----------------------------

@@ -13,14 +13,24 @@ from; front ends apply it: batch and readers at once, the writers' UI through it
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from .bible import BibleEntry, BibleFact, check_kind, find_entry, name_key
+from .bible import (
+    FACT_ID_SHOWN,
+    BibleEntry,
+    BibleFact,
+    check_kind,
+    fact_by_id_start,
+    facts_by_entry,
+    facts_in_force,
+    find_entry,
+    name_key,
+)
 from .errors import BibleError
 from .replies.bible_updates import ParsedBibleUpdates
 from .types import BibleProposals, DroppedUpdate, ProposedUpdate
 
 __all__ = ["BibleProposals", "ProposedUpdate", "bible_facts_for_memory", "check_proposals"]
-FACT_ID_SHOWN = 8  # characters of a fact's id the memory prompt shows, and a reply may name it by
 
 
 def check_proposals(
@@ -94,10 +104,7 @@ def _existing(entries: Sequence[BibleEntry], names: Sequence[str]) -> BibleEntry
 def _with_fact(proposal: ProposedUpdate, text: str) -> ProposedUpdate:
     if not text or any(name_key(text) == name_key(fact) for fact in proposal.facts):
         return proposal
-    return ProposedUpdate(
-        proposal.kind, proposal.entry_name, proposal.entry_kind, proposal.aliases, proposal.description,
-        (*proposal.facts, text),
-    )
+    return replace(proposal, facts=(*proposal.facts, text))
 
 
 def _replace(added: list[ProposedUpdate], by_name: dict[str, ProposedUpdate], old: ProposedUpdate, new: ProposedUpdate) -> None:
@@ -118,9 +125,7 @@ def _ended(item, entries, in_force, paragraph, dropped) -> ProposedUpdate | None
     own = [fact for fact in in_force if fact.entry_id == entry.id]
     fact = None
     if item.fact_id:
-        wanted = item.fact_id.strip().strip("[]#").casefold()
-        matches = [fact for fact in own if fact.id.casefold().startswith(wanted)] if len(wanted) >= 4 else []
-        fact = matches[0] if len(matches) == 1 else None
+        fact = fact_by_id_start(own, item.fact_id)
     if fact is None and item.text:
         fact = next((fact for fact in own if name_key(fact.text) == name_key(item.text)), None)
     if fact is None:
@@ -140,10 +145,7 @@ def _ended(item, entries, in_force, paragraph, dropped) -> ProposedUpdate | None
 def bible_facts_for_memory(entries: Sequence[BibleEntry], facts: Iterable[BibleFact], paragraph: int) -> str:
     """The memory prompt's Story bible section: each entry with its facts in force before
     `paragraph`, each fact with the start of its id, so the model can end one by it."""
-    by_entry: dict[str, list[BibleFact]] = {}
-    for fact in facts:
-        if fact.holds_at(max(1, paragraph - 1)):
-            by_entry.setdefault(fact.entry_id, []).append(fact)
+    by_entry = facts_by_entry(facts_in_force(facts, max(1, paragraph - 1)))
     lines = []
     for entry in entries:
         aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""

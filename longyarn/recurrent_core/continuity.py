@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .bible import BibleEntry, BibleFact, name_key
+from .bible import FACT_ID_SHOWN, BibleEntry, BibleFact, fact_by_id_start, name_key
 from .bible_activation import find_name, fold
 from .replies import fallbacks
 from .replies.continuity import ContradictionItem, parse_contradictions
@@ -23,8 +23,6 @@ from .types import BibleActivation, Contradiction, Usage
 # The engine's structured ask: (role, prompt, fitter, give_up_quietly=) -> a RoleReply.
 AskStructured = Callable[..., Awaitable[Any]]
 
-FACT_ID_SHOWN = 8  # characters of a fact's id the prompt shows
-SHORTEST_ID_MATCH = 4
 
 
 @dataclass(frozen=True)
@@ -79,11 +77,9 @@ def match_contradictions(items: Iterable[ContradictionItem], checked: Sequence[C
 
 
 def _fact_named(item: ContradictionItem, checked: Sequence[CheckedFact]) -> CheckedFact | None:
-    wanted = item.fact_id.strip().strip("[]#").casefold()
-    if len(wanted) >= SHORTEST_ID_MATCH:
-        by_id = [c for c in checked if c.fact.id.casefold().startswith(wanted)]
-        if len(by_id) == 1:
-            return by_id[0]
+    by_id = fact_by_id_start((c.fact for c in checked), item.fact_id)
+    if by_id is not None:
+        return next(c for c in checked if c.fact is by_id)
     text = name_key(item.fact)
     if text:
         by_text = [c for c in checked if name_key(c.fact.text) == text or name_key(f"{c.entry_name}: {c.fact.text}") == text]

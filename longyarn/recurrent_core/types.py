@@ -13,7 +13,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["opening", "writer", "memory", "planner", "chooser", "repair", "continuity"]
+Role = Literal["opening", "writer", "memory", "planner", "chooser", "repair", "continuity", "chapter_summary"]
 
 
 @dataclass(frozen=True)

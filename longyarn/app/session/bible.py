@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeVar
 
 from longyarn.recurrent_core.bible import (
@@ -64,8 +65,12 @@ class BibleView:
         """The paragraph facts are shown "in force" at: the newest (the first, before any)."""
         return max(1, self.paragraphs)
 
+    @cached_property
+    def _facts_by_entry(self) -> dict[str, list[BibleFact]]:
+        return facts_by_entry(self.facts)  # grouped once: the panel asks for every entry's
+
     def facts_of(self, entry: BibleEntry) -> list[BibleFact]:
-        return facts_by_entry(self.facts).get(entry.id, [])
+        return self._facts_by_entry.get(entry.id, [])
 
 
 @dataclass(frozen=True)

@@ -166,9 +166,9 @@ class Projection:
         stored = self.stored
         if torch.compiler.is_compiling():
             rows = x.numel() // x.shape[-1]
-            if rows > 1:
+            if rows > 1 and self._rows_kernel != "widened":
                 return self._rows_at_once(x, rows)
-            # Fused by inductor into one pass over the stored weights: no widened copy.
+            # Fused by inductor into one pass over the stored weights, widened in registers.
             y = (x.unsqueeze(-2) * stored.values.float()).sum(-1)
             return y if stored.scale is None else y * stored.scale
         if stored.scale is None:
@@ -186,11 +186,8 @@ class Projection:
         flat = x.reshape(rows, x.shape[-1])
         if self._rows_kernel == "fp32":
             y = F.linear(flat, stored.values)
-        elif self._rows_kernel == "fbgemm":
-            y = fp16_weight_rows(flat, stored.values) * stored.scale
         else:
-            y = (flat.unsqueeze(-2) * stored.values.float()).sum(-1)
-            y = y if stored.scale is None else y * stored.scale
+            y = fp16_weight_rows(flat, stored.values) * stored.scale
         return y.view(*x.shape[:-1], y.shape[-1])
 
     def _few_rows(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -33,8 +33,3 @@ def split_scene_break(reply: str) -> tuple[str, bool]:
         return reply, False
     prose = "\n".join(lines[:-1]).rstrip()
     return (prose, True) if prose.strip() else (reply, False)
-
-
-def is_scene_break(line: str) -> bool:
-    """Whether `line` alone is a chapter's end mark."""
-    return bool(_MARK.match(line.strip()))

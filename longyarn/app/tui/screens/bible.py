@@ -23,7 +23,6 @@ from longyarn.app.session.bible import BibleView, StoryBible, pending_label
 from longyarn.app.session.engine_host import EngineHost
 from longyarn.app.ui.formatting import store_failure
 from longyarn.recurrent_core.bible import BibleEntry
-from longyarn.recurrent_core.errors import LongyarnError
 
 from .bible_editor import EntryEditorScreen
 from .bible_shared import BibleHistoryKeys, entry_detail, entry_label, entry_matches, kind_heading
@@ -263,7 +262,7 @@ class BibleScreen(BibleHistoryKeys, Screen):
         self.show_status(f"Removed {entry.name!r}; {key_for(self.app, type(self), 'undo')} brings it back.")
 
     def _tell_failure(self, error: Exception, what: str) -> None:
-        problem = str(error) if isinstance(error, LongyarnError) else store_failure(error, what)
+        problem = store_failure(error, what)
         self.show_status(problem)
         self.notify(problem, title="The bible is as it was", severity="error", timeout=12)
 

@@ -29,7 +29,7 @@ from longyarn.recurrent_core.bible import (
     check_fact_range,
     check_fact_text,
 )
-from longyarn.recurrent_core.errors import BibleError, LongyarnError
+from longyarn.recurrent_core.errors import BibleError
 
 from .bible_shared import fact_cells, split_keys, typed_paragraph
 from .dialogs import UnsavedEditDialog
@@ -352,7 +352,7 @@ class EntryEditorScreen(Screen[str | None]):
                 else:
                     await self.bible.add_entry(draft)
         except Exception as error:
-            problem = str(error) if isinstance(error, LongyarnError) else store_failure(error, "save the entry")
+            problem = store_failure(error, "save the entry")
             if self.is_attached:
                 self.show_problem(problem)
             return False

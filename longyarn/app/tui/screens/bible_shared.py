@@ -14,7 +14,6 @@ from longyarn.app.bible_files import KIND_HEADINGS, paragraph_range
 from longyarn.app.session.bible import StoryBible
 from longyarn.app.ui.formatting import store_failure
 from longyarn.recurrent_core.bible import BibleEntry, BibleFact
-from longyarn.recurrent_core.errors import LongyarnError
 
 from .help import key_for
 
@@ -139,7 +138,7 @@ class BibleHistoryKeys:
         try:
             done = await (self.bible.undo() if which == "undo" else self.bible.redo())
         except Exception as error:
-            problem = str(error) if isinstance(error, LongyarnError) else store_failure(error, f"{which} the change")
+            problem = store_failure(error, f"{which} the change")
             self.show_status(problem)
             self.notify(problem, title="The bible is as it was", severity="error", timeout=12)  # type: ignore[attr-defined]
             return

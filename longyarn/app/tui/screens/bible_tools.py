@@ -50,9 +50,6 @@ class BibleTools:
             )
         self._waiting_told = waiting
 
-    def _busy(self) -> bool:
-        return self.generating or self.moving
-
     def action_bible(self) -> None:
         """The story bible: its entries by kind, their facts as at the newest paragraph."""
         story = self.session.story

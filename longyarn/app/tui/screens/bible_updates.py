@@ -273,7 +273,7 @@ class BibleUpdatesScreen(BibleHistoryKeys, Screen):
         try:
             await self.bible.accept(update, edited)
         except Exception as error:
-            return str(error) if isinstance(error, LongyarnError) else store_failure(error, "accept the update")
+            return store_failure(error, "accept the update")
         return None
 
     def action_reject(self) -> None:

@@ -16,6 +16,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from longyarn.app.session.continuity import contradictions_of, paragraph_number, update_contradicted_fact
 from longyarn.app.session.writing import WritingSession
+from longyarn.app.ui.formatting import store_failure
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import Contradiction, StepCompleted
 
@@ -154,8 +155,8 @@ class ContinuityTools:
         async def update(contradiction: Contradiction, text: str) -> str | None:
             try:
                 await update_contradicted_fact(self.session, step_id, contradiction, text)
-            except LongyarnError as error:
-                return str(error)
+            except Exception as error:  # the bible's one sentence, or the database's failure said as one
+                return store_failure(error, "update the fact")
             return None
 
         def chosen(choice: Choice | None) -> None:
