@@ -316,10 +316,7 @@ class Engine:
             # Said only where a bible is in use: a story without one loses nothing.
             has_bible = bool(await asyncio.to_thread(self.store.list_entries, plan.story.id))
             return Remembered(vector, outputs, Usage(), (), notes=(fallback_sentences.PROSE_ONLY_BIBLE,) if has_bible else ())
-        bible = next((s.text for s in plan.prompt.context if s.name == STORY_BIBLE), "")
-        return await self._remember_and_plan(
-            plan.story, plan.instruction, plan.short_term_memory, paragraph, plan.fitter, bible, plan=plan
-        )
+        return await self._remember_and_plan(plan, paragraph)
 
     async def commit(
         self,
@@ -367,28 +364,25 @@ class Engine:
         commit.add_done_callback(lambda done: self._forget_commit(story_id, done))
         return await asyncio.shield(commit), fallbacks
 
-    async def _remember_and_plan(
-        self, story: Story, instruction: str, short_term_memory: str, paragraph: str, fitter: PromptFitter,
-        bible: str = "",
-        *,
-        plan: StepPlan | None = None,
-    ) -> Remembered:
+    async def _remember_and_plan(self, plan: StepPlan, paragraph: str) -> Remembered:
         """The paragraph's embedding, the model's new memory and three instructions, the bible
         updates the memory reply proposed (checked), and what their prompts had trimmed to fit
         the budget: (role, section, characters)."""
-        known = await asyncio.to_thread(self._bible_before, plan) if plan is not None else None
-        memory_prompt = fitter.memory(instruction, short_term_memory, paragraph, known.prompt_text if known else "")
+        story, short_term_memory, fitter = plan.story, plan.short_term_memory, plan.fitter
+        bible = next((s.text for s in plan.prompt.context if s.name == STORY_BIBLE), "")
+        known = await asyncio.to_thread(self._bible_before, plan)
+        memory_prompt = fitter.memory(plan.instruction, short_term_memory, paragraph, known.prompt_text)
         planner_prompt = fitter.planner(story, short_term_memory, paragraph, bible)
         # A finished paragraph is worth keeping even if these calls fail for good: the
         # resolver then keeps the old memory or derives instructions, and says so.
         # The paragraph's embedding is computed while the model works on memory and plans.
-        check_continuity = known is not None and self.config.continuity_checks
+        check_continuity = self.config.continuity_checks
         paragraph_vector, memory_reply, planner_reply, continuity = await asyncio.gather(
             asyncio.to_thread(lambda: self.embedder.embed([paragraph])[0]),
             self._ask_structured("memory", memory_prompt, fitter, give_up_quietly=True),
             self._ask_structured("planner", planner_prompt, fitter, give_up_quietly=True),
-            check_paragraph(self._ask_structured, fitter, plan.bible, known.facts, paragraph,  # type: ignore[union-attr]
-                            entries=known.entries, paragraph_number=known.paragraph)  # type: ignore[union-attr]
+            check_paragraph(self._ask_structured, fitter, plan.bible, known.facts, paragraph,
+                            entries=known.entries, paragraph_number=known.paragraph)
             if check_continuity else _not_checked(),
         )
         outputs = resolve_step_outputs(
@@ -406,13 +400,11 @@ class Engine:
             for section in prompt.context
             if section.trimmed_chars
         )
-        proposals = None
-        if known is not None:
-            parsed = parse_bible_updates(memory_reply.text)
-            proposals = check_proposals(parsed, known.entries, known.facts, known.paragraph)
+        parsed = parse_bible_updates(memory_reply.text)
+        proposals = check_proposals(parsed, known.entries, known.facts, known.paragraph)
         return Remembered(
             paragraph_vector, outputs, memory_reply.usage + planner_reply.usage + continuity.usage, trimmed,
-            bible=proposals, notes=(proposals.dropped_reasons if proposals else ()) + continuity.notes,
+            bible=proposals, notes=proposals.dropped_reasons + continuity.notes,
             contradictions=continuity.contradictions,
         )
 
