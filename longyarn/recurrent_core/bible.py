@@ -174,6 +174,15 @@ def find_fact(facts: Iterable[BibleFact], fact_id: str, entry: BibleEntry) -> Bi
     )
 
 
+def edited_draft(entry: BibleEntry, fields: dict[str, object]) -> EntryDraft:
+    """`entry` with `fields` changed, checked (`BibleError`); a lone alias or key counts as one."""
+    merged = {name: fields.get(name, getattr(entry, name)) for name in EDITABLE_ENTRY_FIELDS}
+    for keys in ("aliases", "secondary_keys"):
+        value = merged[keys]
+        merged[keys] = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
+    return check_draft(EntryDraft(**merged))  # type: ignore[arg-type]
+
+
 def fact_by_id_start(facts: Iterable[BibleFact], shown_id: str) -> BibleFact | None:
     """The one fact whose id starts with `shown_id` (as a listing or a prompt shows it: maybe in
     brackets, any case), or None when none or several do or it is too short to tell."""

@@ -26,6 +26,7 @@ from longyarn.recurrent_core.bible import (
     FactDraft,
     check_draft,
     check_drafts_apart,
+    edited_draft,
     check_fact_range,
     check_fact_text,
     check_names_free,
@@ -98,12 +99,7 @@ class SqlBible(StoryTree):
         with self._write() as session:
             row = self._entry_row(session, entry_id)
             self._lock_story(session, row.story_id)
-            current = entry_record(row)
-            merged = {name: fields.get(name, getattr(current, name)) for name in EDITABLE_ENTRY_FIELDS}
-            for keys in ("aliases", "secondary_keys"):
-                value = merged[keys]
-                merged[keys] = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
-            draft = check_draft(EntryDraft(**merged))  # type: ignore[arg-type]
+            draft = edited_draft(entry_record(row), fields)
             check_names_free(
                 self._entries(session, row.story_id), (draft.name, *draft.aliases), entry_id=entry_id
             )

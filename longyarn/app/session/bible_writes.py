@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from longyarn.recurrent_core.bible import (
-    EDITABLE_ENTRY_FIELDS,
     BibleEntry,
     BibleFact,
     EntryDraft,
@@ -23,6 +22,7 @@ from longyarn.recurrent_core.bible import (
     check_fact_range,
     check_fact_text,
     check_names_free,
+    edited_draft,
 )
 from longyarn.recurrent_core.store import StoryStore
 
@@ -177,11 +177,7 @@ def _comparable(value: object) -> object:
 def check_entry_edit(entries: Iterable[BibleEntry], entry: BibleEntry, edit: EntryEdit) -> None:
     """Every check the store would make, before the first write: `BibleError` for the first problem."""
     if edit.fields:
-        merged = {name: edit.fields.get(name, getattr(entry, name)) for name in EDITABLE_ENTRY_FIELDS}
-        for keys in ("aliases", "secondary_keys"):
-            value = merged[keys]
-            merged[keys] = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
-        draft = check_draft(EntryDraft(**merged))  # type: ignore[arg-type]
+        draft = edited_draft(entry, edit.fields)
         check_names_free(entries, (draft.name, *draft.aliases), entry_id=entry.id)
     for fact in edit.added:
         check_fact_text(fact.text)
