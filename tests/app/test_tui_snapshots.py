@@ -227,7 +227,11 @@ def test_co_writing_in_the_paragraph_editor(snap_compare, store, server, embedde
 
         screen = await wait_for_screen(pilot, WritingScreen)
         screen.story_view.focus()
-        # The footer behind the editor is drawn as it was when the editor opened: wait for its keys.
+        # The footer behind the editor is drawn as it was when the editor opened. Focusing the
+        # story makes the footer rebuild its keys (emptied, then filled) on a later refresh:
+        # let that refresh come, then wait for its keys.
+        for _ in range(3):
+            await pilot.pause()
         await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
         await pilot.press("e")
         editor = await wait_for_screen(pilot, CoWritingEditor)
