@@ -58,7 +58,7 @@ class BibleTally:
     dropped: int = 0
     contradictions: int = 0  # found by the continuity checks (each stored with its step)
 
-    def count(self, event: StepCompleted, session: WritingSession, reporter: "Reporter", where: str) -> None:
+    async def count(self, event: StepCompleted, session: WritingSession, reporter: "Reporter", where: str) -> None:
         for found in event.contradictions or ():
             self.contradictions += 1
             reporter.progress(
@@ -72,7 +72,7 @@ class BibleTally:
         refused = [u for u in session.bible.pending if u.step_id == event.step.id and u.id in session.bible.problems]
         for update in refused:  # auto-accept could not apply it: said, and counted as dropped
             reporter.progress(f"{where} story bible: {update.describe()} was not accepted: {session.bible.problems[update.id]}")
-            session.bible.reject(update)
+            await session.bible.reject(update)
         self.dropped += len(refused)
         self.accepted += len(proposals.updates) - len(refused)
 
@@ -190,7 +190,7 @@ async def _write_paragraphs(
         done += 1
         for sentence in event.fallbacks:
             reporter.fallback(f"[{story_id}] paragraph {done}", sentence, story_id)
-        tally.count(event, session, reporter, f"[{story_id}] paragraph {done}")
+        await tally.count(event, session, reporter, f"[{story_id}] paragraph {done}")
         reporter.paragraph_saved(story_id, done, paragraphs, len(event.step.paragraph.split()))
         await chapters.after(event)
         # The database holds every paragraph already; the file is refreshed now and then so it

@@ -9,7 +9,7 @@ import re
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 from longyarn.recurrent_core.chapter_memory import chapter_name
 from longyarn.recurrent_core.store import StoryStore
@@ -50,19 +50,24 @@ def _md_inline(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>#])", r"\\\1", " ".join(text.split()))
 
 
-def render_story(story: Story, branch: list[Step], fmt: Format, extras: dict | None = None) -> str:
+def render_story(
+    story: Story, branch: list[Step], fmt: Format, extras: dict | None = None, *, headings: Mapping[str, str] | None = None
+) -> str:
     """The story in a text format; `extras` (see `bible_and_chapters`) join the JSON document,
     their chapters head Markdown and plain text where each begins, and their bible, if it has
-    entries, ends them as an appendix."""
+    entries, ends them as an appendix. `headings` (chapter names by the id of their first
+    paragraph, as a reader's path has them) head the text where `extras` has no chapters."""
     bible = (extras or {}).get("bible") or []
-    headings = chapter_starts((extras or {}).get("chapters") or [], len(branch))
+    if headings is None:
+        starts = chapter_starts((extras or {}).get("chapters") or [], len(branch))
+        headings = {branch[index].id: heading for index, heading in starts.items()}
     if fmt == "md":
         blocks = [f"# {_md_inline(story.title)}"]
         if story.genre.strip():
             blocks.append(f"*{_md_inline(story.genre)}*")
-        for index, step in enumerate(branch):
-            if index in headings:
-                blocks.append(f"## {_md_inline(headings[index])}")
+        for step in branch:
+            if step.id in headings:
+                blocks.append(f"## {_md_inline(headings[step.id])}")
             if step.paragraph.strip():
                 blocks.append(_md_paragraph(step.paragraph))
         return "\n\n".join(blocks + _md_bible(bible)) + "\n"
@@ -70,9 +75,9 @@ def render_story(story: Story, branch: list[Step], fmt: Format, extras: dict | N
         title = " ".join(story.title.split()).upper()
         rule = "=" * min(len(title), TEXT_WIDTH)
         blocks = []
-        for index, step in enumerate(branch):
-            if index in headings:
-                heading = " ".join(headings[index].split())
+        for step in branch:
+            if step.id in headings:
+                heading = " ".join(headings[step.id].split())
                 blocks.append(f"{_wrap(heading)}\n{'-' * min(len(heading), TEXT_WIDTH)}")
             if step.paragraph.strip():
                 blocks.append(_txt_paragraph(step.paragraph))

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .engine import Engine, StepPlan, finished_paragraph
+from .engine import Engine, Remembered, StepPlan, finished_paragraph
 from .errors import InvalidInput, ModelError
 from .replies import fallbacks as fallback_sentences
 from .replies.clean import streamed_prose
@@ -84,10 +84,21 @@ async def draft_alternatives(
     return Drafts(plan, tuple(paragraphs), tuple(fallbacks), usage, dropped=count - len(paragraphs))
 
 
-async def keep_alternatives(engine: Engine, drafts: Drafts, chosen: int) -> tuple[Step, list[Step], tuple[str, ...]]:
-    """Store every version as a step after the same parent, the head on `chosen`; (the chosen
-    step, all of them in order, the chosen one's fallbacks). Each is remembered and planned
-    after as a step is; the others are stored first, so the story moves only once all landed."""
+@dataclass(frozen=True)
+class KeptVersions:
+    """The versions as stored: every step in order, and what was remembered after each (its
+    bible updates and contradictions among it)."""
+
+    chosen: Step
+    steps: list[Step]
+    fallbacks: tuple[str, ...]  # the chosen version's
+    remembered: list[Remembered]
+
+
+async def keep_alternatives(engine: Engine, drafts: Drafts, chosen: int) -> KeptVersions:
+    """Store every version as a step after the same parent, the head on `chosen`. Each is
+    remembered and planned after as a step is; the others are stored first, so the story
+    moves only once all landed."""
     if not 0 <= chosen < len(drafts.paragraphs):
         raise InvalidInput("That version does not exist; nothing was stored; pick one of those shown.")
     remembered = await asyncio.gather(*(engine.remember(drafts.plan, p) for p in drafts.paragraphs))
@@ -101,7 +112,8 @@ async def keep_alternatives(engine: Engine, drafts: Drafts, chosen: int) -> tupl
         steps[index] = step
         if index == chosen:
             chosen_fallbacks = fallbacks
-    return steps[chosen], [steps[i] for i in range(len(drafts.paragraphs))], chosen_fallbacks
+    return KeptVersions(steps[chosen], [steps[i] for i in range(len(drafts.paragraphs))], chosen_fallbacks,
+                        list(remembered))
 
 
 async def stream_alternatives(

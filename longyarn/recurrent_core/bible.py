@@ -93,6 +93,18 @@ class Chapter:
 
 
 @dataclass(frozen=True)
+class KeptUpdate:
+    """A bible update the model proposed, as the store keeps it while it waits for the writer:
+    `update` is its JSON form (the writers' session writes and reads it), `problem` why
+    accepting it failed, if it did."""
+
+    id: str
+    step_id: str | None  # the paragraph it came from
+    update: dict
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class FactDraft:
     """A fact to add along with its entry (writer-entered: no step, so story-wide)."""
 

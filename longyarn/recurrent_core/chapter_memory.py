@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .bible import Chapter
+from .types import Step
 
 CHAPTERS = "Chapters"  # the writer prompt's section name
 CHAPTER_TEXT = "Chapter text"  # the chapter_summary prompt's section: the chapter to summarise
@@ -52,6 +53,12 @@ def chapter_places(chapters: Sequence[tuple[Chapter, int]], paragraphs: int) -> 
         following = chapters[index + 1][1] if index + 1 < len(chapters) else paragraphs + 1
         places.append(ChapterPlace(chapter, index + 1, first, max(first, following) - 1))
     return places
+
+
+def chapter_headings(places: Sequence[ChapterPlace], steps: Sequence[Step]) -> dict[str, str]:
+    """Each chapter's name by the id of its first paragraph, for `steps` (the branch from its
+    first paragraph on); a chapter with no paragraph there yet has none."""
+    return {steps[place.first - 1].id: place.name for place in places if place.paragraphs and place.first <= len(steps)}
 
 
 def chapter_of(places: Sequence[ChapterPlace], paragraph: int) -> ChapterPlace | None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .bible import BibleEntry, BibleFact, Chapter, EntryDraft, FactDraft
+from .bible import BibleEntry, BibleFact, Chapter, EntryDraft, FactDraft, KeptUpdate
 from .types import MemoryEntry, NewStep, Step, StepContext, Story
 
 
@@ -192,6 +192,18 @@ class StoryStore(Protocol):
 
     def restore_fact(self, fact: BibleFact) -> BibleFact:
         """Put back a fact that `remove_fact` removed, id and all (the undo of a removal)."""
+
+    # ---- the bible's proposed updates, kept while they wait for the writer ----
+    def keep_proposed_updates(self, story_id: str, updates: Sequence[KeptUpdate]) -> None:
+        """Keep newly proposed updates, waiting, after those kept before (in the order given)."""
+
+    def decide_proposed_update(self, update_id: str, decision: str | None, problem: str | None = None) -> None:
+        """Record "accepted" or "rejected" (None: it waits again, as undo leaves it), and why
+        accepting it failed (None: no problem)."""
+
+    def waiting_updates(self, story_id: str, head_step_id: str | None) -> list[KeptUpdate]:
+        """The updates still waiting that came from paragraphs of the branch to `head_step_id`
+        (or from none), in the order they arrived."""
 
     # ---- chapters ----
     def list_chapters(self, story_id: str) -> list[Chapter]:

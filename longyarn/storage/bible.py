@@ -24,6 +24,7 @@ from longyarn.recurrent_core.bible import (
     Chapter,
     EntryDraft,
     FactDraft,
+    KeptUpdate,
     check_draft,
     check_drafts_apart,
     edited_draft,
@@ -34,22 +35,33 @@ from longyarn.recurrent_core.bible import (
 )
 from longyarn.recurrent_core.errors import BibleError, InvalidInput
 
-from .models import BibleEntryRow, BibleFactRow, ChapterRow, StoryRow
+from .models import BibleEntryRow, BibleFactRow, ChapterRow, ProposedBibleUpdateRow, StoryRow
 from .records import new_row_id, utcnow
-from .tree import WHOLE_BRANCH, StoryTree, branch_parameters, live_branch
+from .tree import LIVE_BRANCH, WHOLE_BRANCH, StoryTree, branch_parameters
 
-RowT = TypeVar("RowT", BibleEntryRow, BibleFactRow, ChapterRow)
+RowT = TypeVar("RowT", BibleEntryRow, BibleFactRow, ChapterRow, ProposedBibleUpdateRow)
 
-_LIVE_BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
 _FACT_ORDER = (BibleFactRow.from_paragraph, BibleFactRow.created_at, BibleFactRow.id)
 # Built once (see tree.py): story-wide facts, and those learned on a live step of the branch.
 FACTS_ON_BRANCH = (
     select(BibleFactRow)
     .where(
         BibleFactRow.story_id == bindparam("branch_story_id"),
-        or_(BibleFactRow.step_id.is_(None), BibleFactRow.step_id.in_(select(_LIVE_BRANCH.c.id))),
+        or_(BibleFactRow.step_id.is_(None), BibleFactRow.step_id.in_(select(LIVE_BRANCH.c.id))),
     )
     .order_by(*_FACT_ORDER)
+)
+WAITING_ON_BRANCH = (
+    select(ProposedBibleUpdateRow)
+    .where(
+        ProposedBibleUpdateRow.story_id == bindparam("branch_story_id"),
+        ProposedBibleUpdateRow.decision.is_(None),
+        or_(
+            ProposedBibleUpdateRow.step_id.is_(None),
+            ProposedBibleUpdateRow.step_id.in_(select(LIVE_BRANCH.c.id)),
+        ),
+    )
+    .order_by(ProposedBibleUpdateRow.arrived_at, ProposedBibleUpdateRow.arrival)
 )
 
 
@@ -253,6 +265,45 @@ class SqlBible(StoryTree):
             session.add(row)
             session.flush()
             return fact_record(row)
+
+    # ---- proposed updates ----
+
+    def keep_proposed_updates(self, story_id: str, updates: Sequence[KeptUpdate]) -> None:
+        if not updates:
+            return
+        with self._write() as session:
+            self._story_row(session, story_id)
+            now = utcnow()
+            session.add_all(
+                ProposedBibleUpdateRow(
+                    id=kept.id, story_id=story_id, step_id=kept.step_id, arrived_at=now, arrival=index,
+                    update=kept.update, decision=None, problem=kept.problem,
+                )
+                for index, kept in enumerate(updates)
+            )
+
+    def decide_proposed_update(self, update_id: str, decision: str | None, problem: str | None = None) -> None:
+        if decision not in (None, "accepted", "rejected"):
+            raise InvalidInput(f"A proposed update is accepted or rejected, not {decision!r}; nothing was changed.")
+        with self._write() as session:
+            row = self._row(session, ProposedBibleUpdateRow, update_id, "proposed bible update",
+                            "reopen the story to see the updates that wait")
+            row.decision, row.problem = decision, problem
+
+    def waiting_updates(self, story_id: str, head_step_id: str | None) -> list[KeptUpdate]:
+        with self._read() as session:
+            self._story_row(session, story_id)
+            if head_step_id is None:
+                rows = session.scalars(
+                    select(ProposedBibleUpdateRow)
+                    .where(ProposedBibleUpdateRow.story_id == story_id, ProposedBibleUpdateRow.decision.is_(None),
+                           ProposedBibleUpdateRow.step_id.is_(None))
+                    .order_by(ProposedBibleUpdateRow.arrived_at, ProposedBibleUpdateRow.arrival)
+                )
+            else:
+                self._step_row(session, head_step_id, story_id=story_id)
+                rows = session.scalars(WAITING_ON_BRANCH, branch_parameters(story_id, head_step_id))
+            return [KeptUpdate(row.id, row.step_id, row.update, row.problem) for row in rows]
 
     # ---- chapters ----
 

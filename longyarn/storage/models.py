@@ -302,6 +302,30 @@ class ChapterRow(Base):
     )
 
 
+class ProposedBibleUpdateRow(Base):
+    """An update the model proposed for the bible, and what the writer decided of it: NULL
+    while it waits, so the writers' queue outlives the session. `update` is the update as the
+    writers' session writes it (see longyarn.app.session.bible); `problem` says why accepting
+    it failed."""
+
+    __tablename__ = "proposed_bible_updates"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    step_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the paragraph it came from
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    arrival: Mapped[int] = mapped_column(Integer)  # its place among those that arrived together
+    update: Mapped[dict] = mapped_column(JSON)
+    decision: Mapped[str | None] = mapped_column(String(16))  # "accepted", "rejected"; NULL: waits
+    problem: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        _cascading_key("proposed_bible_updates", "story_id", "stories"),
+        _step_of_same_story("proposed_bible_updates"),
+        Index("ix_proposed_bible_updates_story_id", "story_id"),
+    )
+
+
 # ---- reader mode -----------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ from .models import (
     StoryRow,
 )
 from .records import new_row_id, step_record, story_record, utcnow
-from .tree import BRANCH_STEPS, STORY_BY_ID, StoryTree, branch_parameters, live_branch
+from .tree import BRANCH_STEPS, STORY_BY_ID, StoryTree, branch_parameters
 
 _readers = ReaderRow.__table__
 _stories = StoryRow.__table__
@@ -82,8 +82,7 @@ def _children_query(first: bool) -> Any:
 
 _CHILDREN = _children_query(first=False)
 _FIRST_PARAGRAPHS = _children_query(first=True)
-_MAIN_LINE = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
-_START_OF_MAIN_LINE = select(_MAIN_LINE).order_by(_MAIN_LINE.c.depth.desc()).limit(1)
+_START_OF_MAIN_LINE = BRANCH_STEPS.limit(1)
 
 
 class SqlReaders(StoryTree):

@@ -98,10 +98,10 @@ def _walk_to_root(story_id: Any, head_step_id: Any) -> Any:
 # The branch walks every reader's move and every step makes, built once with parameters:
 # building the recursive query costs more than running it, and a statement built once is
 # compiled once (SQLAlchemy caches compiled statements by their shape).
-_BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
-BRANCH_STEPS = select(_BRANCH).order_by(_BRANCH.c.depth.desc())
-BRANCH_STEP_IDS = select(_BRANCH.c.id).order_by(_BRANCH.c.depth.desc())
-BRANCH_LENGTH = select(func.count()).select_from(_BRANCH)
+LIVE_BRANCH = live_branch(bindparam("branch_story_id"), bindparam("branch_head_id"))
+BRANCH_STEPS = select(LIVE_BRANCH).order_by(LIVE_BRANCH.c.depth.desc())
+BRANCH_STEP_IDS = select(LIVE_BRANCH.c.id).order_by(LIVE_BRANCH.c.depth.desc())
+BRANCH_LENGTH = select(func.count()).select_from(LIVE_BRANCH)
 # One story's or one step's row by id, as Core rows (parameter "id"): what every reader's page
 # and move reads, at a fraction of an ORM session's cost.
 STORY_BY_ID = select(StoryRow.__table__).where(StoryRow.__table__.c.id == bindparam("id"))

@@ -4,12 +4,15 @@ branch does not see them, undo takes them back, and a reader's branch learns its
 
 from __future__ import annotations
 
+import json
+
 from longyarn.app.session.bible_learning import learn_on_own_branch
 from longyarn.app.session.engine_host import EngineHost
 from longyarn.app.session.writing import WritingSession
 from longyarn.recurrent_core.bible import FactDraft
 from tests.conftest import make_engine
 from tests.core.test_bible_updates import memory_with_updates
+from tests.scripted_server import Reply, story_responder
 
 UPDATES = {
     "new_entries": [{"name": "Tobias", "kind": "character", "description": "The miller."}],
@@ -132,3 +135,38 @@ def test_batch_auto_accepts_records_and_counts_the_updates_through_the_real_cli(
         recorded = [row[0] for row in connection.execute("SELECT fallbacks FROM steps")]
     assert any("'Ghost', which the bible has no entry for, so it was dropped." in str(row) for row in recorded), \
         "the dropped update's reason is in its paragraph's record"
+
+
+async def test_versions_at_once_queue_the_chosen_ones_updates_and_keep_each_others_for_its_branch(store, server, embedder):
+    from tests.scripted_continuity import continuity_checker
+
+    session, story = await session_with_mara(store, server, embedder, auto_accept=False)
+    key, rope = "Mara found the brass key under the net.", "Mara has never set foot on a boat. She lost the rope."
+    checker = continuity_checker([("Mara is a sailor.", "Mara has never set foot on a boat.")])
+    written = iter([key, rope])
+
+    def respond(request: dict) -> Reply:
+        role = request.get("_role")
+        if role == "writer":
+            return Reply(next(written))
+        if role == "continuity":
+            return Reply(json.dumps(checker(request)))
+        reply = story_responder(request)
+        if role != "memory":
+            return reply
+        fields = json.loads(reply.text)
+        fact = "Mara has the brass key." if "brass key" in request["messages"][-1]["content"] else "Mara lost the rope."
+        fields["bible_updates"] = {"new_facts": [{"entry": "Mara", "text": fact}]}
+        return Reply(json.dumps(fields))
+
+    server.responder = respond
+    drafts = [item async for item in session.draft_alternatives("Mara searches the boat.", 2)][-1]
+    step, _ = await session.keep_alternative(drafts, drafts.paragraphs.index(rope))
+
+    assert [u.text for u in session.bible.pending] == ["Mara lost the rope."], "the chosen version's update waits"
+    [found] = session.contradictions[step.id]
+    assert (found.fact, found.sentence) == ("Mara is a sailor.", "Mara has never set foot on a boat.")
+    other = next(sibling for sibling in session.position.siblings if sibling.id != step.id)
+    await session.move_head(other.id)
+    assert [u.text for u in session.bible.pending] == ["Mara has the brass key."], "each version's own updates"
+    assert other.id not in session.contradictions

@@ -119,7 +119,7 @@ async def test_proposed_updates_wait_and_accepting_or_rejecting_each_is_undoable
     with pytest.raises(BibleError, match="no entry called 'Nobody'"):
         await bible.accept(unknown)
     assert bible.pending == [unknown] and "no entry called 'Nobody'" in bible.problems[unknown.id]
-    bible.reject(unknown)
+    await bible.reject(unknown)
     assert bible.pending == []
 
     assert await session.undo() == "rejecting a fact of 'Nobody': Who?"
@@ -146,3 +146,39 @@ async def test_auto_accept_applies_updates_as_they_come_and_keeps_those_it_canno
     assert facts_of(store, story.id, mara.id) == [("Mara keeps the light.", 1, None)]
     [left] = session.bible.pending
     assert session.bible.problems[left.id].startswith("'Mara' has no fact 'Mara sleeps.' on this branch")
+
+
+async def test_the_queue_outlives_the_session_with_its_problems_and_decisions(store, db_path, story):
+    from longyarn.storage.db import open_store
+
+    steps = write_chain(store, story.id, ["One.", "Two."])
+    session = await writing_session(store, story.id)
+    bible = session.bible
+    await bible.add_entry(EntryDraft("Mara", "character"))
+    tobias = BibleUpdate("new_entry", "Tobias", entry=EntryDraft("Tobias", "character", aliases=("Toby",),
+                         facts=(FactDraft("Tobias lies.", 2),)), step_id=steps[1].id, paragraph=2)
+    fact = BibleUpdate("new_fact", "Mara", text="Mara keeps the light.", step_id=steps[1].id, paragraph=2)
+    unknown = BibleUpdate("new_fact", "Nobody", text="Who?", step_id=steps[0].id, paragraph=1)
+    rejected = BibleUpdate("new_fact", "Mara", text="Mara is a ghost.", step_id=steps[1].id, paragraph=2)
+    await bible.propose([tobias, fact, unknown, rejected])
+    await bible.accept(fact)
+    await bible.reject(rejected)
+    with pytest.raises(BibleError):
+        await bible.accept(unknown)
+
+    with open_store(str(db_path)) as reopened:  # the writer quits and comes back
+        later = await writing_session(reopened, story.id)
+        assert later.bible.pending == [tobias, unknown], "the same updates, entry and all, in their order"
+        assert "no entry called 'Nobody'" in later.bible.problems[unknown.id]
+        await later.bible.accept(later.bible.pending[0])
+        assert [e.name for e in reopened.list_entries(story.id)] == ["Mara", "Tobias"]
+        assert later.bible.pending == [unknown]
+
+    # Back in the first session, undo takes back the rejection and the acceptance: both wait
+    # again, for the next session too.
+    assert await session.undo() == "rejecting a fact of 'Mara': Mara is a ghost."
+    assert await session.undo() == "accepting a fact of 'Mara': Mara keeps the light."
+    third = await writing_session(store, story.id)
+    assert third.bible.pending == [fact, unknown, rejected]
+    await third.move_head(steps[0].id)
+    assert third.bible.pending == [unknown], "a paragraph's updates wait on the branches that hold it"

@@ -10,7 +10,7 @@ import pytest
 
 from longyarn.app.ui.widgets import ChapterHeading
 from tests.app.test_reader import enter_as, open_first_story, reader_app, readable_story, take
-from tests.app.test_tui import PARAGRAPHS, seed_story
+from tests.app.test_tui import PARAGRAPHS, seed_story, wait_until
 from tests.app.web_reader import ReaderClient, scripted_settings, web_reader
 from tests.conftest import make_engine
 
@@ -28,6 +28,11 @@ def page_blocks(text: str) -> list[str]:
     """The story page's passage in order: "# heading" for a chapter heading, else the paragraph."""
     passage = text.split('id="passage"', 1)[1].split('id="writing"', 1)[0]
     return [f"# {html.unescape(h)}" if h else html.unescape(p)[:20] for h, p in _BLOCK.findall(passage)]
+
+
+def markdown_blocks(text: str) -> list[str]:
+    """A Markdown download's blocks: headings whole, paragraphs by their start."""
+    return [block if block.startswith("#") else block[:20] for block in text.strip().split("\n\n")]
 
 
 @pytest.fixture
@@ -49,7 +54,13 @@ def test_the_web_reader_shows_a_heading_where_each_chapter_begins(store, server,
         assert page_blocks(reader.page(story.id).text) == [
             "# Homecoming", PARAGRAPHS[0][:20], PARAGRAPHS[1][:20], "# Chapter 2", PARAGRAPHS[2][:20],
         ]
+        download = reader.http.get(f"/stories/{story.id}/export.md").text
         reader.close()
+    title, genre, *passage = markdown_blocks(download)
+    assert (title, genre) == ("# The Salt Marsh Key", "*mystery*")
+    assert passage == [
+        "## Homecoming", PARAGRAPHS[0][:20], PARAGRAPHS[1][:20], "## Chapter 2", PARAGRAPHS[2][:20],
+    ], "the downloaded path has the chapters' headings too"
     assert server.requests == []
 
 
@@ -62,7 +73,10 @@ def test_a_story_without_chapters_shows_no_headings_on_the_web(store, server, db
     assert 'class="chapter"' not in page
 
 
-async def test_the_terminal_reader_shows_a_heading_where_each_chapter_begins(store, server, embedder):
+async def test_the_terminal_reader_shows_a_heading_where_each_chapter_begins(
+    store, server, embedder, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("longyarn.app.reader.screens.downloads_folder", lambda: tmp_path)
     story = readable_story(store, embedder, may_extend=False)
     with_chapters(store, story.id)
     app = reader_app(store, make_engine(store, server, embedder))
@@ -78,4 +92,10 @@ async def test_the_terminal_reader_shows_a_heading_where_each_chapter_begins(sto
         ]
         assert shown == [
             "# ── Homecoming ──", PARAGRAPHS[0][:20], PARAGRAPHS[1][:20], "# ── Chapter 2 ──", PARAGRAPHS[2][:20],
+        ]
+        await pilot.press("x")
+        written = tmp_path / "the-salt-marsh-key.md"
+        await wait_until(pilot, written.exists, what="the export")
+        assert markdown_blocks(written.read_text())[2:] == [
+            "## Homecoming", PARAGRAPHS[0][:20], PARAGRAPHS[1][:20], "## Chapter 2", PARAGRAPHS[2][:20],
         ]

@@ -333,7 +333,7 @@ async def test_proposed_updates_wait_in_a_queue_to_be_accepted_edited_or_rejecte
         assert [(f.text, f.step_id) for f in store.entry_facts(entry.id)] == [("Tobias lit the fire.", steps[2].id)]
 
         await pilot.press("r")  # the new fact
-        assert bible.pending == [ended, ledger]
+        await wait_until(pilot, lambda: bible.pending == [ended, ledger], what="rejected")
         await pilot.press("ctrl+z")
         await wait_until(pilot, lambda: bible.pending == [new_fact, ended, ledger], what="the reject undone")
         queue.query_one("#updates", OptionList).highlighted = 0
@@ -361,6 +361,29 @@ async def test_proposed_updates_wait_in_a_queue_to_be_accepted_edited_or_rejecte
         await pilot.press("escape")
         await wait_for_screen(pilot, WritingScreen)
         assert text_of(waiting) == "2 bible updates wait (f12)"
+
+
+async def test_the_queue_still_waits_when_the_writer_comes_back(store, server, embedder):
+    app, story, ids = app_on_story(store, server, embedder)
+    tobias, new_fact, ended, _ = proposals(store.branch(story.id))
+    async with app.run_test(size=(110, 34)) as pilot:
+        writing = await wait_for_screen(pilot, WritingScreen)
+        await writing.session.bible.propose([tobias, new_fact, ended])
+        await pilot.press("f12")
+        await wait_for_screen(pilot, BibleUpdatesScreen)
+        await pilot.press("r")  # Tobias
+        await wait_until(pilot, lambda: writing.session.bible.pending == [new_fact, ended], what="rejected")
+
+    again = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with again.run_test(size=(110, 34)) as pilot:
+        writing = await wait_for_screen(pilot, WritingScreen)
+        waiting = writing.query_one("#bible-updates", Static)
+        await wait_until(pilot, lambda: text_of(waiting) == "2 bible updates wait (f12)", what="the queue read back")
+        await pilot.press("f12")
+        queue = await wait_for_screen(pilot, BibleUpdatesScreen)
+        listed_ids = [option.id for option in queue.query_one("#updates", OptionList).options]
+        assert listed_ids == [new_fact.id, ended.id], "the same updates, in the order they came"
+        assert "Mara found the key." in text_of(queue.query_one("#update-detail", Static))
 
 
 async def test_auto_accept_takes_waiting_and_later_updates_and_is_remembered(store, server, embedder):

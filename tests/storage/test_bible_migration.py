@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 
-from longyarn.recurrent_core.bible import FactDraft
+from longyarn.recurrent_core.bible import FactDraft, KeptUpdate
 from longyarn.storage import open_store
 from longyarn.storage.db import alembic_config, current_revisions, schema_heads, upgrade
 from longyarn.storage.sessions import create_store_engine, database_url
@@ -70,14 +70,14 @@ def fill_a_revision_0005_database(engine) -> None:
         )
 
 
-def test_a_revision_0005_database_keeps_everything_and_gains_an_empty_bible(empty_database):
+def test_a_revision_0005_database_keeps_everything_and_gains_an_empty_bible_and_queue(empty_database):
     engine = create_store_engine(database_url(empty_database))
     upgrade(engine, "0005")
     fill_a_revision_0005_database(engine)
     engine.dispose()
 
     with open_store(empty_database) as store:
-        assert current_revisions(store.engine) == schema_heads() == ("0006",)
+        assert current_revisions(store.engine) == schema_heads() == ("0007",)
         story = store.get_story("st0ry0000005")
         assert (story.title, story.settings, story.head_step_id, story.created_at) == (
             "Salt", {"k": 5}, "p2", NOW,
@@ -88,6 +88,7 @@ def test_a_revision_0005_database_keeps_everything_and_gains_an_empty_bible(empt
         assert [m.memory_id for m in store.step_context("p2").recalled] == ["m-p1"]
         assert store.reader_move("reader-5", story.id, now=NOW - timedelta(seconds=1)).instruction == "Sail."
         assert store.list_entries(story.id) == [] and store.list_chapters(story.id) == []
+        assert store.waiting_updates(story.id, "p2") == []
 
         # The old paragraphs carry the new rows: facts learned on them, chapters starting there.
         mara = store.add_entry(story.id, name="Mara", kind="character", facts=[FactDraft("Counts boats.")])
@@ -95,6 +96,8 @@ def test_a_revision_0005_database_keeps_everything_and_gains_an_empty_bible(empt
         store.add_chapter(story.id, title="Harbour", start_step_id="p1")
         assert len(store.facts_on_branch(story.id, "p2")) == 2
         assert [(c.title, n) for c, n in store.chapters_on_branch(story.id, "p2")] == [("Harbour", 1)]
+        store.keep_proposed_updates(story.id, [KeptUpdate("u1", "p2", {"kind": "new_fact", "text": "Boats: 9."})])
+        assert [kept.update["text"] for kept in store.waiting_updates(story.id, "p2")] == ["Boats: 9."]
         assert store.integrity_check() == "ok"
 
 
@@ -105,10 +108,10 @@ def test_the_bible_tables_render_for_postgresql_with_their_keys_and_checks():
     config = alembic_config()
     config.output_buffer = rendered
     config.set_main_option("sqlalchemy.url", "postgresql://")
-    command.upgrade(config, "0005:0006", sql=True)
+    command.upgrade(config, "0005:0007", sql=True)
     sql = rendered.getvalue()
 
-    for table in ("bible_entries", "bible_facts", "chapters"):
+    for table in ("bible_entries", "bible_facts", "chapters", "proposed_bible_updates"):
         assert f"CREATE TABLE {table}" in sql
     assert "CONSTRAINT ck_bible_facts_ends_after_start CHECK" in sql
     assert "ON DELETE CASCADE" in sql and "_alembic_tmp" not in sql

@@ -406,7 +406,7 @@ class ReadingScreen(Screen):
         session = self.session
         if session is None or not session.path:
             return
-        text = render_story(session.story, session.path, "md")
+        text = render_story(session.story, session.path, "md", headings=self.passage.headings)
         name = "".join(c if c.isalnum() else "-" for c in session.story.title.lower()).strip("-")
         self.app.deliver_text(
             io.StringIO(text),

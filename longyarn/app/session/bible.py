@@ -7,14 +7,16 @@ edits (see `history`). The writes themselves, each checked before the first, are
 
 Proposed updates (new entries, new facts, facts that end) wait in `pending` for the writer
 to accept, edit or reject each, unless `auto_accept` is on (batch: always). An accepted
-update is applied through the same undoable path; undoing it puts it back in the queue.
+update is applied through the same undoable path; undoing it puts it back in the queue. The
+store keeps the queue and what was decided of each update, so quitting loses none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, TypeVar
@@ -24,6 +26,7 @@ from longyarn.recurrent_core.bible import (
     BibleFact,
     EntryDraft,
     FactDraft,
+    KeptUpdate,
     facts_by_entry,
     find_entry,
     name_key,
@@ -126,13 +129,16 @@ class StoryBible:
         where: Callable[[], tuple[str | None, int]],
         *,
         auto_accept: bool,
+        keep_queue: bool = True,
     ) -> None:
-        """`where()` says where the writer is: (the head step's id, paragraphs on the branch)."""
+        """`where()` says where the writer is: (the head step's id, paragraphs on the branch).
+        With `keep_queue`, the store keeps the waiting updates (see `load_queue`)."""
         self.store = store
         self.story_id = story_id
         self.history = history
         self.where = where
         self.auto_accept = auto_accept
+        self.keep_queue = keep_queue
         self.pending: list[BibleUpdate] = []
         self.problems: dict[str, str] = {}  # an update's id: why it could not be accepted
         self._listeners: list[Callable[[], None]] = []
@@ -209,17 +215,19 @@ class StoryBible:
                 self._changed()
 
     def _change(
-        self, description: str, writes: Sequence[BibleWrite], *, undo_also: Callable[[], None] = lambda: None,
-        redo_also: Callable[[], None] = lambda: None,
+        self, description: str, writes: Sequence[BibleWrite], *,
+        undo_also: Callable[[], Awaitable[None]] | None = None, redo_also: Callable[[], Awaitable[None]] | None = None,
     ) -> BibleChange:
         async def undo() -> None:
             await asyncio.to_thread(undo_writes, self.store, writes)
-            undo_also()
+            if undo_also is not None:
+                await undo_also()
             self._changed()
 
         async def redo() -> None:
             await asyncio.to_thread(redo_writes, self.store, writes)
-            redo_also()
+            if redo_also is not None:
+                await redo_also()
             self._changed()
 
         return BibleChange(description, undo=undo, redo=redo)
@@ -253,16 +261,45 @@ class StoryBible:
 
     # ---- proposed updates ----
 
+    async def load_queue(self) -> None:
+        """Read the waiting updates the store keeps for the branch the writer is on (an update
+        the store cannot read back, written by another version, is left where it is)."""
+        if not self.keep_queue:
+            return
+        head, _ = self.where()
+        kept = await asyncio.to_thread(self.store.waiting_updates, self.story_id, head)
+        pending, problems = [], {}
+        for record in kept:
+            update = update_from_json(record.update)
+            if update is None:
+                continue
+            pending.append(update)
+            if record.problem:
+                problems[update.id] = record.problem
+        self.pending, self.problems = pending, problems
+        self._changed()
+
     async def propose(self, updates: Iterable[BibleUpdate]) -> None:
         """Updates the model proposed: they wait for the writer, or, with `auto_accept`, are
         accepted at once (one that cannot be stays waiting, with its problem in `problems`)."""
         arrived = list(updates)
         if not arrived:
             return
+        await self._store_waiting(arrived)
         self.pending.extend(arrived)
         self._changed()
         if self.auto_accept:
             await self.accept_all(arrived)
+
+    async def keep_for_later(self, updates: Sequence[BibleUpdate]) -> None:
+        """Updates of a paragraph off the writer's branch (a version not chosen): kept waiting
+        for when the writer turns to it, not shown before."""
+        await self._store_waiting(updates)
+
+    async def _store_waiting(self, updates: Sequence[BibleUpdate]) -> None:
+        if self.keep_queue and updates:
+            kept = [KeptUpdate(update.id, update.step_id, update_json(update)) for update in updates]
+            await asyncio.to_thread(self.store.keep_proposed_updates, self.story_id, kept)
 
     async def accept_all(self, updates: Iterable[BibleUpdate] | None = None) -> int:
         """Accept each waiting update (or each of `updates`), each its own undoable step; how
@@ -286,40 +323,67 @@ class StoryBible:
             )
         chosen = edited or update
         done: list[BibleWrite] = []
+
+        def write() -> None:
+            self._write_update(chosen, done)
+            self._decide(update, "accepted")
+
         try:
-            await asyncio.to_thread(self._write_update, chosen, done)
+            await asyncio.to_thread(write)
         except Exception as error:
             if done:  # a failure part way: take the part back, so the update waits as it came
                 await asyncio.to_thread(undo_writes, self.store, done)
             self.problems[update.id] = _sentence(error)
+            await self._decide_quietly(update, None, self.problems[update.id])
             self._changed()
             raise
         index = self.pending.index(update)
         self.pending.remove(update)
         self.problems.pop(update.id, None)
-        self.history.record(self._change(
-            f"accepting {chosen.describe()}", done,
-            undo_also=lambda: self._put_back(update, index), redo_also=lambda: self._take_out(update),
-        ))
+
+        async def undone() -> None:
+            await asyncio.to_thread(self._decide, update, None)
+            self._put_back(update, index)
+
+        async def redone() -> None:
+            await asyncio.to_thread(self._decide, update, "accepted")
+            self._take_out(update)
+
+        self.history.record(self._change(f"accepting {chosen.describe()}", done, undo_also=undone, redo_also=redone))
         self._changed()
 
-    def reject(self, update: BibleUpdate) -> None:
+    async def reject(self, update: BibleUpdate) -> None:
         """Drop a waiting update (an undoable step: undo puts it back in the queue)."""
         if update not in self.pending:
             return
         index = self.pending.index(update)
+        await asyncio.to_thread(self._decide, update, "rejected")
         self._take_out(update)
 
         async def undo() -> None:
+            await asyncio.to_thread(self._decide, update, None)
             self._put_back(update, index)
             self._changed()
 
         async def redo() -> None:
+            await asyncio.to_thread(self._decide, update, "rejected")
             self._take_out(update)
             self._changed()
 
         self.history.record(BibleChange(f"rejecting {update.describe()}", undo=undo, redo=redo))
         self._changed()
+
+    def _decide(self, update: BibleUpdate, decision: str | None, problem: str | None = None) -> None:
+        """Record in the store what became of `update` (in a thread)."""
+        if self.keep_queue:
+            self.store.decide_proposed_update(update.id, decision, problem)
+
+    async def _decide_quietly(self, update: BibleUpdate, decision: str | None, problem: str | None) -> None:
+        """`_decide`, for a problem already being told: a second failure adds nothing to say."""
+        try:
+            await asyncio.to_thread(self._decide, update, decision, problem)
+        except Exception:  # the first failure goes on to the writer
+            pass
 
     def _put_back(self, update: BibleUpdate, index: int) -> None:
         if update not in self.pending:
@@ -362,6 +426,26 @@ class StoryBible:
             f"{entry.name!r} has no fact {text.strip()!r} on this branch, so nothing was changed; "
             "edit the update, or reject it."
         )
+
+
+def update_json(update: BibleUpdate) -> dict:
+    """The update as the store keeps it while it waits (`update_from_json` reads it back)."""
+    return dataclasses.asdict(update)
+
+
+def update_from_json(data: dict) -> BibleUpdate | None:
+    """The update kept as `update_json` wrote it; None for one it cannot read."""
+    try:
+        entry = data.get("entry")
+        draft = None
+        if entry is not None:
+            draft = EntryDraft(**{
+                **entry, "aliases": tuple(entry["aliases"]), "secondary_keys": tuple(entry["secondary_keys"]),
+                "facts": tuple(FactDraft(**fact) for fact in entry["facts"]),
+            })
+        return BibleUpdate(**{**data, "entry": draft})
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 def pending_label(count: int) -> str:

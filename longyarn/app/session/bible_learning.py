@@ -49,7 +49,8 @@ async def learn_on_own_branch(store: StoryStore, step: Step, proposals: BiblePro
     if not updates:
         return 0, {}
     paragraph = proposals.paragraph if proposals else 0
-    bible = StoryBible(store, step.story_id, History(), lambda: (step.id, paragraph), auto_accept=True)
+    bible = StoryBible(store, step.story_id, History(), lambda: (step.id, paragraph), auto_accept=True,
+                        keep_queue=False)
     await bible.propose(updates)
     problems = {update.describe(): bible.problems[update.id] for update in bible.pending if update.id in bible.problems}
     return len(updates) - len(bible.pending), problems

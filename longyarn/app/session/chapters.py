@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from longyarn.recurrent_core.chapter_memory import ChapterPlace, chapter_of, chapter_places
+from longyarn.recurrent_core.chapter_memory import chapter_headings as headings_on
 from longyarn.recurrent_core.chapter_summaries import ChapterSummary, summarise_chapter
 from longyarn.recurrent_core.errors import InvalidInput
 from longyarn.recurrent_core.types import Step
@@ -69,11 +70,7 @@ class ChapterEdits:
 
     def chapter_headings(self) -> dict[str, str]:
         """Each chapter's name by the id of its first paragraph (what the story view shows)."""
-        headings = {}
-        for place in self.chapters:
-            if place.paragraphs and place.first <= len(self.branch):
-                headings[self.branch[place.first - 1].id] = place.name
-        return headings
+        return headings_on(self.chapters, self.branch)
 
     def chapter_paragraphs(self, place: ChapterPlace) -> list[str]:
         return [step.paragraph for step in self.branch[place.first - 1 : place.last]]

@@ -3,7 +3,7 @@ begins it (the author's chapters; a reader's own paragraphs begin none)."""
 
 from __future__ import annotations
 
-from longyarn.recurrent_core.chapter_memory import chapter_places
+from longyarn.recurrent_core.chapter_memory import chapter_headings as headings_on, chapter_places
 from longyarn.recurrent_core.store import StoryStore
 from longyarn.recurrent_core.types import Step
 
@@ -13,5 +13,4 @@ def chapter_headings(store: StoryStore, story_id: str, path: list[Step]) -> dict
     first paragraph to the reader's place). A story without chapters costs one small query."""
     if not path or not store.list_chapters(story_id):
         return {}
-    places = chapter_places(store.chapters_on_branch(story_id, path[-1].id), len(path))
-    return {path[place.first - 1].id: place.name for place in places if 1 <= place.first <= len(path)}
+    return headings_on(chapter_places(store.chapters_on_branch(story_id, path[-1].id), len(path)), path)

@@ -127,6 +127,7 @@ class WritingSession(ChapterEdits, StoryEdits):
 
         self.story, self.branch, self.position = await asyncio.to_thread(read)
         await self.refresh_chapters()
+        await self.bible.load_queue()
 
     async def refresh_position(self, head: Step | None) -> None:
         """Read `head`'s neighbours again (the head itself is as given)."""
@@ -275,11 +276,20 @@ class WritingSession(ChapterEdits, StoryEdits):
 
     async def keep_alternative(self, drafts: Drafts, chosen: int) -> tuple[Step, tuple[str, ...]]:
         """Store every version, the head on `chosen` (one undoable change); the chosen step and
-        its fallbacks."""
+        its fallbacks. The chosen version's bible updates join the queue; the others' are kept
+        for when the writer turns to their version."""
         async with self.host.model() as engine:
-            step, steps, fallbacks = await keep_alternatives(engine, drafts, chosen)
-        await self._landed(step, f"version {chosen + 1} of {len(steps)} written at once")
-        return step, fallbacks
+            kept = await keep_alternatives(engine, drafts, chosen)
+        await self._landed(kept.chosen, f"version {chosen + 1} of {len(kept.steps)} written at once")
+        for step, remembered in zip(kept.steps, kept.remembered):
+            if remembered.contradictions:
+                self.contradictions[step.id] = remembered.contradictions
+            updates = queue_updates(remembered.bible, step)
+            if step.id == kept.chosen.id:
+                await self.bible.propose(updates)
+            else:
+                await self.bible.keep_for_later(updates)
+        return kept.chosen, kept.fallbacks
 
     async def propose_change(
         self, step_id: str, text: str, start: int, end: int, task: PassageTask, wish: str = ""

@@ -276,7 +276,7 @@ async def export(request: Request) -> Response:
     story = page.session.story
     name = "".join(c if c.isascii() and c.isalnum() else "-" for c in story.title.lower()).strip("-")
     return PlainTextResponse(
-        render_story(story, page.session.path, "md"), media_type="text/markdown; charset=utf-8",
+        render_story(story, page.session.path, "md", headings=page.headings), media_type="text/markdown; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name or "story"}.md"'},
     )
 

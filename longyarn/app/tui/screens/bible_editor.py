@@ -32,7 +32,7 @@ from longyarn.recurrent_core.bible import (
 from longyarn.recurrent_core.errors import BibleError
 
 from .bible_shared import fact_cells, split_keys, typed_paragraph
-from .dialogs import UnsavedEditDialog
+from .dialogs import ask_before_closing
 from .help import KeysFooter
 
 KIND_CHOICES = [(kind.title(), kind) for kind in ENTRY_KINDS]
@@ -374,11 +374,4 @@ class EntryEditorScreen(Screen[str | None]):
         if not self.changed:
             self.dismiss(None)
             return
-
-        def answered(choice: str | None) -> None:
-            if choice == "save":
-                self.action_save()
-            elif choice == "discard":
-                self.dismiss(None)
-
-        self.app.push_screen(UnsavedEditDialog("You changed this entry. Save the change?"), answered)
+        ask_before_closing(self, "You changed this entry. Save the change?", self.action_save)

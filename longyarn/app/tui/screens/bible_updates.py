@@ -276,10 +276,14 @@ class BibleUpdatesScreen(BibleHistoryKeys, Screen):
             return store_failure(error, "accept the update")
         return None
 
-    def action_reject(self) -> None:
+    async def action_reject(self) -> None:
         update = self.highlighted_update()
         if update is not None:
-            self.bible.reject(update)
+            try:
+                await self.bible.reject(update)
+            except Exception as error:
+                self.show_status(store_failure(error, "reject the update"))
+                return
             self.show_status(f"Rejected {update.describe()}; {self._key('undo')} brings it back.")
 
     @on(OptionList.OptionSelected, "#updates")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual import work
 from textual.widgets import Static
 
+from longyarn.app.session.continuity import contradictions_of
 from longyarn.app.session.counts import story_goal
 from longyarn.app.session.writing import WritingSession
 from longyarn.app.ui.formatting import store_failure
@@ -56,6 +57,8 @@ class CraftTools:
         self._show_status(  # type: ignore[attr-defined]
             f"Kept version {number} of {total}; the others are beside it (alt+←/→)."
         )
+        if contradictions_of(self.session, step.id):
+            self.show_contradictions(step.id)  # type: ignore[attr-defined]
 
     # ---- goals ----
 

@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, Switch, TextArea
 
 from longyarn.app.session.long_notes import LongNotes
@@ -147,14 +147,20 @@ class EditingDialog(Dialog):
         if not self.changed:
             self.dismiss(None)
             return
+        ask_before_closing(self, self.unsaved_question, self.save_edit, self.unsaved_save_label)
 
-        def answered(choice: str | None) -> None:
-            if choice == "save":
-                self.save_edit()
-            elif choice == "discard":
-                self.dismiss(None)
 
-        self.app.push_screen(UnsavedEditDialog(self.unsaved_question, self.unsaved_save_label), answered)
+def ask_before_closing(screen: Screen, question: str, save: Callable[[], object], save_label: str = "Save") -> None:
+    """Ask whether to save the changed words: save runs `save`, discard closes `screen`, and
+    keep editing (the default) leaves it open."""
+
+    def answered(choice: str | None) -> None:
+        if choice == "save":
+            save()
+        elif choice == "discard":
+            screen.dismiss(None)
+
+    screen.app.push_screen(UnsavedEditDialog(question, save_label), answered)
 
 
 class ParagraphEditor(EditingDialog):
