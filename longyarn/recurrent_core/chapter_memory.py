@@ -13,7 +13,7 @@ and trims it, and the context viewer (context.py) rebuilds it from the same func
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .bible import Chapter
 from .types import Step
@@ -75,12 +75,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def chapter_memory_entries(chapters: Sequence[tuple[Chapter, int]], next_paragraph: int) -> list[str]:
+def chapter_memory_entries(
+    chapters: Sequence[tuple[Chapter, int]], next_paragraph: int, closed_at: int | None = None
+) -> list[str]:
     """The lines of the Chapters section for paragraph `next_paragraph`: the chapter it is in
     first, then the earlier chapters, newest first. Empty when the branch has no chapters.
 
     The chapter being written is the last one, unless it is closed: then this paragraph begins
-    the next chapter, and every chapter so far is an earlier one.
+    the next chapter, and every chapter so far is an earlier one. Where paragraphs that begin
+    no chapter (a reader's own) follow a closed chapter, `closed_at` is its last paragraph, and
+    the next chapter began after it.
     """
     places = chapter_places(chapters, next_paragraph - 1)
     if not places:
@@ -88,6 +92,9 @@ def chapter_memory_entries(chapters: Sequence[tuple[Chapter, int]], next_paragra
     current = places[-1]
     if current.chapter.closed:
         lines = [f"This paragraph begins chapter {current.number + 1}."]
+        if closed_at is not None and current.first <= closed_at < next_paragraph - 1:
+            places[-1] = replace(current, last=closed_at)
+            lines = [f"This paragraph is in chapter {current.number + 1}, which began at paragraph {closed_at + 1}."]
         earlier = places
     else:
         line = (
@@ -103,11 +110,6 @@ def chapter_memory_entries(chapters: Sequence[tuple[Chapter, int]], next_paragra
         summary = _one_line(place.chapter.summary) or "(no summary yet)"
         lines.append(f"Chapter {place.number}{_quoted_title(place)} ({span}): {summary}")
     return lines
-
-
-def chapter_memory_text(chapters: Sequence[tuple[Chapter, int]], next_paragraph: int) -> str:
-    """The whole Chapters section, untrimmed (what the context viewer rebuilds it from)."""
-    return "\n".join(chapter_memory_entries(chapters, next_paragraph))
 
 
 def scene_break_rule(has_chapters: bool) -> str:

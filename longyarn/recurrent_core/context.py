@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from .bible import BibleEntry, BibleFact
-from .chapter_memory import CHAPTERS, chapter_memory_text
+from .chapter_memory import CHAPTERS, chapter_memory_entries
 from .store import StoryStore
 from .types import (
     BibleActivation,
@@ -250,10 +250,18 @@ def load_sent_context(store: StoryStore, step_id: str) -> SentContext | None:
 
 def _chapters_source(store: StoryStore, story_id: str, parent_id: str | None) -> str:
     """The Chapters section, whole, as the branch up to `parent_id` reads now."""
-    if parent_id is None:
-        return chapter_memory_text(store.chapters_on_branch(story_id, None), 1)
-    paragraphs = len(store.branch_step_ids(story_id, parent_id))
-    return chapter_memory_text(store.chapters_on_branch(story_id, parent_id), paragraphs + 1)
+    paragraphs = len(store.branch_step_ids(story_id, parent_id)) if parent_id else 0
+    return "\n".join(chapter_lines(store, story_id, parent_id, paragraphs))
+
+
+def chapter_lines(store: StoryStore, story_id: str, parent_id: str | None, paragraphs: int) -> list[str]:
+    """The Chapters section's lines for the paragraph after `parent_id` (`paragraphs` on its
+    branch), as `chapter_memory_entries` writes them."""
+    chapters, closed_at = store.chapters_on_branch(story_id, parent_id), None
+    if chapters and chapters[-1][0].closed and parent_id:
+        # Closed at the author's last paragraph: a reader's own paragraphs begin no chapter.
+        closed_at = sum(step.branch_owner is None for step in store.branch(story_id, parent_id))
+    return chapter_memory_entries(chapters, paragraphs + 1, closed_at)
 
 
 def _with_current_names(record: StepContext) -> StepContext:

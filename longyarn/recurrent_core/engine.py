@@ -18,10 +18,9 @@ from typing import AsyncIterator, Literal
 import numpy as np
 
 from .backends.base import ModelBackend
-from .chapter_memory import chapter_memory_entries
 from .bible_activation import BibleActivator, BibleSection, settle
 from .bible_proposals import BibleProposals, bible_facts_for_memory, check_proposals
-from .context import STORY_BIBLE, record_step_context
+from .context import STORY_BIBLE, chapter_lines, record_step_context
 from .continuity import ContinuityOutcome, check_paragraph
 from .embeddings import Embedder
 from .engine_config import EngineConfig, default_sampling
@@ -522,7 +521,7 @@ class Engine:
         if not self.store.list_chapters(story_id):
             return []
         paragraphs = len(self._branch_ids(story_id, parent_id)) if parent_id else 0
-        return chapter_memory_entries(self.store.chapters_on_branch(story_id, parent_id), paragraphs + 1)
+        return chapter_lines(self.store, story_id, parent_id, paragraphs)
 
     def _recall_and_activate(
         self, story_id: str, instruction: str, short_term_memory: str, previous: Step | None

@@ -79,6 +79,29 @@ async def test_earlier_summaries_are_trimmed_oldest_first_and_the_context_viewer
     assert "Chapters" not in sent.edited_since, "rebuilt exactly as it was sent"
 
 
+async def test_a_readers_own_paragraphs_after_a_closed_chapter_are_in_the_next_one(store, server, embedder):
+    """The author closed the last chapter; a reader goes on. Their first paragraph begins
+    chapter 2, and their later ones are in it, not each the start of another."""
+    engine = make_engine(store, server, embedder)
+    story = seed_story(store, embedder, PARAGRAPHS)
+    authors = len(PARAGRAPHS)
+    store.add_chapter(story.id, title="Homecoming", summary="Mara came home.", closed=True)
+    last = store.branch(story.id)[-1]
+
+    first = await engine.run_step(story.id, "Ada knocks.", parent_step_id=last.id, branch_owner="reader-ada", move_head=False)
+    assert chapters_section(writer_messages(server)).startswith("This paragraph begins chapter 2.\n")
+    second = await engine.run_step(story.id, "Ada waits.", parent_step_id=first.step.id, branch_owner="reader-ada",
+                                   move_head=False)
+    section = chapters_section(writer_messages(server))
+    assert section == (
+        f"This paragraph is in chapter 2, which began at paragraph {authors + 1}.\n"
+        f'Chapter 1, "Homecoming" (paragraphs 1-{authors}): Mara came home.'
+    )
+    sent = load_sent_context(store, second.step.id)
+    assert next(s for s in sent.sections if s.name == "Chapters").text == section
+    assert "Chapters" not in sent.edited_since, "the context viewer rebuilds it as it was sent"
+
+
 async def test_the_chapter_summary_role_is_repaired_once_then_falls_back_to_the_opening_sentences(store, embedder):
     async with ScriptedServer() as server:
         engine = make_engine(store, server, embedder, parse_retries=1)
