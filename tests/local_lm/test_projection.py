@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
+from longyarn.recurrent_core.local_lm import row_kernel
 from longyarn.recurrent_core.local_lm.precision import choose_half_precision, store_matrix
 from longyarn.recurrent_core.local_lm.projection import Projection
 
@@ -66,3 +69,73 @@ def test_int8_weights_keep_one_scale_per_output_row(rows):
     x = torch.randn(rows, 64, generator=generator)
     exact = x @ stored.dequantized().t()
     torch.testing.assert_close(projection(x), exact, rtol=1e-2, atol=1e-4)
+
+
+needs_row_kernel = pytest.mark.skipif(
+    not row_kernel._cpu_has_the_instructions(), reason="our one-row kernel needs an x86 CPU with AVX2"
+)
+
+
+def _wide_matrix(generator: torch.Generator) -> torch.Tensor:
+    # 515 x 512: big enough for the kernel; 515 rows leave a last group of three.
+    return (torch.randn(515, 512, generator=generator) * 0.03).bfloat16().float()
+
+
+@needs_row_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+def test_one_row_times_a_big_matrix_runs_our_kernel_and_gives_the_stored_weights_product(precision, threads):
+    generator = torch.Generator().manual_seed(5)
+    weight = _wide_matrix(generator)
+    projection = Projection(weight, CPU, torch.float32, precision)
+    assert projection._one_row_kernel  # built here: the setup installs a C++ compiler
+    x = torch.randn(1, 1, 512, generator=generator)
+    exact = x.double() @ store_matrix(weight, precision).dequantized().double().t()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = projection(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert y.shape == (1, 1, 515) and y.dtype == torch.float32
+    assert float((y.double() - exact).abs().max() / exact.abs().max()) < 1e-6
+
+
+def test_the_demo_models_narrow_matrices_keep_the_fused_products():
+    # 4096 x 128, the demo model's head: it stays in cache, where a kernel call costs more.
+    weight = torch.randn(4096, 128) * 0.03
+    assert not Projection(weight, CPU, torch.float32, "fp16")._one_row_kernel
+
+
+@needs_row_kernel
+def test_without_a_compiler_big_products_warn_once_and_stay_right(monkeypatch, tmp_path):
+    import torch._inductor.config
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing built to fall back on
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-c++-compiler",))
+    monkeypatch.setattr(CppPythonBindingsCodeCache, "cache", {})
+    monkeypatch.setattr(row_kernel, "_built", [])
+    monkeypatch.setattr(row_kernel, "build_error", None)
+    generator = torch.Generator().manual_seed(6)
+    weight = _wide_matrix(generator)
+    with pytest.warns(RuntimeWarning, match="Building the CPU kernel for half-precision and int8 weights failed") as caught:
+        projections = [Projection(weight, CPU, torch.float32, precision) for precision in ("fp16", "int8")]
+    assert len(caught) == 1 and row_kernel.build_error
+    x = torch.randn(1, 512, generator=generator)
+    for projection in projections:
+        assert not projection._one_row_kernel
+        exact = x @ projection.stored.dequantized().t()
+        torch.testing.assert_close(projection(x), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_a_matrix_moved_to_huge_pages_keeps_its_values_after_the_original_is_gone():
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randn(2048, 512, generator=generator)  # 4 MB at fp32, 2 MB at fp16
+    expected = {precision: store_matrix(weight.clone(), precision).dequantized().clone() for precision in ("fp32", "fp16")}
+    stored = {precision: store_matrix(weight, precision) for precision in ("fp32", "fp16")}
+    del weight
+    gc.collect()
+    for precision, matrix in stored.items():
+        assert matrix.values.is_contiguous() and matrix.values.shape == (2048, 512)
+        assert matrix.dequantized().equal(expected[precision])

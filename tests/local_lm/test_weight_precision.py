@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.recurrent_core.local_lm import LocalLM
+from longyarn.recurrent_core.local_lm import LocalLM, row_kernel
 from longyarn.training.synthetic import random_rwkv7_state_dict
 
 
@@ -181,6 +181,19 @@ def test_compiled_versions_at_once_each_decode_as_they_would_alone(monkeypatch, 
         alone, alone_state = eager.forward(row, prompt_state)
         torch.testing.assert_close(logits[index], alone, rtol=0, atol=1e-4)
         torch.testing.assert_close(state.rows([index]).wkv, alone_state.wkv, rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(not row_kernel._cpu_has_the_instructions(), reason="our one-row kernel needs an x86 CPU with AVX2")
+def test_compiled_decoding_of_a_wide_model_runs_our_kernel_within_the_stated_tolerance(monkeypatch):
+    # 512 wide: its matrices stream from memory, so the compiled step calls our kernel for them.
+    monkeypatch.setenv("LONGYARN_COMPILE_DECODE", "1")
+    state_dict = random_rwkv7_state_dict(n_layer=2, n_embd=512, head_size=64, vocab_size=1024, seed=8, dtype=torch.bfloat16)
+    compiled = LocalLM.from_state_dict(state_dict)
+    assert compiled.weights == "fp16" and compiled._layers[1].receptance._one_row_kernel and compiled._head._one_row_kernel
+    worst, agreement = _against_fp32(compiled, LocalLM.from_state_dict(state_dict, weights="fp32"), [1, 2, 3], 24)
+    assert compiled.compile_decode and compiled.compile_decode_error is None
+    tolerance, least_agreement = STATED["bf16 weights", "fp16"]
+    assert worst <= tolerance and agreement >= least_agreement, (worst, agreement)
 
 
 def test_without_a_compiler_decoding_warns_once_and_goes_on_eagerly(tiny_checkpoint, monkeypatch, tmp_path):

@@ -20,36 +20,25 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .block import token_block
+from .inductor_cache import use_persistent_cache
 from .projection import Projection
 
 COMPILE_ENVIRONMENT_VARIABLE = "LONGYARN_COMPILE_DECODE"
 RECOMPILE_LIMIT = 64
+# Each call would check the sizes and strides of every input and buffer again (some 550
+# checks a token at the 0.1B shape); dynamo's guards have already checked the inputs.
+INDUCTOR_OPTIONS = {"size_asserts": False, "alignment_asserts": False}
 
 
 def compiled_decode_wanted() -> bool:
     """Whether single tokens on a CPU should run compiled (LONGYARN_COMPILE_DECODE, default on)."""
     return os.environ.get(COMPILE_ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _use_persistent_cache() -> None:
-    """Point inductor's cache at the user's cache directory (it defaults to /tmp), once."""
-    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        return
-    import platformdirs
-
-    directory = Path(platformdirs.user_cache_dir("longyarn")) / "torchinductor"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # a read-only home: inductor's default is fine
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
 
 
 def head_logits(
@@ -87,12 +76,12 @@ class CompiledDecode:
     def _compiled(self) -> tuple[Callable, Callable]:
         with self._lock:
             if self._block is None:
-                _use_persistent_cache()
+                use_persistent_cache()
                 # Each precision, batch size and thread count is its own graph (several models
                 # may share a process); past the limit a call runs eagerly, never wrongly.
                 torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-                self._block = torch.compile(token_block, dynamic=False)
-                self._head = torch.compile(head_logits, dynamic=False)
+                self._block = torch.compile(token_block, dynamic=False, options=INDUCTOR_OPTIONS)
+                self._head = torch.compile(head_logits, dynamic=False, options=INDUCTOR_OPTIONS)
         return self._block, self._head
 
     def run(self, eager: Callable[[Callable, Callable], torch.Tensor]) -> torch.Tensor:

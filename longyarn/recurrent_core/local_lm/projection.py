@@ -4,8 +4,11 @@ Decoding one token reads every weight once, so on a CPU it runs at the speed of 
 arithmetic: fewer bytes per weight is faster. On a CPU the activations and the sums stay
 fp32 whatever the weights are stored at (see precision.py), and a product takes one of:
 
-- inside the compiled decode step (`compiled_decode`), one row: `(x * W.float()).sum(-1)`,
-  which inductor turns into one streaming pass over the stored weights, widened in registers;
+- one row and a big half-precision or int8 matrix (the decode step of a model 512 wide or
+  more), compiled or eager: our kernel (row_kernel.py, weight_rows.cpp), which streams the
+  stored weights at close to the memory's speed;
+- inside the compiled decode step (`compiled_decode`), one row otherwise: `(x * W.float()).sum(-1)`,
+  which inductor turns into one pass over the stored weights, widened in registers;
 - inside it, several rows (versions sampled as a batch) and a matrix too big for the cache:
   a kernel that reads each weight once for all the rows: an fp32 GEMM, or FBGEMM's fp16
   product, for int8 weights too (exact in fp16; the packed copy, 2 bytes a weight, is made on
@@ -15,12 +18,13 @@ fp32 whatever the weights are stored at (see precision.py), and a product takes 
   registers, fp32 sums) or PyTorch's weight-only int8 product (`_weight_int8pack_mm`);
 - many rows (prefill): the stored matrix widened to fp32 once per call, then an fp32 GEMM.
 
-Why int8 decodes through inductor's fused widening and not through PyTorch's int8 kernel or
-torchao: one token is a matrix-vector product, and measured on one core of an AVX-512 Xeon
-(a 3072 x 768 int8 matrix, weights out of cache) the fused form reads 4.2 GB/s of weights,
+Why int8 decodes through our kernel and not through PyTorch's int8 kernel or torchao: one
+token is a matrix-vector product, and measured on one core of an AVX-512 Xeon (a 3072 x 768
+int8 matrix, weights out of cache) inductor's fused widening reads 4.2 GB/s of weights,
 `torch._weight_int8pack_mm` 1.15 GB/s and torchao 0.18's `Int8WeightOnlyConfig` 1.0 GB/s
-eager and 0.9 GB/s compiled (it lands on the same int8 kernel). The eager path keeps
-`_weight_int8pack_mm` for when compiling is off or failed: it needs no widened copy.
+eager and 0.9 GB/s compiled (it lands on the same int8 kernel); on two cores over the 0.1B
+shape's matrices our kernel reads 20 to 30 GB/s, and `_weight_int8pack_mm` about 3.
+`_weight_int8pack_mm` stays for a few rows in eager mode: it needs no widened copy.
 
 On a GPU, or for a CPU model computing in another dtype, a Projection is a plain `x @ W`.
 """
@@ -34,7 +38,9 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from . import row_kernel
 from .precision import StoredMatrix, store_matrix
+from .row_kernel import weight_row_product
 
 # Up to this many rows a product runs a matrix-vector kernel on the stored weights; beyond,
 # widening the matrix once is cheap next to the GEMM.
@@ -43,6 +49,8 @@ FEW_ROWS = 16
 # per-row reduction reads it from memory once anyway, and an opaque kernel call costs more than
 # it saves; measured on the demo model (128 wide) and a 0.1B shape (768 wide).
 ROWS_KERNEL_MIN_WEIGHTS = 1 << 18
+# One row runs our kernel only on matrices at least this wide (see `_one_row_kernel_for`).
+ONE_ROW_KERNEL_MIN_COLUMNS = 512
 
 
 @functools.cache
@@ -114,10 +122,24 @@ def _rows_kernel_for(stored: StoredMatrix) -> str:
     return "widened"
 
 
+def _one_row_kernel_for(stored: StoredMatrix) -> bool:
+    """Whether one row times this matrix runs our kernel (row_kernel.py): a half-precision or
+    int8 matrix too big for the cache, in a model wide enough to stream its weights from memory
+    (a narrower one, like the 4 MB demo model, stays in cache between tokens, where a kernel
+    call costs more than it saves), where the kernel builds. Decided eagerly, as above."""
+    return (
+        stored.scale is not None
+        and stored.values.numel() >= ROWS_KERNEL_MIN_WEIGHTS
+        and stored.values.shape[1] >= ONE_ROW_KERNEL_MIN_COLUMNS
+        and row_kernel.fits(stored.values)
+        and row_kernel.kernel() is not None
+    )
+
+
 class Projection:
     """y = x @ W^T for one weight matrix W of shape (out, in), as `nn.Linear` without bias."""
 
-    __slots__ = ("stored", "_weight_in_out", "_rows_kernel")
+    __slots__ = ("stored", "_weight_in_out", "_rows_kernel", "_one_row_kernel")
 
     def __init__(
         self,
@@ -132,10 +154,12 @@ class Projection:
             self.stored: StoredMatrix | None = store_matrix(weight_out_in.to(device), precision)
             self._weight_in_out: torch.Tensor | None = None
             self._rows_kernel = _rows_kernel_for(self.stored)
+            self._one_row_kernel = _one_row_kernel_for(self.stored)
         else:
             self.stored = None
             self._weight_in_out = weight_out_in.to(device=device, dtype=dtype).t().contiguous()
             self._rows_kernel = "plain"
+            self._one_row_kernel = False
 
     @classmethod
     def of_weight_in_out(cls, weight_in_out: torch.Tensor) -> Projection:
@@ -143,6 +167,7 @@ class Projection:
         that a GPU holds the weights once)."""
         projection = cls.__new__(cls)
         projection.stored, projection._weight_in_out, projection._rows_kernel = None, weight_in_out, "plain"
+        projection._one_row_kernel = False
         return projection
 
     @property
@@ -164,8 +189,10 @@ class Projection:
         if self._weight_in_out is not None:
             return x @ self._weight_in_out
         stored = self.stored
+        rows = x.numel() // x.shape[-1]
+        if rows == 1 and self._one_row_kernel:
+            return weight_row_product(x, stored.values, stored.scale)
         if torch.compiler.is_compiling():
-            rows = x.numel() // x.shape[-1]
             if rows > 1 and self._rows_kernel != "widened":
                 return self._rows_at_once(x, rows)
             # Fused by inductor into one pass over the stored weights, widened in registers.
@@ -173,7 +200,6 @@ class Projection:
             return y if stored.scale is None else y * stored.scale
         if stored.scale is None:
             return F.linear(x, stored.values)
-        rows = x.numel() // x.shape[-1]
         if rows <= FEW_ROWS:
             few = self._few_rows(x)
             if few is not None:
