@@ -132,7 +132,7 @@ def _one_row_kernel_for(stored: StoredMatrix) -> bool:
         and stored.values.numel() >= ROWS_KERNEL_MIN_WEIGHTS
         and stored.values.shape[1] >= ONE_ROW_KERNEL_MIN_COLUMNS
         and row_kernel.fits(stored.values)
-        and row_kernel.kernel() is not None
+        and row_kernel.available()
     )
 
 

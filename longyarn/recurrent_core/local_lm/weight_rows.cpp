@@ -1,15 +1,19 @@
-// One activation row times a weight matrix kept at half precision or int8, on a CPU:
+// The op longyarn::weight_row_product: one activation row times a weight matrix kept at half
+// precision or int8, on a CPU:
 //     y[o] = scale[o] * sum_i x[i] * W[o, i]
 // x and y fp32; W (out, in) row-major, fp16, bf16 or int8, widened to fp32 in registers;
-// in a multiple of 16. Built and loaded by row_kernel.py with inductor's compiler flags
-// (AVX-512 or AVX2 as the CPU has them, and torch's own OpenMP).
+// in a multiple of 16. Built and loaded by row_kernel.py (AVX-512 or AVX2 as the CPU has
+// them; torch's own OpenMP threads).
 //
 // Decoding one token reads every weight once, so this runs at the speed of memory. Two things
 // make it faster than a plain reduction: four rows are summed at once (four streams, and four
 // independent sums), and each stream is prefetched 16 KB ahead, past what the hardware
 // prefetcher reaches from one 4 KB page. Measured on a 2-core Xeon over the 0.1B shape's
 // matrices: fp16 from 14 to 27 GB/s (benchmarks/cpu_peers.py prints the model's figures).
+#include <ATen/ATen.h>
 #include <immintrin.h>
+#include <torch/library.h>
+
 #include <cstdint>
 #include <type_traits>
 
@@ -96,9 +100,32 @@ void product(const float* x, const T* w, const float* scale, float* y, int64_t o
 
 }  // namespace
 
-extern "C" void kernel(const float* x, const void* w, const float* scale, float* y, int64_t out,
-                       int64_t in, int64_t kind) {
-  if (kind == 0) product<0>(x, static_cast<const uint16_t*>(w), scale, y, out, in);
-  else if (kind == 1) product<1>(x, static_cast<const uint16_t*>(w), scale, y, out, in);
-  else if (kind == 2) product<2>(x, static_cast<const int8_t*>(w), scale, y, out, in);
+at::Tensor weight_row_product(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scale) {
+  const int64_t out = values.size(0), in = values.size(1);
+  TORCH_CHECK(values.dim() == 2 && values.is_contiguous() && in % LANES == 0 && in % 16 == 0,
+              "weight_row_product takes a contiguous (out, in) matrix, in a multiple of 16");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == in && x.numel() == in,
+              "weight_row_product takes one fp32 row as wide as the matrix");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == out,
+              "weight_row_product takes one fp32 scale per output row");
+  const at::Tensor row = x.contiguous();
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  at::Tensor y = at::empty(sizes, x.options());
+  const float* xs = row.data_ptr<float>();
+  const float* s = scale.data_ptr<float>();
+  float* ys = y.data_ptr<float>();
+  switch (values.scalar_type()) {
+    case at::kHalf: product<0>(xs, static_cast<const uint16_t*>(values.data_ptr()), s, ys, out, in); break;
+    case at::kBFloat16: product<1>(xs, static_cast<const uint16_t*>(values.data_ptr()), s, ys, out, in); break;
+    case at::kChar: product<2>(xs, static_cast<const int8_t*>(values.data_ptr()), s, ys, out, in); break;
+    default: TORCH_CHECK(false, "weight_row_product takes fp16, bf16 or int8 weights");
+  }
+  return y;
 }
+
+TORCH_LIBRARY_FRAGMENT(longyarn, m) {
+  m.def("weight_row_product(Tensor x, Tensor values, Tensor scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(longyarn, CPU, m) { m.impl("weight_row_product", &weight_row_product); }
