@@ -1,4 +1,4 @@
-"""Where compiled CPU code is kept between runs: the compiled decode step and the row kernel."""
+"""Where inductor keeps the compiled decode step between runs."""
 
 from __future__ import annotations
 
