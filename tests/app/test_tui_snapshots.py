@@ -165,10 +165,17 @@ def test_a_proposed_change_as_a_diff(snap_compare, store, server, embedder, stor
     app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
 
     async def proposal(pilot):
+        from textual.widgets._footer import FooterKey
+
         from longyarn.app.tui.screens.craft_dialogs import ProposedChangeDialog
 
         screen = await wait_for_screen(pilot, WritingScreen)
         screen.story_view.focus()
+        # The footer behind the dialogs is drawn as it was when the editor opened: let the
+        # footer's rebuild after focusing the story come, then wait for its keys.
+        for _ in range(3):
+            await pilot.pause()
+        await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
         await pilot.press("e")
         await pilot.pause()
         area = pilot.app.screen.query_one("#paragraph")
