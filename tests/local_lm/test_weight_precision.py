@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from longyarn.recurrent_core.errors import InvalidInput
-from longyarn.recurrent_core.local_lm import LocalLM, row_kernel
+from longyarn.recurrent_core.local_lm import LocalLM
 from longyarn.training.synthetic import random_rwkv7_state_dict
+from tests.local_lm.test_projection import needs_row_kernel
 
 
 def _greedy(lm: LocalLM, prompt: list[int], steps: int) -> tuple[list[int], list[torch.Tensor]]:
@@ -183,7 +184,7 @@ def test_compiled_versions_at_once_each_decode_as_they_would_alone(monkeypatch, 
         torch.testing.assert_close(state.rows([index]).wkv, alone_state.wkv, rtol=0, atol=1e-4)
 
 
-@pytest.mark.skipif(row_kernel.instruction_set() is None, reason="our one-row kernel needs an x86 CPU with AVX2")
+@needs_row_kernel
 def test_compiled_decoding_of_a_wide_model_runs_our_kernel_within_the_stated_tolerance(monkeypatch):
     # 512 wide: its matrices stream from memory, so the compiled step calls our kernel for them.
     monkeypatch.setenv("LONGYARN_COMPILE_DECODE", "1")
