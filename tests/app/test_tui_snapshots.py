@@ -18,6 +18,23 @@ from longyarn.storage.models import StoryRow
 from tests.app.test_tui import PARAGRAPHS, build_app, run_step, seed_story, wait_for_screen, wait_until
 from tests.conftest import make_engine
 
+
+async def focus_the_story(pilot) -> WritingScreen:
+    """Focus the writing screen's story, and wait for the footer's keys that focus brings.
+
+    A dialog or editor opened next keeps the footer behind it as it was drawn then. Focusing
+    the story makes the footer rebuild its keys (emptied, then filled) on a later refresh: let
+    that refresh come, then wait for its keys.
+    """
+    from textual.widgets._footer import FooterKey
+
+    screen = await wait_for_screen(pilot, WritingScreen)
+    screen.story_view.focus()
+    for _ in range(3):
+        await pilot.pause()
+    await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
+    return screen
+
 NOW = datetime(2025, 3, 14, 16, 0, tzinfo=timezone.utc)
 
 
@@ -165,17 +182,9 @@ def test_a_proposed_change_as_a_diff(snap_compare, store, server, embedder, stor
     app = build_app(store, make_engine(store, server, embedder), story_id=stories[0].id, now=lambda: NOW)
 
     async def proposal(pilot):
-        from textual.widgets._footer import FooterKey
-
         from longyarn.app.tui.screens.craft_dialogs import ProposedChangeDialog
 
-        screen = await wait_for_screen(pilot, WritingScreen)
-        screen.story_view.focus()
-        # The footer behind the dialogs is drawn as it was when the editor opened: let the
-        # footer's rebuild after focusing the story come, then wait for its keys.
-        for _ in range(3):
-            await pilot.pause()
-        await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
+        await focus_the_story(pilot)
         await pilot.press("e")
         await pilot.pause()
         area = pilot.app.screen.query_one("#paragraph")
@@ -230,16 +239,7 @@ def test_co_writing_in_the_paragraph_editor(snap_compare, store, server, embedde
     async def opened(pilot):
         from longyarn.app.tui.screens.cowriting import CoWritingEditor, PassageTaskDialog
 
-        from textual.widgets._footer import FooterKey
-
-        screen = await wait_for_screen(pilot, WritingScreen)
-        screen.story_view.focus()
-        # The footer behind the editor is drawn as it was when the editor opened. Focusing the
-        # story makes the footer rebuild its keys (emptied, then filled) on a later refresh:
-        # let that refresh come, then wait for its keys.
-        for _ in range(3):
-            await pilot.pause()
-        await wait_until(pilot, lambda: len(screen.query(FooterKey)) > 2, what="the writing screen's keys")
+        await focus_the_story(pilot)
         await pilot.press("e")
         editor = await wait_for_screen(pilot, CoWritingEditor)
         area = editor.query_one("#paragraph")
