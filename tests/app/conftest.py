@@ -7,16 +7,16 @@ import pytest
 
 @pytest.fixture
 def snap_compare(snap_compare):
-    """The snapshot plugin's comparison, with every text box's cursor held steady (shown, not blinking)
+    """The snapshot plugin's comparison, with the focused text box's cursor held steady (shown, not blinking)
     before the picture is taken: a blink caught in the other phase changes one cell's style."""
 
     def compare(app, *args, run_before=None, **kwargs):
         async def steady(pilot):
             if run_before is not None:
                 await run_before(pilot)
-            for screen in pilot.app.screen_stack:
-                for box in screen.query("Input, TextArea"):
-                    box.cursor_blink = False
+            focused = pilot.app.focused
+            if focused is not None and hasattr(focused, "cursor_blink"):
+                focused.cursor_blink = False
             await pilot.pause()
 
         return snap_compare(app, *args, run_before=steady, **kwargs)

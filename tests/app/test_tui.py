@@ -3,6 +3,8 @@ engine against the scripted OpenAI-compatible server, with a real SQLite file an
 
 from __future__ import annotations
 
+import html
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -297,6 +299,31 @@ async def test_an_edited_short_term_memory_is_what_the_next_step_reads_even_if_t
         assert branch[2].short_term_memory == edited, "the edit is stored on the step it belongs to"
         writer_request = [r for r in server.requests if r["_role"] == "writer"][-1]
         assert edited in str(writer_request["messages"])
+
+
+def screen_rows(app) -> list[str]:
+    """The terminal's rows as the writer sees them, laid out from the app's own SVG screenshot, whose
+    cells are 12.2 units wide and whose rows are 24.4 apart, the first at 20."""
+    width, height = app.size
+    grid = [[" "] * width for _ in range(height)]
+    for match in re.finditer(r'<text[^>]*x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)</text>', app.export_screenshot()):
+        row, column = round((float(match[2]) - 20) / 24.4), round(float(match[1]) / 12.2)
+        for offset, char in enumerate(html.unescape(match[3]).replace("\xa0", " ")):
+            if 0 <= row < height and column + offset < width:
+                grid[row][column + offset] = char
+    return ["".join(cells) for cells in grid]
+
+
+async def test_the_short_term_memory_shows_every_word_on_a_wide_terminal(store, server, embedder):
+    """The memory box takes its width after its text is loaded; every word must still be on screen."""
+    story = seed_story(store, embedder, PARAGRAPHS)
+    app = build_app(store, make_engine(store, server, embedder), story_id=story.id)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await wait_for_screen(pilot, WritingScreen)
+        await pilot.pause()
+        box = screen.memory_editor.region
+        shown = " ".join(row[box.x:box.right].strip() for row in screen_rows(app)[box.y:box.bottom])
+        assert " ".join(shown.split()) == store.branch(story.id)[-1].short_term_memory
 
 
 async def test_quitting_while_editing_the_short_term_memory_keeps_the_edit(store, server, embedder, db_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.widgets import OptionList, Static
+from textual import events
+from textual.widgets import OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from longyarn.recurrent_core.types import Step
@@ -19,6 +20,19 @@ PAGE_SIZE = 30
 # Streamed text is shown at most this often: a fast backend yields hundreds of chunks a
 # second, and re-rendering per chunk would spend the event loop on layout instead of keys.
 STREAM_FRAME_S = 1 / 30
+
+
+class ProseArea(TextArea):
+    """A soft-wrapped text box for prose. Textual's TextArea rewraps on a resize but, when the number of
+    wrapped rows stays the same, the screen keeps the rows painted at the old width, so the words at the
+    cut go missing until something else repaints them."""
+
+    def __init__(self, text: str = "", **kwargs) -> None:
+        kwargs.setdefault("soft_wrap", True)
+        super().__init__(text, **kwargs)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.refresh()
 
 
 class ParagraphView(Static):

@@ -21,6 +21,7 @@ from textual.widgets import Button, DataTable, Input, Label, Select, Static, Swi
 from longyarn.app.session.bible import BibleUpdate, BibleView, StoryBible
 from longyarn.app.session.bible_writes import EditedFact, entry_edit_between
 from longyarn.app.ui.formatting import one_line, store_failure
+from longyarn.app.ui.widgets import ProseArea
 from longyarn.recurrent_core.bible import (
     ENTRY_KINDS,
     BibleEntry,
@@ -124,9 +125,9 @@ class EntryEditorScreen(Screen[str | None]):
                     yield Label("Secondary keys (comma-separated)")
                     yield Input(", ".join(fields["secondary_keys"]), id="entry-keys")  # type: ignore[arg-type]
             yield Label("Description: what the model is told")
-            yield TextArea(str(fields["description"]), id="entry-description", soft_wrap=True)
+            yield ProseArea(str(fields["description"]), id="entry-description")
             yield Label("Notes: yours, never sent to the model")
-            yield TextArea(str(fields["notes"]), id="entry-notes", soft_wrap=True)
+            yield ProseArea(str(fields["notes"]), id="entry-notes")
             yield Label(f"Facts, as at paragraph {self.paragraph} (dimmed: ended, or not yet in force)")
             yield FactTable(id="entry-facts", cursor_type="row", zebra_stripes=True)
             with Horizontal(id="fact-fields"):

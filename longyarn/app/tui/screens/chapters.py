@@ -19,7 +19,7 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 
 from longyarn.app.session.writing import NoModel, WritingSession
 from longyarn.app.ui.formatting import store_failure
-from longyarn.app.ui.widgets import StoryView
+from longyarn.app.ui.widgets import ProseArea, StoryView
 from longyarn.recurrent_core.chapter_memory import ChapterPlace
 from longyarn.recurrent_core.chapter_summaries import ChapterSummary
 from longyarn.recurrent_core.errors import LongyarnError
@@ -97,7 +97,7 @@ class ChapterDialog(EditingDialog):
             yield Label(f"Title (left empty, it is called {self.chapter_name})", markup=False)
             yield Input(self.chapter_title, placeholder=self.chapter_name, id="chapter-title")
             yield Label("Summary: one paragraph that later paragraphs are written with in view")
-            yield TextArea(self.summary, id="chapter-summary", soft_wrap=True)
+            yield ProseArea(self.summary, id="chapter-summary")
             yield Static("", id="chapter-status", classes="hint", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Button, Input, Label, Static, TextArea
 
+from longyarn.app.ui.widgets import ProseArea
 from longyarn.recurrent_core.role_prompts import AuthorsNote
 
 from .dialogs import Dialog, EditingDialog
@@ -40,7 +41,7 @@ class AuthorsNoteDialog(EditingDialog):
                 classes="dialog-text",
                 markup=False,
             )
-            yield TextArea(self.note.text, id="note", soft_wrap=True)
+            yield ProseArea(self.note.text, id="note")
             yield Label(f"Depth (0 to {MAX_NOTE_DEPTH}: how many parts of the context come after it)")
             yield Input(str(self.note.depth), id="depth", type="integer")
             with Horizontal(classes="buttons"):

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static, Switch, TextArea
 
 from longyarn.app.session.long_notes import LongNotes
+from longyarn.app.ui.widgets import ProseArea
 
 from .long_note import ChecksLongNotes
 
@@ -184,7 +185,7 @@ class ParagraphEditor(EditingDialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label("Edit the paragraph (its long-term memory follows)", classes="dialog-title")
-            yield TextArea(self.paragraph, id="paragraph", soft_wrap=True)
+            yield ProseArea(self.paragraph, id="paragraph")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save  ^s", id="save", variant="primary")
@@ -286,7 +287,7 @@ class NewStoryDialog(ChecksLongNotes, EditingDialog):
             yield Label("Genre")
             yield Input(placeholder="e.g. gothic mystery, space opera, fable", id="genre")
             yield Label("Premise: what is the story about?")
-            yield TextArea(id="premise", soft_wrap=True)
+            yield ProseArea(id="premise")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create  ^s", id="create", variant="primary")
@@ -346,7 +347,7 @@ class OutlineDialog(ChecksLongNotes, EditingDialog):
             yield Label("Title")
             yield Input(self.story_title, id="title")
             yield Label("Outline (every paragraph is written with it in view)")
-            yield TextArea(self.outline, id="outline", soft_wrap=True)
+            yield ProseArea(self.outline, id="outline")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button(f"{self.save_label}  ^s", id="save", variant="primary")

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from longyarn.app.settings import Settings, first_problem, save_settings
+from longyarn.app.ui.widgets import ProseArea
 from longyarn.recurrent_core.engine_config import SAMPLING_PRESETS, default_sampling
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import Sampling
@@ -86,7 +87,7 @@ class SamplingScreen(Screen):
                     yield Label(label)
                     yield Input(id=f"field-{name}", type=kind)
             yield Label("Stop sequences: the reply ends before any of them (one a line, at most 4)")
-            yield TextArea(id="stop", soft_wrap=True)
+            yield ProseArea(id="stop")
             with Horizontal(classes="buttons"):
                 yield Input(placeholder="a name for these values", id="preset-name")
                 yield Button("Save as preset", id="save-preset")

@@ -26,7 +26,7 @@ from longyarn.app.session.writing import NoModel, Position, WritingSession
 from longyarn.app.session.long_notes import LongNotes
 from longyarn.app.ui.formatting import paragraphs_label, store_failure
 from longyarn.app.ui.step_events import StepRenderer
-from longyarn.app.ui.widgets import InstructionList, StoryView
+from longyarn.app.ui.widgets import InstructionList, ProseArea, StoryView
 from longyarn.recurrent_core.errors import LongyarnError
 from longyarn.recurrent_core.types import SentContext, StepCompleted, StepEvent, StepStarted, Story
 
@@ -141,7 +141,7 @@ class WritingScreen(StoryMoves, KeepWriting, CraftTools, ChapterActions, BibleTo
             yield StoryView(id="story")
             with Vertical(id="side"):
                 yield Label("Short-term memory", classes="panel-title")
-                yield TextArea(id="short-term-memory", soft_wrap=True)
+                yield ProseArea(id="short-term-memory")
                 yield Label("Next instructions", classes="panel-title")
                 yield InstructionList(id="instructions")
         yield Input(
