@@ -29,6 +29,7 @@ from .compiled_decode import CompiledDecode, compiled_decode_wanted, head_logits
 from .config import RWKV7Config, without_unused_tensors
 from .cpu_decode import decode_threads, intra_op_threads
 from .cuda_decode import DecodeGraphError, DecodeGraphs, forward_token_fused
+from .native_step import block_operands, token_blocks
 from .precision import HALF, choose_half_precision, resolve_weights
 from .projection import Projection
 from .state import RecurrentState, StateSignature
@@ -151,6 +152,11 @@ class LocalLM:
         self.weights = _storage_precision(state_dict, config, resolve_weights(weights)) if cpu_storage else str(dtype)
         # One token on a CPU runs compiled (see compiled_decode); set False to decode eagerly.
         self._compiled_decode = CompiledDecode(cpu_storage and not self._fused_decode and compiled_decode_wanted())
+        # One token of one sequence as one C++ call where every matrix streams through our
+        # kernel (see native_step); set False to decode it as compiled or eager PyTorch.
+        self.native_decode = cpu_storage and not self._fused_decode
+        self._native_operands: list[torch.Tensor] | None = None
+        self._native_operands_built = False
         with torch.no_grad():
             # The reference folds ln0 into the table: emb rows are only ever used normalised.
             self._embedding = F.layer_norm(
@@ -290,7 +296,8 @@ class LocalLM:
         # Not before the compiled step has run once: a first run that fails to compile
         # reruns eagerly from the old state (see CompiledDecode.run).
         overwrite = (in_place and self.device.type == "cpu" and not self._fused_decode
-                     and (self._compiled_decode.ready or not self._compiled_decode.active))
+                     and (self._compiled_decode.ready or not self._compiled_decode.active
+                          or (seq_len == 1 and self._native_step_for(state) is not None)))
         new_state = state if overwrite else state.empty_like()
         with torch.no_grad():
             if seq_len == 1:
@@ -398,6 +405,15 @@ class LocalLM:
             if self._fused_decode or self.device.type != "cpu":
                 return self._logits(self._forward_token(tokens, state, new_state))
 
+            native = self._native_step_for(new_state)
+            if native is not None:
+                if new_state is not state:
+                    for target, source in zip(new_state.tensors(), state.tensors()):
+                        target.copy_(source)
+                last = token_blocks(self._embedding[tokens[0]], new_state.time_mix_shift,
+                                    new_state.channel_mix_shift, new_state.wkv, native)
+                return self._logits(last)
+
             def step(block, head) -> torch.Tensor:
                 # The blocks update `new_state` in place (see token_block): from a copy of
                 # `state` unless it is `state` itself, which `forward(in_place=True)` allows.
@@ -408,6 +424,25 @@ class LocalLM:
                 return head(last, self._ln_out_weight, self._ln_out_bias, self._head)
 
             return self._compiled_decode.run(step)
+
+    @property
+    def decodes_natively(self) -> bool:
+        """Whether one sequence's next token runs as one C++ call (see native_step)."""
+        return self._native_operands_if_on() is not None
+
+    def _native_operands_if_on(self) -> list[torch.Tensor] | None:
+        if not self.native_decode:
+            return None
+        if not self._native_operands_built:
+            self._native_operands = block_operands(self._layers)
+            self._native_operands_built = True
+        return self._native_operands
+
+    def _native_step_for(self, state: RecurrentState) -> list[torch.Tensor] | None:
+        """The C++ step's operands where it runs this state's next token (see native_step)."""
+        if state.batch_size != 1 or not all(t.is_contiguous() for t in state.tensors()):
+            return None
+        return self._native_operands_if_on()
 
     def _last_logits(self, last: torch.Tensor) -> torch.Tensor:
         """Logits of a sequence's last position: the compiled head where decoding is compiled

@@ -171,6 +171,11 @@ class Projection:
         return projection
 
     @property
+    def one_row_kernel(self) -> bool:
+        """Whether one row times this matrix runs our kernel (row_kernel.py)."""
+        return self._one_row_kernel
+
+    @property
     def precision(self) -> str:
         """The storage precision of the weights ("fp32", "fp16", "bf16", "int8"), or the
         dtype's name for a plain product."""

@@ -15,7 +15,10 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -144,9 +147,216 @@ at::Tensor weight_row_product_shape(const at::Tensor& x, const at::Tensor& value
   return at::empty(product_sizes(x, values), x.options());
 }
 
-TORCH_LIBRARY_FRAGMENT(longyarn, m) {
-  m.def("weight_row_product(Tensor x, Tensor values, Tensor scale) -> Tensor");
+
+// ---------------------------------------------------------------------------------------------
+// The op longyarn::token_blocks: one token of one sequence through every RWKV-7 block, as
+// token_block (block.py) computes it, in one call. Compiled PyTorch spends about as long around
+// the weight products of a token (small fused loops, each waking the threads, and the graph
+// calls) as a CPU's memory takes to stream a half-precision model's weights; here the small
+// work is plain loops on one thread and only the products (and the LoRAs) use torch's threads.
+namespace {
+
+constexpr float LAYER_NORM_EPS = 1e-5f;
+constexpr float GROUP_NORM_EPS = 64e-5f;
+constexpr float DECAY_SCALE = 0.6065306597126334f;  // exp(-0.5)
+
+// Each block's tensors in the list the op takes, in this order (model.py builds it).
+enum Weight : int64_t {
+  LN1_WEIGHT, LN1_BIAS, TOKEN_SHIFT_MIX, RECEPTANCE, RECEPTANCE_SCALE, KEY, KEY_SCALE, VALUE, VALUE_SCALE,
+  W0, W1, W2, A0, A1, A2, V0, V1, V2, G1, G2, K_K, K_A, R_K, OUTPUT, OUTPUT_SCALE, LN_X_WEIGHT, LN_X_BIAS,
+  LN2_WEIGHT, LN2_BIAS, CHANNEL_MIX_X_K, FFN_KEY, FFN_KEY_SCALE, FFN_VALUE, FFN_VALUE_SCALE, WEIGHTS_PER_BLOCK
+};
+
+const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+void layer_norm(const float* x, const float* weight, const float* bias, float* y, int64_t n, float eps) {
+  double mean = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= n;
+  double variance = 0.0;
+  for (int64_t i = 0; i < n; ++i) variance += (x[i] - mean) * (x[i] - mean);
+  const float inverse = static_cast<float>(1.0 / std::sqrt(variance / n + eps));
+  const float centre = static_cast<float>(mean);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - centre) * inverse * weight[i] + bias[i];
 }
 
-TORCH_LIBRARY_IMPL(longyarn, CPU, m) { m.impl("weight_row_product", &weight_row_product); }
+inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+void project(const float* x, const at::Tensor& values, const at::Tensor& scale, float* y) {
+  const int64_t out = values.size(0), in = values.size(1);
+  const float* s = floats(scale);
+  switch (values.scalar_type()) {
+    case at::kHalf: product<0>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
+    case at::kBFloat16: product<1>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
+    default: product<2>(x, static_cast<const int8_t*>(values.data_ptr()), s, y, out, in); break;
+  }
+}
+
+// y = bias + x @ W for a LoRA matrix W (in, out), fp32 or bf16; bias may be null.
+void lora(const float* x, const at::Tensor& w, const float* bias, float* y) {
+  const int64_t in = w.size(0), out = w.size(1);
+  const bool half = w.scalar_type() == at::kBFloat16;
+  at::parallel_for(0, out, 128, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) y[o] = bias ? bias[o] : 0.0f;
+    for (int64_t i = 0; i < in; ++i) {
+      const float xi = x[i];
+      if (half) {
+        const uint16_t* row = static_cast<const uint16_t*>(w.data_ptr()) + i * out;
+        for (int64_t o = begin; o < end; ++o) {
+          uint32_t bits = static_cast<uint32_t>(row[o]) << 16;
+          float wide;
+          std::memcpy(&wide, &bits, sizeof wide);
+          y[o] += xi * wide;
+        }
+      } else {
+        const float* row = floats(w) + i * out;
+        for (int64_t o = begin; o < end; ++o) y[o] += xi * row[o];
+      }
+    }
+  });
+}
+
+void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* time_mix_shift,
+           float* channel_mix_shift, float* state, int64_t C, int64_t N, int64_t widest, float* scratch) {
+  const int64_t H = C / N;
+  float* normed = scratch;
+  float* mixed = normed + C;  // 6 rows: r, k, v, w, a, g
+  float* r = mixed + 6 * C;
+  float* k = r + C;
+  float* v = k + C;
+  float* decay = v + C;
+  float* iclr = decay + C;
+  float* gate = iclr + C;
+  float* kk = gate + C;
+  float* out = kk + C;
+  float* hidden = out + C;  // the LoRAs' narrow rows, then the feed-forward's wide one
+  float* hidden2 = hidden + widest;
+
+  layer_norm(x, floats(wt[LN1_WEIGHT]), floats(wt[LN1_BIAS]), normed, C, LAYER_NORM_EPS);
+  const float* mix = floats(wt[TOKEN_SHIFT_MIX]);
+  for (int m = 0; m < 6; ++m)
+    for (int64_t c = 0; c < C; ++c) mixed[m * C + c] = normed[c] + (time_mix_shift[c] - normed[c]) * mix[m * C + c];
+  std::memcpy(time_mix_shift, normed, C * sizeof(float));
+
+  project(mixed, wt[RECEPTANCE], wt[RECEPTANCE_SCALE], r);
+  project(mixed + C, wt[KEY], wt[KEY_SCALE], k);
+  project(mixed + 2 * C, wt[VALUE], wt[VALUE_SCALE], v);
+
+  lora(mixed + 3 * C, wt[W1], nullptr, hidden);
+  for (int64_t j = 0, n = wt[W1].size(1); j < n; ++j) hidden[j] = std::tanh(hidden[j]);
+  lora(hidden, wt[W2], floats(wt[W0]), decay);
+  lora(mixed + 4 * C, wt[A1], nullptr, hidden);
+  lora(hidden, wt[A2], floats(wt[A0]), iclr);
+  for (int64_t c = 0; c < C; ++c) iclr[c] = sigmoid(iclr[c]);
+  lora(mixed + 5 * C, wt[G1], nullptr, hidden);
+  for (int64_t j = 0, n = wt[G1].size(1); j < n; ++j) hidden[j] = sigmoid(hidden[j]);
+  lora(hidden, wt[G2], nullptr, gate);
+
+  const float* k_k = floats(wt[K_K]);
+  const float* k_a = floats(wt[K_A]);
+  for (int64_t h = 0; h < H; ++h) {
+    float norm = 0.0f;
+    for (int64_t j = h * N; j < (h + 1) * N; ++j) {
+      kk[j] = k[j] * k_k[j];
+      norm += kk[j] * kk[j];
+    }
+    const float inverse = 1.0f / std::max(std::sqrt(norm), 1e-12f);
+    for (int64_t j = h * N; j < (h + 1) * N; ++j) kk[j] *= inverse;
+  }
+  for (int64_t c = 0; c < C; ++c) k[c] *= (1.0f - k_a[c]) + iclr[c] * k_a[c];
+  if (first) {
+    std::memcpy(v_first, v, C * sizeof(float));
+  } else {
+    lora(mixed + 2 * C, wt[V1], nullptr, hidden);
+    lora(hidden, wt[V2], floats(wt[V0]), hidden2);
+    for (int64_t c = 0; c < C; ++c) v[c] += (v_first[c] - v[c]) * sigmoid(hidden2[c]);
+  }
+  for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-DECAY_SCALE * sigmoid(decay[c]));
+
+  // The wkv step per head, S [value channel i, key channel j]:
+  //   S' = S diag(w) + (S kk)(-kk * iclr)^T + v k^T, out = S' r.
+  const float* r_k = floats(wt[R_K]);
+  const float* ln_x_weight = floats(wt[LN_X_WEIGHT]);
+  const float* ln_x_bias = floats(wt[LN_X_BIAS]);
+  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> removal(N);
+    for (int64_t h = begin; h < end; ++h) {
+      const int64_t base = h * N;
+      float* S = state + h * N * N;
+      for (int64_t j = 0; j < N; ++j) removal[j] = -kk[base + j] * iclr[base + j];
+      for (int64_t i = 0; i < N; ++i) {
+        float* row = S + i * N;
+        float along_kk = 0.0f;
+        for (int64_t j = 0; j < N; ++j) along_kk += row[j] * kk[base + j];
+        const float vi = v[base + i];
+        float o = 0.0f;
+        for (int64_t j = 0; j < N; ++j) {
+          const float updated = row[j] * decay[base + j] + along_kk * removal[j] + vi * k[base + j];
+          row[j] = updated;
+          o += updated * r[base + j];
+        }
+        out[base + i] = o;
+      }
+      float mean = 0.0f;
+      for (int64_t i = 0; i < N; ++i) mean += out[base + i];
+      mean /= N;
+      float variance = 0.0f;
+      for (int64_t i = 0; i < N; ++i) variance += (out[base + i] - mean) * (out[base + i] - mean);
+      const float inverse = 1.0f / std::sqrt(variance / N + GROUP_NORM_EPS);
+      float bonus = 0.0f;
+      for (int64_t j = 0; j < N; ++j) bonus += r[base + j] * k[base + j] * r_k[base + j];
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t c = base + i;
+        out[c] = ((out[c] - mean) * inverse * ln_x_weight[c] + ln_x_bias[c] + bonus * v[c]) * gate[c];
+      }
+    }
+  });
+  project(out, wt[OUTPUT], wt[OUTPUT_SCALE], hidden);
+  for (int64_t c = 0; c < C; ++c) x[c] += hidden[c];
+
+  layer_norm(x, floats(wt[LN2_WEIGHT]), floats(wt[LN2_BIAS]), normed, C, LAYER_NORM_EPS);
+  const float* x_k = floats(wt[CHANNEL_MIX_X_K]);
+  for (int64_t c = 0; c < C; ++c) mixed[c] = normed[c] + (channel_mix_shift[c] - normed[c]) * x_k[c];
+  std::memcpy(channel_mix_shift, normed, C * sizeof(float));
+  project(mixed, wt[FFN_KEY], wt[FFN_KEY_SCALE], hidden);
+  for (int64_t j = 0, n = wt[FFN_KEY].size(0); j < n; ++j) hidden[j] = hidden[j] > 0.0f ? hidden[j] * hidden[j] : 0.0f;
+  project(hidden, wt[FFN_VALUE], wt[FFN_VALUE_SCALE], out);
+  for (int64_t c = 0; c < C; ++c) x[c] += out[c];
+}
+
+}  // namespace
+
+// x: the token's embedding row (C,), fp32. The state tensors are one sequence's, (L, 1, C) and
+// (L, 1, H, N, N), fp32 and contiguous, updated in place. Returns the last hidden state (C,).
+at::Tensor token_blocks(const at::Tensor& x, at::Tensor& time_mix_shift, at::Tensor& channel_mix_shift,
+                        at::Tensor& wkv, at::TensorList weights) {
+  const int64_t C = x.numel();
+  const int64_t L = wkv.size(0), N = wkv.size(-1);
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * WEIGHTS_PER_BLOCK,
+              "token_blocks takes ", WEIGHTS_PER_BLOCK, " tensors per block");
+  TORCH_CHECK(time_mix_shift.is_contiguous() && channel_mix_shift.is_contiguous() && wkv.is_contiguous() &&
+                  time_mix_shift.numel() == L * C && channel_mix_shift.numel() == L * C && wkv.numel() == L * C * N,
+              "token_blocks takes one sequence's contiguous fp32 state");
+  at::Tensor hidden = x.to(at::kFloat).contiguous().clone().view({C});
+  float* h = hidden.data_ptr<float>();
+  int64_t widest = C;
+  for (int64_t l = 0; l < L; ++l) widest = std::max(widest, weights[l * WEIGHTS_PER_BLOCK + FFN_KEY].size(0));
+  std::vector<float> scratch(16 * C + widest), v_first(C);
+  for (int64_t l = 0; l < L; ++l) {
+    block(weights.data() + l * WEIGHTS_PER_BLOCK, h, v_first.data(), l == 0,
+          time_mix_shift.data_ptr<float>() + l * C, channel_mix_shift.data_ptr<float>() + l * C,
+          wkv.data_ptr<float>() + l * C * N, C, N, widest, scratch.data());
+  }
+  return hidden;
+}
+
+TORCH_LIBRARY_FRAGMENT(longyarn, m) {
+  m.def("weight_row_product(Tensor x, Tensor values, Tensor scale) -> Tensor");
+  m.def("token_blocks(Tensor x, Tensor(a!) time_mix_shift, Tensor(b!) channel_mix_shift, Tensor(c!) wkv, Tensor[] weights) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(longyarn, CPU, m) {
+  m.impl("weight_row_product", &weight_row_product);
+  m.impl("token_blocks", &token_blocks);
+}
 TORCH_LIBRARY_IMPL(longyarn, Meta, m) { m.impl("weight_row_product", &weight_row_product_shape); }
