@@ -26,6 +26,8 @@ What it does, in order:
    token's latency (which includes compiling our decode step; `--cold-compile` empties the
    compile cache first), the load average, and the quality of each precision: the largest
    logit difference from fp32 over 128 decoded tokens and how often the greedy pick agrees.
+   In the same rounds it decodes fp16 and int8 once more with the compiled PyTorch step instead of
+   the one-call C++ step (`LocalLM.native_decode = False`), and prints how much the call gains.
 5. With `--demo-corpus`, the bundled demo model's held-out bits per byte at each precision.
 
 llama.cpp runs in `--llama-python`, else in this Python if it has llama_cpp and gguf, else in
@@ -74,6 +76,9 @@ SHAPES = {"0.1b": (12, 768), "0.4b": (24, 1024)}
 OURS = ("fp32", "fp16", "int8")
 THEIRS = ("F32", "F16", "Q8_0")
 MATCHING = dict(zip(OURS, THEIRS))
+# Our named baseline for the one-call decode step (native_step.py): the same weights decoded by
+# the compiled PyTorch step, timed in the same rounds.
+COMPILED_BASELINE = ("fp16", "int8")
 LAYER_NORM_EPS = 1e-5
 # llama.cpp's converter keeps these F32 whatever the file type (besides 1-D tensors and norms).
 ALWAYS_F32 = ("time_mix_w1", "time_mix_w2", "time_mix_lerp_fused")
@@ -312,6 +317,8 @@ class Figures:
     decode_ratio: dict[str, list[float]] = field(default_factory=dict)
     prefill_ratio: dict[str, list[float]] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
+    compiled_tps: dict[str, list[float]] = field(default_factory=dict)
+    native_gain: dict[str, list[float]] = field(default_factory=dict)
 
 
 def quality(models: dict[str, LocalLM], prompt: list[int], steps: int) -> dict[str, tuple[float, float]]:
@@ -419,6 +426,14 @@ def main() -> None:
                   f"after loading (prompt + compile + one step) {first:.1f} s"
                   + (f"; compiling failed: {lm.compile_decode_error}" if lm.compile_decode_error else ""))
             ours[name] = lm
+        compiled: dict[str, LocalLM] = {}
+        for name in COMPILED_BASELINE:
+            lm = LocalLM(loaded.state_dict, config, torch.device("cpu"), torch.float32, weights=name)
+            lm.native_decode = False
+            decode_ours(lm, prompt, continuation[:2])  # compiles
+            compiled[name] = lm
+        print("one sequence decodes as one C++ call: "
+              + ", ".join(f"{name} {'yes' if lm.decodes_natively else 'no'}" for name, lm in ours.items()))
 
         llama_python, why_not = find_llama_python(args.llama_python)
         worker = None
@@ -470,6 +485,10 @@ def main() -> None:
                     prefill_tps[key] = len(prefill) / prefill_seconds
                     figures.decode_tps.setdefault(key, []).append(decode[key])
                     figures.prefill_tps.setdefault(key, []).append(prefill_tps[key])
+                if name in compiled:
+                    baseline = len(continuation) / decode_ours(compiled[name], prompt, continuation)
+                    figures.compiled_tps.setdefault(name, []).append(baseline)
+                    figures.native_gain.setdefault(name, []).append(decode[name] / baseline)
                 if worker:
                     theirs = MATCHING[name]
                     figures.decode_ratio.setdefault(name, []).append(decode[name] / decode[theirs])
@@ -494,6 +513,10 @@ def main() -> None:
             print(f"{system:<22}{median(decode_values):>10.1f} (best {max(decode_values):6.1f}){fraction:>14.2f}"
                   f"{median(figures.prefill_tps[name]):>16.1f}{ratios}")
 
+        print("\ndecode by the compiled PyTorch step instead of one C++ call (the baseline), same rounds: "
+              + "; ".join(f"{name} {median(figures.compiled_tps[name]):.1f} tok/s, the call "
+                          f"{median(figures.native_gain[name]):.2f}x ({min(figures.native_gain[name]):.2f}-"
+                          f"{max(figures.native_gain[name]):.2f}x)" for name in COMPILED_BASELINE))
         print(f"\nquality against fp32 over {args.quality_tokens} greedy tokens (fed fp32's picks):")
         for name, (worst, agree) in quality(ours, prompt, args.quality_tokens).items():
             print(f"  {name}: max |logit difference| {worst:.2e}, greedy agreement {agree:.1%}")

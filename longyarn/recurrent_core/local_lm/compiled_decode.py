@@ -11,6 +11,10 @@ compiling costs two block graphs and one head graph per batch size. Inductor kee
 built in its on-disk cache (here under the user's cache directory unless
 TORCHINDUCTOR_CACHE_DIR says otherwise), so a later start pays only for tracing.
 
+One sequence whose matrices all stream through our kernel (half precision or int8, 512 wide or
+more) decodes by one C++ call instead (native_step.py); this step serves the rest: several
+sequences at once (versions sampled as a batch), fp32 weights, narrow models.
+
 Turn it off with LONGYARN_COMPILE_DECODE=0 or `LocalLM.compile_decode = False`. If compiling
 fails (no C++ compiler, an unsupported platform) decoding goes on eagerly, with a warning.
 """

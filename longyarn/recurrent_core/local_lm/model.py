@@ -5,9 +5,10 @@ layer norm (ln0) folded into the embedding table as the reference does. On a CPU
 matrices are stored at the precision the user chooses (`weights=`, see precision.py: half
 precision by default) while the arithmetic stays fp32. Longer inputs run as whole sequences
 through `longyarn.kernels.wkv7` (chunked on a CPU, Triton on a GPU), split into segments to
-bound memory. A single token takes the decode path: on a CPU as compiled blocks
-(`compiled_decode`, eager ops where compiling is off or fails); on a GPU through fused
-kernels, replayed as a CUDA graph (`cuda_decode`).
+bound memory. A single token takes the decode path: on a CPU, for one sequence whose matrices
+all stream through our kernel, one C++ call for every block (`native_step`); otherwise
+compiled blocks (`compiled_decode`, eager ops where compiling is off or fails); on a GPU
+through fused kernels, replayed as a CUDA graph (`cuda_decode`).
 
 This file reads top to bottom: loading, the public `forward`, its input checks, the choice
 of decode path for a single token, and the network itself (sequence, token).

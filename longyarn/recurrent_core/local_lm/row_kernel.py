@@ -5,7 +5,8 @@ its weights stream from memory. Inductor's fused reduction and FBGEMM's fp16 pro
 0.1B model's matrices at about 14 GB/s on our 2-core machines; the kernel in weight_rows.cpp
 (four rows at once, software prefetch) reads them at 23 to 27 GB/s, and int8 at 20 to 30.
 
-It is a PyTorch operator, `longyarn::weight_row_product`, written in C++ and built with
+It is a PyTorch operator, `longyarn::weight_row_product`, written in C++ (the same library
+holds `longyarn::token_blocks`, a whole decode step built on it: see native_step.py) and built with
 PyTorch's extension builder (the system's C++ compiler and ninja, torch's OpenMP threads)
 once per user, source, compiler and torch version into the user's cache directory (about 10
 seconds); later starts load the built library. Being a C++ operator, a compiled decode step

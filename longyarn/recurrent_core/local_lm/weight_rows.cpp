@@ -10,6 +10,8 @@
 // independent sums), and each stream is prefetched 16 KB ahead, past what the hardware
 // prefetcher reaches from one 4 KB page. Measured on a 2-core Xeon over the 0.1B shape's
 // matrices: fp16 from 14 to 27 GB/s (benchmarks/cpu_peers.py prints the model's figures).
+//
+// Below it, longyarn::token_blocks: a whole decode step of one sequence on this kernel.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
