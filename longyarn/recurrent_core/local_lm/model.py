@@ -435,7 +435,7 @@ class LocalLM:
         if not self.native_decode:
             return None
         if not self._native_operands_built:
-            self._native_operands = block_operands(self._layers)
+            self._native_operands = block_operands(self._layers, self.config.head_size)
             self._native_operands_built = True
         return self._native_operands
 

@@ -40,10 +40,12 @@ def _lora(matrix: torch.Tensor | None) -> torch.Tensor | None:
     return matrix.contiguous() if matrix.dtype in (torch.float32, torch.bfloat16) and matrix.dim() == 2 else None
 
 
-def block_operands(layers: Sequence[LayerWeights]) -> list[torch.Tensor] | None:
+def block_operands(layers: Sequence[LayerWeights], head_size: int) -> list[torch.Tensor] | None:
     """The op's list of tensors, 34 a block in the order of weight_rows.cpp's `Weight`, or None
     where the op does not apply: a matrix our kernel does not take (fp32 weights, a narrow
-    model, no kernel on this CPU) or a LoRA at another dtype."""
+    model, no kernel on this CPU), a LoRA at another dtype, or heads not a multiple of 16 wide."""
+    if head_size % 16:
+        return None
     operands: list[torch.Tensor] = []
     for layer in layers:
         products = [_kernel_operands(p) for p in (layer.receptance, layer.key, layer.value, layer.output,

@@ -37,6 +37,9 @@ constexpr int64_t LANES = 16;
 using Vec = __m512;
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec broadcast(float v) { return _mm512_set1_ps(v); }
+inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec multiply(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 inline Vec multiply_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
 inline Vec widen(const uint16_t* p, Kind<0>) {
@@ -54,6 +57,9 @@ constexpr int64_t LANES = 8;
 using Vec = __m256;
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline Vec broadcast(float v) { return _mm256_set1_ps(v); }
+inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec multiply(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 inline Vec multiply_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline float sum(Vec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -286,18 +292,21 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
       const int64_t base = h * N;
       float* S = state + h * N * N;
       for (int64_t j = 0; j < N; ++j) removal[j] = -kk[base + j] * iclr[base + j];
+      // N is a multiple of LANES (head sizes are multiples of 16, as token_blocks checks).
+      const float *kk_h = kk + base, *decay_h = decay + base, *k_h = k + base, *r_h = r + base;
       for (int64_t i = 0; i < N; ++i) {
         float* row = S + i * N;
-        float along_kk = 0.0f;
-        for (int64_t j = 0; j < N; ++j) along_kk += row[j] * kk[base + j];
-        const float vi = v[base + i];
-        float o = 0.0f;
-        for (int64_t j = 0; j < N; ++j) {
-          const float updated = row[j] * decay[base + j] + along_kk * removal[j] + vi * k[base + j];
-          row[j] = updated;
-          o += updated * r[base + j];
+        Vec along = zero();
+        for (int64_t j = 0; j < N; j += LANES) along = multiply_add(load(row + j), load(kk_h + j), along);
+        const Vec along_kk = broadcast(sum(along)), vi = broadcast(v[base + i]);
+        Vec o = zero();
+        for (int64_t j = 0; j < N; j += LANES) {
+          const Vec updated = multiply_add(
+              vi, load(k_h + j), multiply_add(along_kk, load(removal.data() + j), multiply(load(row + j), load(decay_h + j))));
+          store(row + j, updated);
+          o = multiply_add(updated, load(r_h + j), o);
         }
-        out[base + i] = o;
+        out[base + i] = sum(o);
       }
       float mean = 0.0f;
       for (int64_t i = 0; i < N; ++i) mean += out[base + i];
@@ -339,6 +348,7 @@ at::Tensor token_blocks(const at::Tensor& x, at::Tensor& time_mix_shift, at::Ten
   TORCH_CHECK(time_mix_shift.is_contiguous() && channel_mix_shift.is_contiguous() && wkv.is_contiguous() &&
                   time_mix_shift.numel() == L * C && channel_mix_shift.numel() == L * C && wkv.numel() == L * C * N,
               "token_blocks takes one sequence's contiguous fp32 state");
+  TORCH_CHECK(N % 16 == 0 && C % N == 0, "token_blocks takes heads whose size is a multiple of 16");
   at::Tensor hidden = x.to(at::kFloat).contiguous().clone().view({C});
   float* h = hidden.data_ptr<float>();
   int64_t widest = C;
