@@ -155,13 +155,13 @@ at::Tensor weight_row_product_shape(const at::Tensor& x, const at::Tensor& value
   return at::empty(product_sizes(x, values), x.options());
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The op longyarn::token_blocks: one token of one sequence through every RWKV-7 block, as
 // token_block (block.py) computes it, in one call. Compiled PyTorch spends about as long around
 // the weight products of a token (small fused loops, each waking the threads, and the graph
 // calls) as a CPU's memory takes to stream a half-precision model's weights; here the small
-// work is plain loops on one thread and only the products (and the LoRAs) use torch's threads.
+// work is plain loops on one thread, and only the products, the LoRAs and the wkv heads use
+// torch's threads. Measured on a 2-core AVX2 EPYC (0.1B, fp16): 1.27x the compiled step.
 namespace {
 
 constexpr float LAYER_NORM_EPS = 1e-5f;
