@@ -103,13 +103,18 @@ def test_a_fifty_paragraph_novel_is_written_saved_and_exported(tmp_path):
 def test_a_batch_killed_mid_step_resumes_without_losing_or_repeating_paragraphs(tmp_path):
     db = tmp_path / "novels.db"
 
-    def slow_writer(request):
+    writer_requests = []
+
+    def slow_third_paragraph(request):
+        # Only the paragraph in flight when the batch is killed streams slowly.
         reply = story_responder(request)
         if request["_role"] == "writer":
-            reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
+            writer_requests.append(request)
+            if len(writer_requests) == 3:
+                reply.chunk_chars, reply.chunk_delay_s = 10, 0.05
         return reply
 
-    with ScriptedServer(slow_writer) as server:
+    with ScriptedServer(slow_third_paragraph) as server:
         process = longyarn(
             "batch", "--db", str(db), "--premise", "A diver finds a bell under the ice.",
             "--paragraphs", "6", "--model", "scripted-model", server=server,
