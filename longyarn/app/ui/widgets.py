@@ -3,10 +3,10 @@ three candidate instructions."""
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual import events
 from textual.widgets import OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 

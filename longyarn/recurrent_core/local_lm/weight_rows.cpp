@@ -117,6 +117,17 @@ void product(const float* x, const T* w, const float* scale, float* y, int64_t o
   });
 }
 
+// y = x W^T scaled, for values already checked to be fp16, bf16 or int8.
+void project(const float* x, const at::Tensor& values, const at::Tensor& scale, float* y) {
+  const int64_t out = values.size(0), in = values.size(1);
+  const float* s = scale.data_ptr<float>();
+  switch (values.scalar_type()) {
+    case at::kHalf: product<0>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
+    case at::kBFloat16: product<1>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
+    default: product<2>(x, static_cast<const int8_t*>(values.data_ptr()), s, y, out, in); break;
+  }
+}
+
 }  // namespace
 
 std::vector<int64_t> product_sizes(const at::Tensor& x, const at::Tensor& values) {
@@ -138,15 +149,10 @@ at::Tensor weight_row_product(const at::Tensor& x, const at::Tensor& values, con
               "weight_row_product takes one fp32 scale per output row");
   const at::Tensor row = x.contiguous();
   at::Tensor y = at::empty(sizes, x.options());
-  const float* xs = row.data_ptr<float>();
-  const float* s = scale.data_ptr<float>();
-  float* ys = y.data_ptr<float>();
-  switch (values.scalar_type()) {
-    case at::kHalf: product<0>(xs, static_cast<const uint16_t*>(values.data_ptr()), s, ys, out, in); break;
-    case at::kBFloat16: product<1>(xs, static_cast<const uint16_t*>(values.data_ptr()), s, ys, out, in); break;
-    case at::kChar: product<2>(xs, static_cast<const int8_t*>(values.data_ptr()), s, ys, out, in); break;
-    default: TORCH_CHECK(false, "weight_row_product takes fp16, bf16 or int8 weights");
-  }
+  TORCH_CHECK(values.scalar_type() == at::kHalf || values.scalar_type() == at::kBFloat16 ||
+                  values.scalar_type() == at::kChar,
+              "weight_row_product takes fp16, bf16 or int8 weights");
+  project(row.data_ptr<float>(), values, scale, y.data_ptr<float>());
   return y;
 }
 
@@ -168,7 +174,7 @@ constexpr float LAYER_NORM_EPS = 1e-5f;
 constexpr float GROUP_NORM_EPS = 64e-5f;
 constexpr float DECAY_SCALE = 0.6065306597126334f;  // exp(-0.5)
 
-// Each block's tensors in the list the op takes, in this order (model.py builds it).
+// Each block's tensors in the list the op takes, in this order (native_step.py builds it).
 enum Weight : int64_t {
   LN1_WEIGHT, LN1_BIAS, TOKEN_SHIFT_MIX, RECEPTANCE, RECEPTANCE_SCALE, KEY, KEY_SCALE, VALUE, VALUE_SCALE,
   W0, W1, W2, A0, A1, A2, V0, V1, V2, G1, G2, K_K, K_A, R_K, OUTPUT, OUTPUT_SCALE, LN_X_WEIGHT, LN_X_BIAS,
@@ -189,16 +195,6 @@ void layer_norm(const float* x, const float* weight, const float* bias, float* y
 }
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
-
-void project(const float* x, const at::Tensor& values, const at::Tensor& scale, float* y) {
-  const int64_t out = values.size(0), in = values.size(1);
-  const float* s = floats(scale);
-  switch (values.scalar_type()) {
-    case at::kHalf: product<0>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
-    case at::kBFloat16: product<1>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
-    default: product<2>(x, static_cast<const int8_t*>(values.data_ptr()), s, y, out, in); break;
-  }
-}
 
 // y = bias + x @ W for a LoRA matrix W (in, out), fp32 or bf16; bias may be null.
 void lora(const float* x, const at::Tensor& w, const float* bias, float* y) {
