@@ -15,9 +15,9 @@ from tests.local_lm.test_projection import needs_row_kernel
 WIDE = dict(n_layer=2, n_embd=512, head_size=64, vocab_size=1024)
 
 
-def wide_models(weights: str) -> tuple[LocalLM, LocalLM]:
+def wide_models(weights: str, saved_as: torch.dtype = torch.bfloat16) -> tuple[LocalLM, LocalLM]:
     """(a model decoding natively, the same weights decoding with PyTorch ops)."""
-    state_dict = random_rwkv7_state_dict(**WIDE, seed=8, dtype=torch.bfloat16)
+    state_dict = random_rwkv7_state_dict(**WIDE, seed=8, dtype=saved_as)
     native = LocalLM.from_state_dict(state_dict, weights=weights)
     pytorch = LocalLM.from_state_dict(state_dict, weights=weights)
     pytorch.native_decode = False
@@ -25,9 +25,16 @@ def wide_models(weights: str) -> tuple[LocalLM, LocalLM]:
 
 
 @needs_row_kernel
-@pytest.mark.parametrize("weights", ["fp16", "bf16", "int8"])
-def test_one_sequence_decodes_natively_to_the_pytorch_logits_and_state(weights):
-    native, pytorch = wide_models(weights)
+@pytest.mark.parametrize(
+    "weights, saved_as",
+    # fp32-trained weights keep their LoRAs at fp32 (weights.py): the call takes those too.
+    [("fp16", torch.bfloat16), ("bf16", torch.bfloat16), ("int8", torch.bfloat16), ("fp16", torch.float32)],
+    ids=["fp16", "bf16", "int8", "fp16 of fp32-trained weights"],
+)
+def test_one_sequence_decodes_natively_to_the_pytorch_logits_and_state(weights, saved_as):
+    native, pytorch = wide_models(weights, saved_as)
+    if saved_as == torch.float32:
+        assert native._layers[1].w1.dtype == torch.float32
     assert native.decodes_natively and not pytorch.decodes_natively
     logits, state = native.forward([1, 2, 3])
     expected, expected_state = pytorch.forward([1, 2, 3])

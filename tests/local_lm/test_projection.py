@@ -200,3 +200,30 @@ def test_a_matrix_moved_to_huge_pages_keeps_its_values_after_the_original_is_gon
             assert not matrix.values.untyped_storage().resizable()
             assert matrix.values.data_ptr() % HUGE_PAGE_BYTES == 0
         assert matrix.dequantized().equal(expected[precision])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge pages are Linux's")
+def test_a_loaded_model_keeps_every_matrix_in_shared_huge_pages_with_its_values():
+    from longyarn.recurrent_core.local_lm import LocalLM
+    from longyarn.training.synthetic import random_rwkv7_state_dict
+
+    # 768 wide: the r/k/v/output matrices are 1.2 MB at fp16, under one huge page each.
+    state_dict = random_rwkv7_state_dict(n_layer=2, n_embd=768, head_size=64, vocab_size=2048, seed=4,
+                                         dtype=torch.bfloat16)
+    model = LocalLM.from_state_dict(state_dict, weights="fp16")
+    del state_dict
+    gc.collect()
+    layer = model._layers[1]
+    matrices = [p.stored.values for p in (layer.receptance, layer.key, layer.value, layer.output,
+                                          layer.ffn_key, layer.ffn_value, model._head)]
+    loras = [layer.w1, layer.w2, layer.g1, layer.g2]
+    mappings = set()
+    for values in matrices + loras:
+        assert not values.untyped_storage().resizable(), "in an arena mapping, not torch's allocator"
+        assert values.data_ptr() % 64 == 0
+        mappings.add(values.untyped_storage().data_ptr())
+    assert len(mappings) == 1, "one mapping shared, not a whole huge page rounded up for each"
+    fresh = random_rwkv7_state_dict(n_layer=2, n_embd=768, head_size=64, vocab_size=2048, seed=4,
+                                    dtype=torch.bfloat16)
+    assert layer.receptance.stored.values.equal(store_matrix(fresh["blocks.1.att.receptance.weight"], "fp16").values)
+    assert layer.w1.equal(fresh["blocks.1.att.w1"])

@@ -31,7 +31,7 @@ from .config import RWKV7Config, without_unused_tensors
 from .cpu_decode import decode_threads, intra_op_threads
 from .cuda_decode import DecodeGraphError, DecodeGraphs, forward_token_fused
 from .native_step import block_operands, token_blocks
-from .precision import HALF, choose_half_precision, resolve_weights
+from .precision import HALF, HugePageArena, choose_half_precision, resolve_weights
 from .projection import Projection
 from .state import RecurrentState, StateSignature
 from .weights import prepare_layers
@@ -167,12 +167,13 @@ class LocalLM:
                 state_dict["blocks.0.ln0.bias"].float(),
             ).to(device=device, dtype=dtype)
             storage = self.weights if cpu_storage else "fp32"
-            self._layers = prepare_layers(
-                state_dict, config, device, dtype, stack_for_decode=self._fused_decode, precision=storage
-            )
+            with HugePageArena():  # the matrices share huge pages (see precision.py)
+                self._layers = prepare_layers(
+                    state_dict, config, device, dtype, stack_for_decode=self._fused_decode, precision=storage
+                )
+                self._head = Projection(state_dict["head.weight"], device, dtype, storage)
             self._ln_out_weight = state_dict["ln_out.weight"].to(device=device, dtype=dtype)
             self._ln_out_bias = state_dict["ln_out.bias"].to(device=device, dtype=dtype)
-            self._head = Projection(state_dict["head.weight"], device, dtype, storage)
 
     @classmethod
     def load(

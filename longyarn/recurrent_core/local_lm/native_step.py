@@ -36,11 +36,14 @@ def _dense(tensor: torch.Tensor | None) -> torch.Tensor:
 
 
 def _lora(matrix: torch.Tensor | None) -> torch.Tensor | None:
-    """A LoRA matrix (in, out) at fp32 or bf16, an empty one for layer 0's missing value LoRA,
-    or None for one the op does not take."""
+    """A LoRA matrix (in, out) as the rows our kernel reads, (out, in) at fp32 or bf16; an empty
+    one for layer 0's missing value LoRA; None for one the op does not take (another dtype, or
+    an input width not a multiple of 16)."""
     if matrix is None:
         return torch.empty(0)
-    return matrix.contiguous() if matrix.dtype in (torch.float32, torch.bfloat16) and matrix.dim() == 2 else None
+    if matrix.dtype not in (torch.float32, torch.bfloat16) or matrix.dim() != 2 or matrix.shape[0] % 16:
+        return None
+    return matrix.t().contiguous()  # a CPU model holds them so (see weights.py): no copy
 
 
 def block_operands(layers: Sequence[LayerWeights], head_size: int) -> list[torch.Tensor] | None:

@@ -30,7 +30,7 @@ constexpr int64_t GROUP = 4;
 constexpr int64_t PREFETCH_BYTES = 16384;
 
 template <int K>
-using Kind = std::integral_constant<int, K>;  // 0: fp16, 1: bf16, 2: int8
+using Kind = std::integral_constant<int, K>;  // 0: fp16, 1: bf16, 2: int8, 3: fp32
 
 #if defined(__AVX512F__)
 constexpr int64_t LANES = 16;
@@ -52,6 +52,7 @@ inline Vec widen(const uint16_t* p, Kind<1>) {
 inline Vec widen(const int8_t* p, Kind<2>) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
+inline Vec widen(const float* p, Kind<3>) { return load(p); }
 #else
 constexpr int64_t LANES = 8;
 using Vec = __m256;
@@ -77,6 +78,7 @@ inline Vec widen(const uint16_t* p, Kind<1>) {
 inline Vec widen(const int8_t* p, Kind<2>) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+inline Vec widen(const float* p, Kind<3>) { return load(p); }
 #endif
 
 // Prefetching reads nothing and never faults, past the matrix included; the address is
@@ -85,47 +87,74 @@ inline void prefetch(const void* p, int64_t bytes_ahead) {
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + bytes_ahead), _MM_HINT_T0);
 }
 
+// Row groups [begin, end) of y = x W^T, each row scaled unless `scale` is null.
 template <int K, typename T>
-void product(const float* x, const T* w, const float* scale, float* y, int64_t out, int64_t in) {
+void product_groups(const float* x, const T* w, const float* scale, float* y, int64_t out, int64_t in,
+                    int64_t begin, int64_t end) {
   constexpr Kind<K> kind;
   constexpr int64_t per_line = 64 / sizeof(T);
-  const int64_t groups = (out + GROUP - 1) / GROUP;
-  // torch's own threads, as many as torch is set to use on this thread.
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t first = g * GROUP;
-      const T* rows = w + first * in;
-      if (first + GROUP <= out) {
-        Vec total[GROUP];
-        for (int j = 0; j < GROUP; ++j) total[j] = zero();
-        for (int64_t i = 0; i < in; i += LANES) {
-          if (i % per_line == 0) {
-            for (int j = 0; j < GROUP; ++j) prefetch(rows + j * in + i, PREFETCH_BYTES);
-          }
-          const Vec xs = load(x + i);
-          for (int j = 0; j < GROUP; ++j) total[j] = multiply_add(xs, widen(rows + j * in + i, kind), total[j]);
+  for (int64_t g = begin; g < end; ++g) {
+    const int64_t first = g * GROUP;
+    const T* rows = w + first * in;
+    if (first + GROUP <= out) {
+      Vec total[GROUP];
+      for (int j = 0; j < GROUP; ++j) total[j] = zero();
+      for (int64_t i = 0; i < in; i += LANES) {
+        if (i % per_line == 0) {
+          for (int j = 0; j < GROUP; ++j) prefetch(rows + j * in + i, PREFETCH_BYTES);
         }
-        for (int j = 0; j < GROUP; ++j) y[first + j] = sum(total[j]) * scale[first + j];
-      } else {  // the last rows, fewer than a group
-        for (int64_t o = first; o < out; ++o) {
-          Vec total = zero();
-          for (int64_t i = 0; i < in; i += LANES) total = multiply_add(load(x + i), widen(w + o * in + i, kind), total);
-          y[o] = sum(total) * scale[o];
-        }
+        const Vec xs = load(x + i);
+        for (int j = 0; j < GROUP; ++j) total[j] = multiply_add(xs, widen(rows + j * in + i, kind), total[j]);
+      }
+      for (int j = 0; j < GROUP; ++j) y[first + j] = scale ? sum(total[j]) * scale[first + j] : sum(total[j]);
+    } else {  // the last rows, fewer than a group
+      for (int64_t o = first; o < out; ++o) {
+        Vec total = zero();
+        for (int64_t i = 0; i < in; i += LANES) total = multiply_add(load(x + i), widen(w + o * in + i, kind), total);
+        y[o] = scale ? sum(total) * scale[o] : sum(total);
       }
     }
+  }
+}
+
+// One product y = x W^T for values already checked to be fp16, bf16, int8 or fp32; each row
+// scaled unless `scale` is null.
+struct Product {
+  const float* x;
+  const at::Tensor& values;
+  const float* scale;
+  float* y;
+
+  int64_t groups() const { return (values.size(0) + GROUP - 1) / GROUP; }
+
+  void run(int64_t begin, int64_t end) const {
+    const int64_t out = values.size(0), in = values.size(1);
+    const void* w = values.data_ptr();
+    switch (values.scalar_type()) {
+      case at::kHalf: product_groups<0>(x, static_cast<const uint16_t*>(w), scale, y, out, in, begin, end); break;
+      case at::kBFloat16: product_groups<1>(x, static_cast<const uint16_t*>(w), scale, y, out, in, begin, end); break;
+      case at::kChar: product_groups<2>(x, static_cast<const int8_t*>(w), scale, y, out, in, begin, end); break;
+      default: product_groups<3>(x, static_cast<const float*>(w), scale, y, out, in, begin, end); break;
+    }
+  }
+};
+
+// Independent products in one parallel region on torch's threads (as many as torch is set to
+// use on this thread), each thread streaming its share of every matrix: waking the threads
+// costs a few microseconds, and a small matrix (a LoRA) streams in less.
+void products(const std::vector<Product>& list) {
+  const int64_t parts = at::get_num_threads();
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      for (const Product& p : list) {
+        const int64_t groups = p.groups();
+        p.run(groups * part / parts, groups * (part + 1) / parts);
+      }
   });
 }
 
-// y = x W^T scaled, for values already checked to be fp16, bf16 or int8.
 void project(const float* x, const at::Tensor& values, const at::Tensor& scale, float* y) {
-  const int64_t out = values.size(0), in = values.size(1);
-  const float* s = scale.data_ptr<float>();
-  switch (values.scalar_type()) {
-    case at::kHalf: product<0>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
-    case at::kBFloat16: product<1>(x, static_cast<const uint16_t*>(values.data_ptr()), s, y, out, in); break;
-    default: product<2>(x, static_cast<const int8_t*>(values.data_ptr()), s, y, out, in); break;
-  }
+  products({{x, values, scale.data_ptr<float>(), y}});
 }
 
 }  // namespace
@@ -166,8 +195,10 @@ at::Tensor weight_row_product_shape(const at::Tensor& x, const at::Tensor& value
 // token_block (block.py) computes it, in one call. Compiled PyTorch spends about as long around
 // the weight products of a token (small fused loops, each waking the threads, and the graph
 // calls) as a CPU's memory takes to stream a half-precision model's weights; here the small
-// work is plain loops on one thread, and only the products, the LoRAs and the wkv heads use
-// torch's threads. Measured on a 2-core AVX2 EPYC (0.1B, fp16): 1.27x the compiled step.
+// work is plain loops on one thread, and torch's threads wake six times a block: for the
+// receptance, key, value and every LoRA's first product at once, for the LoRAs' second
+// products, for the wkv heads, and for each of the other three matrices. The LoRAs, held as
+// rows (weights.py), stream through the matrices' kernel.
 namespace {
 
 constexpr float LAYER_NORM_EPS = 1e-5f;
@@ -196,28 +227,8 @@ void layer_norm(const float* x, const float* weight, const float* bias, float* y
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
-// y = bias + x @ W for a LoRA matrix W (in, out), fp32 or bf16; bias may be null.
-void lora(const float* x, const at::Tensor& w, const float* bias, float* y) {
-  const int64_t in = w.size(0), out = w.size(1);
-  const bool half = w.scalar_type() == at::kBFloat16;
-  at::parallel_for(0, out, 128, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o) y[o] = bias ? bias[o] : 0.0f;
-    for (int64_t i = 0; i < in; ++i) {
-      const float xi = x[i];
-      if (half) {
-        const uint16_t* row = static_cast<const uint16_t*>(w.data_ptr()) + i * out;
-        for (int64_t o = begin; o < end; ++o) {
-          uint32_t bits = static_cast<uint32_t>(row[o]) << 16;
-          float wide;
-          std::memcpy(&wide, &bits, sizeof wide);
-          y[o] += xi * wide;
-        }
-      } else {
-        const float* row = floats(w) + i * out;
-        for (int64_t o = begin; o < end; ++o) y[o] += xi * row[o];
-      }
-    }
-  });
+void add(float* y, const float* bias, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += bias[i];
 }
 
 void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* time_mix_shift,
@@ -233,8 +244,12 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
   float* gate = iclr + C;
   float* kk = gate + C;
   float* out = kk + C;
-  float* hidden = out + C;  // the LoRAs' narrow rows, then the feed-forward's wide one
-  float* hidden2 = hidden + widest;
+  float* value_gate = out + C;
+  float* lora_w = value_gate + C;  // the LoRAs' narrow rows, none wider than C
+  float* lora_a = lora_w + C;
+  float* lora_g = lora_a + C;
+  float* lora_v = lora_g + C;
+  float* hidden = lora_v + C;  // the feed-forward's wide row
 
   layer_norm(x, floats(wt[LN1_WEIGHT]), floats(wt[LN1_BIAS]), normed, C, LAYER_NORM_EPS);
   const float* mix = floats(wt[TOKEN_SHIFT_MIX]);
@@ -242,19 +257,26 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
     for (int64_t c = 0; c < C; ++c) mixed[m * C + c] = normed[c] + (time_mix_shift[c] - normed[c]) * mix[m * C + c];
   std::memcpy(time_mix_shift, normed, C * sizeof(float));
 
-  project(mixed, wt[RECEPTANCE], wt[RECEPTANCE_SCALE], r);
-  project(mixed + C, wt[KEY], wt[KEY_SCALE], k);
-  project(mixed + 2 * C, wt[VALUE], wt[VALUE_SCALE], v);
+  // Everything the mixed rows feed: the receptance, key and value, and each LoRA's first product.
+  std::vector<Product> first_products = {
+      {mixed, wt[RECEPTANCE], floats(wt[RECEPTANCE_SCALE]), r},
+      {mixed + C, wt[KEY], floats(wt[KEY_SCALE]), k},
+      {mixed + 2 * C, wt[VALUE], floats(wt[VALUE_SCALE]), v},
+      {mixed + 3 * C, wt[W1], nullptr, lora_w},
+      {mixed + 4 * C, wt[A1], nullptr, lora_a},
+      {mixed + 5 * C, wt[G1], nullptr, lora_g}};
+  if (!first) first_products.push_back({mixed + 2 * C, wt[V1], nullptr, lora_v});
+  products(first_products);
 
-  lora(mixed + 3 * C, wt[W1], nullptr, hidden);
-  for (int64_t j = 0, n = wt[W1].size(1); j < n; ++j) hidden[j] = std::tanh(hidden[j]);
-  lora(hidden, wt[W2], floats(wt[W0]), decay);
-  lora(mixed + 4 * C, wt[A1], nullptr, hidden);
-  lora(hidden, wt[A2], floats(wt[A0]), iclr);
+  for (int64_t j = 0, n = wt[W1].size(0); j < n; ++j) lora_w[j] = std::tanh(lora_w[j]);
+  for (int64_t j = 0, n = wt[G1].size(0); j < n; ++j) lora_g[j] = sigmoid(lora_g[j]);
+  std::vector<Product> second_products = {
+      {lora_w, wt[W2], nullptr, decay}, {lora_a, wt[A2], nullptr, iclr}, {lora_g, wt[G2], nullptr, gate}};
+  if (!first) second_products.push_back({lora_v, wt[V2], nullptr, value_gate});
+  products(second_products);
+  add(decay, floats(wt[W0]), C);
+  add(iclr, floats(wt[A0]), C);
   for (int64_t c = 0; c < C; ++c) iclr[c] = sigmoid(iclr[c]);
-  lora(mixed + 5 * C, wt[G1], nullptr, hidden);
-  for (int64_t j = 0, n = wt[G1].size(1); j < n; ++j) hidden[j] = sigmoid(hidden[j]);
-  lora(hidden, wt[G2], nullptr, gate);
 
   const float* k_k = floats(wt[K_K]);
   const float* k_a = floats(wt[K_A]);
@@ -271,9 +293,8 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
   if (first) {
     std::memcpy(v_first, v, C * sizeof(float));
   } else {
-    lora(mixed + 2 * C, wt[V1], nullptr, hidden);
-    lora(hidden, wt[V2], floats(wt[V0]), hidden2);
-    for (int64_t c = 0; c < C; ++c) v[c] += (v_first[c] - v[c]) * sigmoid(hidden2[c]);
+    add(value_gate, floats(wt[V0]), C);
+    for (int64_t c = 0; c < C; ++c) v[c] += (v_first[c] - v[c]) * sigmoid(value_gate[c]);
   }
   for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-DECAY_SCALE * sigmoid(decay[c]));
 
@@ -349,7 +370,11 @@ at::Tensor token_blocks(const at::Tensor& x, at::Tensor& time_mix_shift, at::Ten
   float* h = hidden.data_ptr<float>();
   int64_t widest = C;
   for (int64_t l = 0; l < L; ++l) widest = std::max(widest, weights[l * WEIGHTS_PER_BLOCK + FFN_KEY].size(0));
-  std::vector<float> scratch(16 * C + widest), v_first(C);
+  for (int64_t l = 0; l < L; ++l)
+    for (Weight lora : {W1, A1, G1, V1})
+      TORCH_CHECK(weights[l * WEIGHTS_PER_BLOCK + lora].numel() == 0 || weights[l * WEIGHTS_PER_BLOCK + lora].size(0) <= C,
+                  "token_blocks takes LoRAs no wider than the model");
+  std::vector<float> scratch(20 * C + widest), v_first(C);
   for (int64_t l = 0; l < L; ++l) {
     block(weights.data() + l * WEIGHTS_PER_BLOCK, h, v_first.data(), l == 0,
           time_mix_shift.data_ptr<float>() + l * C, channel_mix_shift.data_ptr<float>() + l * C,

@@ -18,6 +18,7 @@ import torch
 from longyarn.kernels.rwkv7_fused import LORA_ROWS, stack_time_mix_vectors
 
 from .config import RWKV7Config
+from .precision import in_huge_pages
 from .projection import Projection
 
 
@@ -155,7 +156,12 @@ def prepare_layers(
         return raw[key].reshape(-1).to(device=device, dtype=dtype)
 
     def matrix(key: str) -> torch.Tensor:
-        return raw[key].to(device=device, dtype=small_dtype).contiguous()
+        stored = raw[key].to(device=device, dtype=small_dtype)
+        if cpu_storage:
+            # Held as rows (out, in), the layout our weight kernel streams in the one-call decode
+            # step (native_step); the PyTorch paths multiply by this (in, out) view of them.
+            return in_huge_pages(stored.t()).t()
+        return stored.contiguous()
 
     def projection(key: str) -> Projection:
         return Projection(raw[key], device, dtype, precision)
