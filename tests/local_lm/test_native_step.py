@@ -1,13 +1,17 @@
 """One sequence's next token as one C++ call (native_step.py): what the PyTorch step computes,
-for every precision our kernel takes, and the PyTorch step wherever the call does not apply."""
+for every precision our kernel takes, and the PyTorch step wherever the call does not apply;
+and a prefill's wkv recurrence as one call."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from longyarn.kernels.wkv7 import wkv7_naive
 from longyarn.recurrent_core.local_lm import LocalLM
+from longyarn.recurrent_core.local_lm.native_step import runs_wkv_sequence, wkv_sequence
 from longyarn.training.synthetic import random_rwkv7_state_dict
+from tests.kernels.rwkv7_inputs import random_state, rwkv7_inputs
 from tests.local_lm.exactness import Float64Truth, assert_as_exact_as
 from tests.local_lm.test_projection import needs_row_kernel
 
@@ -100,3 +104,35 @@ def test_a_model_our_kernel_does_not_take_decodes_with_pytorch():
     assert not LocalLM.from_state_dict(state_dict, weights="fp32").decodes_natively
     narrow = random_rwkv7_state_dict(n_layer=2, n_embd=128, head_size=32, vocab_size=300, seed=3)
     assert not LocalLM.from_state_dict(narrow, weights="fp16").decodes_natively
+
+
+@needs_row_kernel
+@pytest.mark.parametrize("head_size", [16, 64])
+def test_a_prefills_wkv_in_one_call_is_the_recurrence_and_continues_in_place(head_size):
+    # A CPU prefill runs the recurrence as one C++ call (wkv_sequence); it must be `wkv7`'s.
+    inputs = rwkv7_inputs(2, 90, 3, head_size, seed=5)
+    r, log_w, k, v, a, b = inputs
+    state = random_state(2, 3, head_size)
+    expected_out, expected_state = wkv7_naive(*inputs, state=state)
+    assert runs_wkv_sequence(r, head_size, state)
+    new_state = torch.empty_like(state)
+    out = wkv_sequence(r, log_w.exp(), k, v, a, b, state, new_state)
+    torch.testing.assert_close(out, expected_out, rtol=0, atol=1e-4)
+    torch.testing.assert_close(new_state, expected_state, rtol=0, atol=1e-4)
+    assert torch.equal(state, random_state(2, 3, head_size)), "the given state is kept"
+
+    # In two parts, the second over the first's state in place, as prefill segments run.
+    first = wkv_sequence(*(t[:, :37] for t in (r, log_w.exp(), k, v, a, b)), state, new_state)
+    second = wkv_sequence(*(t[:, 37:] for t in (r, log_w.exp(), k, v, a, b)), new_state, new_state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), expected_out, rtol=0, atol=1e-4)
+    torch.testing.assert_close(new_state, expected_state, rtol=0, atol=1e-4)
+
+
+@needs_row_kernel
+def test_a_prefill_that_wants_gradients_keeps_the_differentiable_recurrence():
+    r = torch.randn(1, 8, 2, 16, requires_grad=True)
+    state = torch.zeros(1, 2, 16, 16)
+    assert not runs_wkv_sequence(r, 16, state)
+    with torch.no_grad():
+        assert runs_wkv_sequence(r, 16, state)
+    assert not runs_wkv_sequence(r.detach(), 24, state), "heads a multiple of 16 wide only"

@@ -14,6 +14,7 @@ from longyarn.kernels.rwkv7_fused import DECAY_SCALE, GROUP_NORM_EPS
 from longyarn.kernels.wkv7 import wkv7
 
 from .cpu_decode import wkv7_one_token
+from .native_step import runs_wkv_sequence, wkv_sequence
 from .weights import LayerWeights, lora_product
 
 
@@ -54,6 +55,9 @@ def time_mix(
 
     if len(batch_dims) == 1 and not mixed.is_cuda:
         out = wkv7_one_token(r, log_w, k, v, kk, iclr, wkv_state, wkv_out, N)
+    elif len(batch_dims) == 2 and runs_wkv_sequence(r, N, wkv_state, wkv_out):
+        seq_shape = (*batch_dims, H, N)
+        out = wkv_sequence(*(t.view(seq_shape) for t in (r, log_w.exp(), k, v, -kk, kk * iclr)), wkv_state, wkv_out)
     else:
         # The kernel takes (B, T, H, N) and a = -kk, b = kk * iclr (its delta-rule form).
         seq_shape = (batch_dims[0], batch_dims[1] if len(batch_dims) == 2 else 1, H, N)
