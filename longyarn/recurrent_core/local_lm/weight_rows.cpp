@@ -228,23 +228,36 @@ void layer_norm(const float* x, const float* weight, const float* bias, float* y
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 // One token's wkv step for one head, on its state S [value channel i, key channel j] (N x N,
-// N a multiple of LANES):
+// N a multiple of 16):
 //   S' = S diag(w) + (S a) b^T + v k^T, out = S' r.
+// Four rows at a time: each row's two dot products are chains of dependent additions, and four
+// independent chains keep the core's multipliers busy.
 void wkv_head_step(float* S, const float* r, const float* w, const float* k, const float* v, const float* a,
                    const float* b, float* out, int64_t N) {
-  for (int64_t i = 0; i < N; ++i) {
-    float* row = S + i * N;
-    Vec along = zero();
-    for (int64_t j = 0; j < N; j += LANES) along = multiply_add(load(row + j), load(a + j), along);
-    const Vec along_a = broadcast(sum(along)), vi = broadcast(v[i]);
-    Vec o = zero();
+  constexpr int ROWS = 4;
+  for (int64_t i = 0; i < N; i += ROWS) {
+    float* rows = S + i * N;
+    Vec along[ROWS], o[ROWS];
+    for (int q = 0; q < ROWS; ++q) along[q] = o[q] = zero();
     for (int64_t j = 0; j < N; j += LANES) {
-      const Vec updated =
-          multiply_add(vi, load(k + j), multiply_add(along_a, load(b + j), multiply(load(row + j), load(w + j))));
-      store(row + j, updated);
-      o = multiply_add(updated, load(r + j), o);
+      const Vec aj = load(a + j);
+      for (int q = 0; q < ROWS; ++q) along[q] = multiply_add(load(rows + q * N + j), aj, along[q]);
     }
-    out[i] = sum(o);
+    Vec along_a[ROWS], vi[ROWS];
+    for (int q = 0; q < ROWS; ++q) {
+      along_a[q] = broadcast(sum(along[q]));
+      vi[q] = broadcast(v[i + q]);
+    }
+    for (int64_t j = 0; j < N; j += LANES) {
+      const Vec wj = load(w + j), bj = load(b + j), kj = load(k + j), rj = load(r + j);
+      for (int q = 0; q < ROWS; ++q) {
+        float* at = rows + q * N + j;
+        const Vec updated = multiply_add(vi[q], kj, multiply_add(along_a[q], bj, multiply(load(at), wj)));
+        store(at, updated);
+        o[q] = multiply_add(updated, rj, o[q]);
+      }
+    }
+    for (int q = 0; q < ROWS; ++q) out[i + q] = sum(o[q]);
   }
 }
 
