@@ -15,6 +15,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#if __has_include(<sleef.h>)
+#include <sleef.h>
+#define SLEEF_LANES 1
+#else
+#define SLEEF_LANES 0
+#endif
 #include <torch/library.h>
 
 #include <algorithm>
@@ -53,6 +59,11 @@ inline Vec widen(const int8_t* p, Kind<2>) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 inline Vec widen(const float* p, Kind<3>) { return load(p); }
+inline Vec divide(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+#if SLEEF_LANES
+inline Vec exp_lanes(Vec v) { return Sleef_expf16_u10avx512f(v); }
+inline Vec tanh_lanes(Vec v) { return Sleef_tanhf16_u10avx512f(v); }
+#endif
 #else
 constexpr int64_t LANES = 8;
 using Vec = __m256;
@@ -79,7 +90,28 @@ inline Vec widen(const int8_t* p, Kind<2>) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 inline Vec widen(const float* p, Kind<3>) { return load(p); }
+inline Vec divide(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+#if SLEEF_LANES
+inline Vec exp_lanes(Vec v) { return Sleef_expf8_u10avx2(v); }
+inline Vec tanh_lanes(Vec v) { return Sleef_tanhf8_u10avx2(v); }
 #endif
+#endif
+
+// exp and tanh a vector at a time: SLEEF's (1 ulp), which libtorch_cpu carries and exports; a
+// token of a 0.1B model takes some 40,000 of them. Without its header, one lane at a time.
+#if !SLEEF_LANES
+inline Vec lane_by_lane(Vec v, float (*f)(float)) {
+  alignas(64) float lanes[LANES];
+  store(lanes, v);
+  for (float& lane : lanes) lane = f(lane);
+  return load(lanes);
+}
+inline Vec exp_lanes(Vec v) { return lane_by_lane(v, [](float z) { return std::exp(z); }); }
+inline Vec tanh_lanes(Vec v) { return lane_by_lane(v, [](float z) { return std::tanh(z); }); }
+#endif
+inline Vec sigmoid_lanes(Vec v) {
+  return divide(broadcast(1.0f), multiply_add(broadcast(1.0f), exp_lanes(multiply(broadcast(-1.0f), v)), broadcast(1.0f)));
+}
 
 // Prefetching reads nothing and never faults, past the matrix included; the address is
 // computed as an integer so that no pointer leaves its array.
@@ -225,7 +257,11 @@ void layer_norm(const float* x, const float* weight, const float* bias, float* y
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - centre) * inverse * weight[i] + bias[i];
 }
 
-inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+// x[i] = f(x[i]) over n floats, n a multiple of 16.
+template <typename F>
+void each_lane(float* x, int64_t n, F f) {
+  for (int64_t i = 0; i < n; i += LANES) store(x + i, f(load(x + i)));
+}
 
 // One token's wkv step for one head, on its state S [value channel i, key channel j] (N x N,
 // N a multiple of 16):
@@ -302,15 +338,15 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
   if (!first) first_products.push_back({mixed + 2 * C, wt[V1], nullptr, lora_v});
   products(first_products);
 
-  for (int64_t j = 0, n = wt[W1].size(0); j < n; ++j) lora_w[j] = std::tanh(lora_w[j]);
-  for (int64_t j = 0, n = wt[G1].size(0); j < n; ++j) lora_g[j] = sigmoid(lora_g[j]);
+  each_lane(lora_w, wt[W1].size(0), tanh_lanes);
+  each_lane(lora_g, wt[G1].size(0), sigmoid_lanes);
   std::vector<Product> second_products = {
       {lora_w, wt[W2], nullptr, decay}, {lora_a, wt[A2], nullptr, iclr}, {lora_g, wt[G2], nullptr, gate}};
   if (!first) second_products.push_back({lora_v, wt[V2], nullptr, value_gate});
   products(second_products);
   add(decay, floats(wt[W0]), C);
   add(iclr, floats(wt[A0]), C);
-  for (int64_t c = 0; c < C; ++c) iclr[c] = sigmoid(iclr[c]);
+  each_lane(iclr, C, sigmoid_lanes);
 
   const float* k_k = floats(wt[K_K]);
   const float* k_a = floats(wt[K_A]);
@@ -328,9 +364,10 @@ void block(const at::Tensor* wt, float* x, float* v_first, bool first, float* ti
     std::memcpy(v_first, v, C * sizeof(float));
   } else {
     add(value_gate, floats(wt[V0]), C);
-    for (int64_t c = 0; c < C; ++c) v[c] += (v_first[c] - v[c]) * sigmoid(value_gate[c]);
+    each_lane(value_gate, C, sigmoid_lanes);
+    for (int64_t c = 0; c < C; ++c) v[c] += (v_first[c] - v[c]) * value_gate[c];
   }
-  for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-DECAY_SCALE * sigmoid(decay[c]));
+  each_lane(decay, C, [](Vec z) { return exp_lanes(multiply(broadcast(-DECAY_SCALE), sigmoid_lanes(z))); });
 
   // The wkv step per head, with a = kk and b = -kk * iclr.
   const float* r_k = floats(wt[R_K]);
@@ -391,8 +428,9 @@ at::Tensor token_blocks(const at::Tensor& x, at::Tensor& time_mix_shift, at::Ten
   for (int64_t l = 0; l < L; ++l) widest = std::max(widest, weights[l * WEIGHTS_PER_BLOCK + FFN_KEY].size(0));
   for (int64_t l = 0; l < L; ++l)
     for (Weight lora : {W1, A1, G1, V1})
-      TORCH_CHECK(weights[l * WEIGHTS_PER_BLOCK + lora].numel() == 0 || weights[l * WEIGHTS_PER_BLOCK + lora].size(0) <= C,
-                  "token_blocks takes LoRAs no wider than the model");
+      TORCH_CHECK(weights[l * WEIGHTS_PER_BLOCK + lora].numel() == 0 ||
+                      (weights[l * WEIGHTS_PER_BLOCK + lora].size(0) <= C && weights[l * WEIGHTS_PER_BLOCK + lora].size(0) % 16 == 0),
+                  "token_blocks takes LoRAs no wider than the model, a multiple of 16 wide");
   std::vector<float> scratch(20 * C + widest), v_first(C);
   for (int64_t l = 0; l < L; ++l) {
     block(weights.data() + l * WEIGHTS_PER_BLOCK, h, v_first.data(), l == 0,
