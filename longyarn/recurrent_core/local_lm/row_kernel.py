@@ -3,7 +3,7 @@
 Decoding one token is a chain of matrix-vector products, and on a CPU each runs at the speed
 its weights stream from memory. Inductor's fused reduction and FBGEMM's fp16 product read a
 0.1B model's matrices at about 14 GB/s on our 2-core machines; the kernel in weight_rows.cpp
-(four rows at once, software prefetch) reads them at 23 to 27 GB/s, and int8 at 20 to 30.
+(four independent sums per row, software prefetch) reads them at 23 to 27 GB/s, and int8 at 20 to 30.
 
 It is a PyTorch operator, `longyarn::weight_row_product`, written in C++ (the same library
 holds `longyarn::token_blocks`, a whole decode step built on it: see native_step.py) and built with
