@@ -209,7 +209,7 @@ class Projection:
             few = self._few_rows(x)
             if few is not None:
                 return few
-        return F.linear(x, stored.values.float()) * stored.scale
+        return F.linear(x, stored.values.float()).mul_(stored.scale)  # in place: no second output
 
     def _rows_at_once(self, x: torch.Tensor, rows: int) -> torch.Tensor:
         """Several rows inside a compiled graph, each weight read once for all of them."""
