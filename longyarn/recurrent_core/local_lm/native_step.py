@@ -5,8 +5,9 @@ A half-precision 0.1B model reads 282 MB of weights a token, about 17 ms on a 2-
 Compiled by inductor, the work around those products (layer norms, lerps, LoRAs, the wkv step)
 is a few hundred small parallel loops, each waking the second core, plus a graph call per
 block: 7 to 8 ms more a token on an AVX2 EPYC. The op does that work in plain loops on one
-thread, gives torch's threads only the products, the LoRAs and the wkv heads, and is called
-once a token: 1.22x to 1.28x the compiled step at fp16, 1.33x to 1.48x at int8 (cpu_peers.py).
+thread (exp, tanh and sigmoid a vector at a time), wakes torch's threads six times a block for
+the products (the LoRAs stream through the same kernel) and the wkv heads, and is called once
+a token: 1.23x to 1.43x the compiled step at fp16, 1.29x to 1.60x at int8 (cpu_peers.py).
 
 It computes what `token_block` computes, in fp32, for one sequence (batch 1); several sequences
 at once (versions sampled as a batch) keep the compiled step, which reads each weight once for
